@@ -1,0 +1,1 @@
+"""National format adapters, one package per country."""
