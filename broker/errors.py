@@ -47,6 +47,7 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config.invalid"
     KEY_MISSING = "key.missing"
     HANDLER_CRASHED = "handler.crashed"
+    TRANSPORT_FORBIDDEN = "transport.forbidden"
 
 
 class ExchangeError(Exception):
