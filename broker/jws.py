@@ -1,0 +1,123 @@
+"""Detached JWS (RFC 7515 appendix F) with the fully specified `Ed25519` algorithm (RFC 9864).
+
+The protected header carries the signer's chain (`x5c`, leaf first) and `kid`, the base64url SHA-256
+thumbprint of the leaf certificate. Only `Ed25519` is accepted: the algorithm we emit. Whether the
+chain is *trusted* is decided by `broker.trust`; this module only proves the bytes were signed by the
+key in `x5c[0]`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from broker.canonical import canonical_bytes, strict_loads
+from broker.errors import Reason, VerificationError
+
+ALGORITHM = "Ed25519"
+MAX_CHAIN = 3
+_HEADER_KEYS = frozenset({"alg", "kid", "x5c", "typ"})
+TYP = "labour-exchange+jws"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    if not text or any(c not in _B64URL_ALPHABET for c in text):
+        raise VerificationError(Reason.MESSAGE_MALFORMED, "not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise VerificationError(Reason.MESSAGE_MALFORMED, "not base64url") from None
+
+
+_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def thumbprint(cert: x509.Certificate) -> str:
+    return b64url(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """A signature that checked out against the key of `chain[0]` (trust not yet decided)."""
+
+    chain: tuple[x509.Certificate, ...]
+    kid: str
+
+
+def sign_detached(
+    payload: bytes, *, private_key: Ed25519PrivateKey, chain: Sequence[x509.Certificate]
+) -> str:
+    """Return `<protected>..<signature>` over `payload`."""
+    header = {
+        "alg": ALGORITHM,
+        "kid": thumbprint(chain[0]),
+        "typ": TYP,
+        "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode("ascii") for c in chain],
+    }
+    protected = b64url(canonical_bytes(header))
+    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
+    return f"{protected}..{b64url(private_key.sign(signing_input))}"
+
+
+def _load_chain(x5c: object) -> tuple[x509.Certificate, ...]:
+    if not isinstance(x5c, list) or not 1 <= len(x5c) <= MAX_CHAIN:
+        raise VerificationError(Reason.CERT_MALFORMED, f"x5c must be a list of 1 to {MAX_CHAIN} certificates")
+    certs = []
+    for position, item in enumerate(x5c):
+        if not isinstance(item, str):
+            raise VerificationError(Reason.CERT_MALFORMED, f"x5c[{position}] is not a string")
+        try:
+            certs.append(x509.load_der_x509_certificate(base64.b64decode(item, validate=True)))
+        except (binascii.Error, ValueError) as exc:
+            raise VerificationError(
+                Reason.CERT_MALFORMED, f"x5c[{position}] is not a certificate: {exc}"
+            ) from None
+    return tuple(certs)
+
+
+def verify_detached(jws: str, payload: bytes) -> VerifiedSignature:
+    """Check `jws` over `payload`; raise VerificationError with the reason on any failure."""
+    parts = jws.split(".")
+    if len(parts) != 3 or parts[1] != "":
+        raise VerificationError(Reason.SIGNATURE_INVALID, "not a detached compact JWS (<protected>..<sig>)")
+    protected, _, signature_b64 = parts
+    header = strict_loads(b64url_decode(protected))
+    if not isinstance(header, dict):
+        raise VerificationError(Reason.SIGNATURE_INVALID, "JWS protected header is not a JSON object")
+    if header.get("alg") != ALGORITHM:
+        raise VerificationError(
+            Reason.SIGNATURE_ALGORITHM, f"JWS alg {header.get('alg')!r} refused; only {ALGORITHM} is accepted"
+        )
+    unknown = set(header) - _HEADER_KEYS
+    if unknown:
+        # `crit`, `jku`, `jwk`, `b64`... could change how the signature is interpreted: refuse them all.
+        raise VerificationError(
+            Reason.SIGNATURE_INVALID, f"JWS header has unsupported members {sorted(unknown)}"
+        )
+    chain = _load_chain(header.get("x5c"))
+    kid = header.get("kid")
+    if kid != thumbprint(chain[0]):
+        raise VerificationError(Reason.SIGNATURE_INVALID, "JWS kid does not match the x5c leaf certificate")
+    public_key = chain[0].public_key()
+    if not isinstance(public_key, Ed25519PublicKey):
+        raise VerificationError(Reason.CERT_USAGE, "signer certificate does not hold an Ed25519 key")
+    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
+    try:
+        public_key.verify(b64url_decode(signature_b64), signing_input)
+    except InvalidSignature:
+        raise VerificationError(
+            Reason.SIGNATURE_INVALID, "Ed25519 signature does not match the envelope"
+        ) from None
+    return VerifiedSignature(chain=chain, kid=kid)
