@@ -1,0 +1,40 @@
+"""Write the JSON Schemas and the sample XML documents generated from the message catalogue.
+
+    .venv/bin/python scripts/gen_schemas.py
+
+tests/test_schemas.py regenerates both in memory and fails if the committed files drift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.catalogue import sample_payloads
+from broker.catalogue.jsonschema import schema_files
+from broker.catalogue.xmlform import payload_to_xml
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON_DIR = ROOT / "schemas" / "json"
+XML_SAMPLES_DIR = ROOT / "schemas" / "xsd" / "samples"
+
+
+def sample_xml_files() -> dict[str, bytes]:
+    return {
+        f"{payload.MESSAGE_TYPE}-{payload.VERSION}.xml": payload_to_xml(payload)
+        for payload in sample_payloads().values()
+    }
+
+
+def main() -> None:
+    JSON_DIR.mkdir(parents=True, exist_ok=True)
+    XML_SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
+    for name, text in schema_files().items():
+        (JSON_DIR / name).write_text(text, encoding="utf-8")
+        print(JSON_DIR / name)
+    for name, document in sample_xml_files().items():
+        (XML_SAMPLES_DIR / name).write_bytes(document)
+        print(XML_SAMPLES_DIR / name)
+
+
+if __name__ == "__main__":
+    main()
