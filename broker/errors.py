@@ -47,6 +47,7 @@ class Reason(StrEnum):
     CONFIG_INVALID = "config.invalid"
     KEY_MISSING = "key.missing"
     HANDLER_CRASHED = "handler.crashed"
+    AUDIT_OUT_OF_RANGE = "audit.out_of_range"
     TRANSPORT_FORBIDDEN = "transport.forbidden"
 
 
