@@ -1,0 +1,628 @@
+"""A country's gateway: sends sealed messages to the peer and opens what the peer sends.
+
+Receive path for every inbound message, in order (STYLE.md 9: ack only when the work is durable):
+open (verify, validate, policy) → freshness → duplicate check → audit RECEIVED (durable) → deliver to
+local subscribers → audit DELIVERED → signed receipt (audited, published) → ack. A crash anywhere
+before the ack means the broker redelivers; the audit markers make every step idempotent, so a
+redelivery is neither delivered twice nor receipted differently.
+
+Rejected messages are audited, copied to the quarantine queue with their reason and original bytes,
+and answered with a signed negative receipt when their id can be read. Errors of our own (audit store
+or broker unavailable) are not rejections: the message is requeued and nothing is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+import structlog
+
+from broker.agreement import Agreement, load_agreement
+from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
+from broker.catalogue import Payload, citizenship_of
+from broker.catalogue.receipt import Receipt, Verdict
+from broker.envelope import sha256_hex
+from broker.errors import ConfigError, LocalError, PolicyError, Reason, RemoteError, ReplayError
+from broker.metrics import GatewayMetrics
+from broker.outbox import Outbox, SendState
+from broker.pki import Signer
+from broker.sealing import OpenedMessage, SealedMessage, check_freshness, open_message, peek, seal
+from broker.settings import ExchangeSettings
+from broker.topology import DELIVERY, INBOUND, OUTBOUND, QUARANTINE, delivery_routing_key
+from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
+from broker.trust import TrustStore
+
+log = structlog.get_logger("broker.gateway")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: UUID
+    sha256: str
+    receipt: Receipt | None
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        country: str,
+        agreement: Agreement,
+        trust: TrustStore,
+        gateway_signer: Signer,
+        signer_for: Callable[[str], Signer],
+        transport: Transport,
+        audit: AuditStore,
+        outbox: Outbox,
+        settings: ExchangeSettings,
+        metrics: GatewayMetrics | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.country = country
+        self.peer_country = agreement.peer_country(country)
+        self.agreement = agreement
+        self.gateway_id = agreement.gateway(country).id
+        self.peer_gateway_id = agreement.gateway(self.peer_country).id
+        self._trust = trust
+        self._gateway_signer = gateway_signer
+        self._signer_for = signer_for
+        self._transport = transport
+        self._audit = audit
+        self._outbox = outbox
+        self._settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self._clock = clock
+        self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
+        self._locks: dict[UUID, asyncio.Lock] = {}
+        self._consumer: ConsumerHandle | None = None
+        self._resender: asyncio.Task[None] | None = None
+        self._log = log.bind(gateway=self.gateway_id, peer=self.peer_gateway_id)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
+    ) -> GatewayRun:
+        """`async with Gateway.from_settings(settings) as gw:` assembles, starts, and finally closes."""
+        return GatewayRun(settings=settings, metrics=metrics)
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._outbox
+
+    @property
+    def audit(self) -> AuditStore:
+        return self._audit
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._consumer = await self._transport.consume(
+            INBOUND, self._on_inbound, prefetch=self._settings.prefetch
+        )
+        self._resender = asyncio.create_task(self._resend_loop(), name=f"{self.gateway_id}-resend")
+        self._log.info("gateway.started")
+
+    async def stop(self) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resender
+            self._resender = None
+        if self._consumer is not None:
+            await self._consumer.cancel()
+            self._consumer = None
+        for waiter in self._waiters.values():
+            waiter.cancel()
+        self._log.info("gateway.stopped")
+
+    async def close(self) -> None:
+        """Stop, then release the broker connection, the audit store and the outbox."""
+        await self.stop()
+        await self._transport.close()
+        await self._audit.close()
+        self._outbox.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- sending -------------------------------------------------------------------------------
+    async def send(
+        self,
+        payload: Payload,
+        *,
+        to: str,
+        sender: str | None = None,
+        wait_receipt: bool = False,
+        receipt_timeout_s: float | None = None,
+        correlation_id: UUID | None = None,
+    ) -> SendResult:
+        """Seal `payload` as `sender`, publish it to the peer and optionally wait for its receipt.
+
+        Without `sender`, the one authority of this country that may send this type signs it.
+        """
+        sender = sender or self._default_sender(payload.MESSAGE_TYPE)
+        try:
+            self.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
+        except PolicyError as refused:
+            raise LocalError(
+                refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
+            ) from None
+        if self.agreement.authority(sender).country != self.country:
+            raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {self.country}")
+        sealed = seal(
+            payload,
+            sender=sender,
+            recipient=to,
+            signer=self._signer_for(sender),
+            created_at=self._clock(),
+            correlation_id=correlation_id,
+        )
+        waiter: asyncio.Future[Receipt] | None = None
+        if wait_receipt:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[sealed.envelope.id] = waiter
+        try:
+            await self._record_and_publish(sealed)
+            if waiter is None:
+                return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=None)
+            limit = (
+                receipt_timeout_s
+                if receipt_timeout_s is not None
+                else self._settings.receipt_deadline(payload.MESSAGE_TYPE).total_seconds()
+            )
+            receipt = await asyncio.wait_for(waiter, limit)
+            return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=receipt)
+        finally:
+            self._waiters.pop(sealed.envelope.id, None)
+
+    async def publish_sealed(self, sealed: SealedMessage) -> None:
+        """Send bytes sealed elsewhere (a ministry system that signs with its own keys) and track them.
+
+        The gateway does not re-check them: the peer verifies, and a fault comes back as a negative
+        receipt, which is what the ministry needs to see.
+        """
+        await self._record_and_publish(sealed)
+
+    async def _record_and_publish(self, sealed: SealedMessage) -> None:
+        envelope = sealed.envelope
+        now = self._clock()
+        await self._audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.SENT,
+                    time=now,
+                    message_id=envelope.id,
+                    message_type=envelope.type,
+                    peer=envelope.recipient,
+                    envelope=sealed.raw,
+                )
+            ]
+        )
+        await self._outbox.record_sent(
+            message_id=envelope.id,
+            message_type=envelope.type,
+            recipient=envelope.recipient,
+            raw=sealed.raw,
+            sha256=sealed.sha256,
+            deadline=now + self._settings.receipt_deadline(envelope.type),
+        )
+        await self._publish_to_peer(sealed.raw, message_id=envelope.id, message_type=envelope.type)
+        await self._outbox.mark_confirmed(envelope.id)
+        self.metrics.sent.labels(envelope.type).inc()
+        self.metrics.confirmed.labels(envelope.type).inc()
+        self._log.info(
+            "message.sent", message_id=str(envelope.id), type=envelope.type, sender=envelope.sender
+        )
+
+    async def _publish_to_peer(self, raw: bytes, *, message_id: UUID, message_type: str) -> None:
+        await self._transport.publish(
+            exchange=OUTBOUND,
+            routing_key=self.peer_country.lower(),
+            body=raw,
+            message_id=str(message_id),
+            headers={"x-type": message_type},
+            timeout=self._settings.confirm_timeout_s,
+        )
+
+    async def resend_overdue(self) -> int:
+        """Re-send, with the same id and bytes, every message whose receipt deadline has passed."""
+        now = self._clock()
+        overdue = await self._outbox.overdue(now)
+        for record in overdue:
+            await self._publish_to_peer(
+                record.raw, message_id=record.message_id, message_type=record.message_type
+            )
+            await self._outbox.mark_resent(
+                record.message_id, deadline=now + self._settings.receipt_deadline(record.message_type)
+            )
+            self.metrics.resent.labels(record.message_type).inc()
+            self._log.warning(
+                "receipt.overdue",
+                message_id=str(record.message_id),
+                type=record.message_type,
+                peer=record.recipient,
+                attempts=record.attempts + 1,
+                sent_at=record.sent_at.isoformat(),
+            )
+        self.metrics.receipts_outstanding.set(await self._outbox.outstanding_count())
+        return len(overdue)
+
+    async def _resend_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.resend_check_interval_s)
+            try:
+                await self.resend_overdue()
+            except LocalError as error:
+                # The broker or store is down; the next round tries again.
+                self._log.warning("resend.failed", reason=str(error.reason), diagnostic=error.diagnostic)
+
+    # -- receiving -----------------------------------------------------------------------------
+    async def _on_inbound(self, incoming: IncomingMessage) -> Disposition:
+        raw = incoming.body
+        try:
+            opened = open_message(
+                raw,
+                trust=self._trust,
+                agreement=self.agreement,
+                local_country=self.country,
+                max_bytes=self._settings.max_message_bytes,
+            )
+            self._check_fresh(opened)
+        except RemoteError as error:
+            await self._reject(raw, error)
+            return Disposition.ACK
+        if opened.envelope.type == Receipt.MESSAGE_TYPE:
+            await self._on_receipt(opened)
+            return Disposition.ACK
+        lock = self._locks.setdefault(opened.envelope.id, asyncio.Lock())
+        try:
+            async with lock:
+                await self._accept(opened)
+        except ReplayError as error:
+            await self._reject(raw, error)
+        finally:
+            if not lock.locked():
+                self._locks.pop(opened.envelope.id, None)
+        return Disposition.ACK
+
+    def _check_fresh(self, opened: OpenedMessage) -> None:
+        check_freshness(
+            opened.envelope,
+            now=self._clock(),
+            max_age=timedelta(seconds=self._settings.max_message_age_s),
+            max_skew=timedelta(seconds=self._settings.max_clock_skew_s),
+        )
+
+    async def _accept(self, opened: OpenedMessage) -> None:
+        envelope = opened.envelope
+        bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
+        trail = await self._audit.find(
+            envelope.id, kinds=[EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT]
+        )
+        received = [e for e in trail if e.kind == EntryKind.RECEIVED]
+        if received and sha256_hex(received[0].envelope) != opened.sha256:
+            raise ReplayError(
+                Reason.REPLAY_CONFLICT,
+                f"message id {envelope.id} was already received (audit index {received[0].index}) with different bytes",
+            )
+        if received:
+            received_entry = received[0]
+            bound.info("message.duplicate", audit_index=received_entry.index)
+        else:
+            [received_entry] = await self._audit.append(
+                [self._draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED)]
+            )
+            self.metrics.received.labels(envelope.type).inc()
+            bound.info("message.accepted", audit_index=received_entry.index)
+        if not any(e.kind == EntryKind.DELIVERED for e in trail):
+            await self._deliver(opened)
+            await self._audit.append(
+                [self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b"")]
+            )
+        sent_receipts = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        if sent_receipts:
+            receipt_raw = sent_receipts[0].envelope
+        else:
+            receipt = self._seal_receipt(
+                message_id=envelope.id,
+                sha256=opened.sha256,
+                verdict=Verdict.ACCEPTED,
+                audit_index=received_entry.index,
+            )
+            await self._audit.append(
+                [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
+            )
+            receipt_raw = receipt.raw
+        await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
+
+    async def _deliver(self, opened: OpenedMessage) -> None:
+        citizenship = citizenship_of(opened.payload)
+        await self._transport.publish(
+            exchange=DELIVERY,
+            routing_key=delivery_routing_key(opened.envelope.type, citizenship),
+            body=opened.raw,
+            message_id=str(opened.envelope.id),
+            headers={
+                "x-type": opened.envelope.type,
+                "x-sender": opened.envelope.sender,
+                "x-citizenship": citizenship or "-",
+            },
+            timeout=self._settings.confirm_timeout_s,
+            mandatory=False,  # a type nobody subscribed to is not an error: the audit log holds it
+        )
+
+    async def _reject(self, raw: bytes, error: RemoteError) -> None:
+        seen = peek(raw)
+        now = self._clock()
+        bound = self._log.bind(message_id=str(seen.message_id), type=seen.message_type, sender=seen.sender)
+        [entry] = await self._audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.REJECTED,
+                    time=now,
+                    message_id=seen.message_id,
+                    message_type=seen.message_type,
+                    peer=seen.sender,
+                    envelope=raw,
+                    verdict=Verdict.REJECTED,
+                    reason=str(error.reason),
+                )
+            ]
+        )
+        sha256 = sha256_hex(raw)
+        await self._transport.publish(
+            exchange=QUARANTINE,
+            routing_key="",
+            body=raw,
+            message_id=str(seen.message_id) if seen.message_id else f"sha256:{sha256}",
+            headers={
+                "x-reason": str(error.reason),
+                "x-diagnostic": error.diagnostic[:1000],
+                "x-audit-index": entry.index,
+                "x-rejected-at": now.isoformat(),
+                "x-sha256": sha256,
+            },
+            timeout=self._settings.confirm_timeout_s,
+        )
+        self.metrics.rejected.labels(str(error.reason)).inc()
+        bound.warning(
+            "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
+        )
+        # A receipt needs the message id; receipts themselves are never answered, so two gateways
+        # cannot bounce rejections at each other forever.
+        if seen.message_id is None or seen.message_type == Receipt.MESSAGE_TYPE:
+            return
+        receipt = self._seal_receipt(
+            message_id=seen.message_id,
+            sha256=sha256,
+            verdict=Verdict.REJECTED,
+            audit_index=entry.index,
+            reason=str(error.reason),
+            diagnostic=error.diagnostic[:1000],
+        )
+        await self._audit.append(
+            [
+                self._receipt_draft(
+                    receipt, about=seen.message_id, verdict=Verdict.REJECTED, reason=str(error.reason)
+                )
+            ]
+        )
+        await self._publish_to_peer(
+            receipt.raw, message_id=seen.message_id, message_type=Receipt.MESSAGE_TYPE
+        )
+
+    async def _on_receipt(self, opened: OpenedMessage) -> None:
+        receipt = opened.payload
+        assert isinstance(receipt, Receipt)  # open_message parsed it by its declared type
+        bound = self._log.bind(
+            message_id=str(receipt.message_id), type=Receipt.MESSAGE_TYPE, sender=opened.envelope.sender
+        )
+        await self._audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.RECEIPT_RECEIVED,
+                    time=self._clock(),
+                    message_id=receipt.message_id,
+                    message_type=Receipt.MESSAGE_TYPE,
+                    peer=opened.envelope.sender,
+                    envelope=opened.raw,
+                    verdict=receipt.verdict,
+                    reason=receipt.reason,
+                )
+            ]
+        )
+        record = await self._outbox.get(receipt.message_id)
+        if record is None:
+            bound.warning("receipt.unknown_message")
+            return
+        if record.sha256 != receipt.sha256:
+            # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our own
+            # message's state is not changed by it.
+            bound.warning(
+                "receipt.other_bytes",
+                receipt_sha256=receipt.sha256,
+                verdict=receipt.verdict,
+                reason=receipt.reason,
+            )
+            return
+        accepted = receipt.verdict == Verdict.ACCEPTED
+        if record.state in (SendState.SENT, SendState.CONFIRMED):
+            await self._outbox.mark_receipt(
+                receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
+            )
+            self.metrics.receipt_latency.observe(max(0.0, (self._clock() - record.sent_at).total_seconds()))
+        bound.info(
+            "receipt.received",
+            verdict=receipt.verdict,
+            reason=receipt.reason,
+            audit_index=receipt.audit_index,
+        )
+        waiter = self._waiters.get(receipt.message_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(receipt)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _default_sender(self, message_type: str) -> str:
+        rule = self.agreement.rule(message_type)
+        candidates = [
+            a.id
+            for a in self.agreement.authorities
+            if a.country == self.country and set(a.roles) & set(rule.senders)
+        ]
+        if len(candidates) != 1:
+            raise LocalError(
+                Reason.POLICY_SENDER_NOT_ALLOWED,
+                f"name the sender of {message_type}: {self.country} has {len(candidates)} authorities allowed "
+                f"to send it ({', '.join(candidates) or 'none'})",
+            )
+        return candidates[0]
+
+    def _seal_receipt(
+        self,
+        *,
+        message_id: UUID,
+        sha256: str,
+        verdict: Verdict,
+        audit_index: int,
+        reason: str | None = None,
+        diagnostic: str | None = None,
+    ) -> SealedMessage:
+        now = self._clock()
+        receipt = Receipt(
+            message_id=message_id,
+            sha256=sha256,
+            verdict=verdict,
+            reason=reason,
+            diagnostic=diagnostic,
+            received_at=now,
+            audit_index=audit_index,
+        )
+        return seal(
+            receipt,
+            sender=self.gateway_id,
+            recipient=self.peer_gateway_id,
+            signer=self._gateway_signer,
+            created_at=now,
+            correlation_id=message_id,
+        )
+
+    def _draft(
+        self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None
+    ) -> EntryDraft:
+        return EntryDraft(
+            kind=kind,
+            time=self._clock(),
+            message_id=opened.envelope.id,
+            message_type=opened.envelope.type,
+            peer=opened.envelope.sender,
+            envelope=opened.raw if envelope is None else envelope,
+            verdict=verdict,
+        )
+
+    def _receipt_draft(
+        self, receipt: SealedMessage, *, about: UUID, verdict: Verdict, reason: str | None = None
+    ) -> EntryDraft:
+        return EntryDraft(
+            kind=EntryKind.RECEIPT_SENT,
+            time=self._clock(),
+            message_id=about,
+            message_type=Receipt.MESSAGE_TYPE,
+            peer=self.peer_gateway_id,
+            envelope=receipt.raw,
+            verdict=verdict,
+            reason=reason,
+        )
+
+    async def trail(self, message_id: UUID) -> list[AuditEntry]:
+        return await self._audit.find(message_id)
+
+
+class GatewayRun:
+    """Async context manager returned by `Gateway.from_settings`."""
+
+    def __init__(self, *, settings: ExchangeSettings, metrics: GatewayMetrics | None) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._gateway: Gateway | None = None
+
+    async def __aenter__(self) -> Gateway:
+        self._gateway = await gateway_from_settings(self._settings, metrics=self._metrics)
+        await self._gateway.start()
+        return self._gateway
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._gateway is not None:
+            await self._gateway.close()
+            self._gateway = None
+
+
+async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
+    """The audit backend the settings name: embedded SQLite by default, PostgreSQL for larger sites."""
+    if settings.audit_backend == "postgres":
+        from broker.audit.postgres_store import PostgresAuditStore  # noqa: PLC0415 - optional backend
+
+        if not settings.audit_dsn:
+            raise ConfigError(Reason.CONFIG_INVALID, "audit_backend=postgres needs audit_dsn")
+        return await PostgresAuditStore.open(settings.audit_dsn, schema=f"audit_{settings.country.lower()}")
+    from broker.audit.sqlite_store import SqliteAuditStore  # noqa: PLC0415 - keep driver imports at the edge
+
+    settings.country_state_dir.mkdir(parents=True, exist_ok=True)
+    return await SqliteAuditStore.open(settings.country_state_dir / "audit.sqlite")
+
+
+async def gateway_from_settings(
+    settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
+) -> Gateway:
+    """Assemble a gateway from settings: agreement, keys, trust, broker connection, audit, outbox."""
+    from broker.keystore import KeyStore  # noqa: PLC0415
+    from broker.transport import RabbitTransport  # noqa: PLC0415
+
+    agreement = load_agreement(settings.agreement_file)
+    keystore = KeyStore(root=settings.keys_dir)
+    trust = keystore.trust_store(agreement.countries)
+    gateway_id = agreement.gateway(settings.country).id
+    now = utc_now()
+    gateway_signer = keystore.signer(gateway_id, at=now)
+    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{gateway_id}-gateway")
+    audit = await open_audit_store(settings)
+    outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
+
+    def signer_for(authority_id: str) -> Signer:
+        return keystore.signer(authority_id, at=utc_now())
+
+    return Gateway(
+        country=settings.country,
+        agreement=agreement,
+        trust=trust,
+        gateway_signer=gateway_signer,
+        signer_for=signer_for,
+        transport=transport,
+        audit=audit,
+        outbox=outbox,
+        settings=settings,
+        metrics=metrics,
+    )

@@ -1,0 +1,35 @@
+"""Prometheus metrics of a gateway, served on an optional HTTP port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class GatewayMetrics:
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.sent = Counter("exchange_sent_total", "Messages published to the peer", ["type"], registry=self.registry)
+        self.confirmed = Counter(
+            "exchange_confirmed_total", "Publishes confirmed by the broker", ["type"], registry=self.registry
+        )
+        self.received = Counter(
+            "exchange_received_total", "Messages accepted from the peer", ["type"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "exchange_rejected_total", "Messages rejected, by reason code", ["reason"], registry=self.registry
+        )
+        self.resent = Counter(
+            "exchange_resent_total", "Messages re-sent after their receipt deadline", ["type"], registry=self.registry
+        )
+        self.receipts_outstanding = Gauge(
+            "exchange_receipts_outstanding", "Sent messages still waiting for a receipt", registry=self.registry
+        )
+        self.receipt_latency = Histogram(
+            "exchange_receipt_latency_seconds",
+            "Time from publish to receipt",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600),
+            registry=self.registry,
+        )
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)

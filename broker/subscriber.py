@@ -1,0 +1,171 @@
+"""Local subscribers (consulates, ministry systems): a durable queue each, alerts verified on arrival.
+
+The queue is declared once and outlives the subscriber process, so nothing is missed while it is
+offline. Each alert is the original signed envelope, verified again here: a subscriber trusts the
+signature of the sending ministry, not the path the bytes took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from broker.agreement import Agreement
+from broker.catalogue import Payload, citizenship_of, payload_to_json
+from broker.catalogue.death import WorkerDeath
+from broker.catalogue.work_permit import WorkPermitCancellation
+from broker.errors import LocalError, Reason, RemoteError
+from broker.sealing import open_message
+from broker.topology import subscriber_queue
+from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
+from broker.trust import TrustStore
+
+log = structlog.get_logger("broker.subscriber")
+
+
+@dataclass(frozen=True)
+class Alert:
+    message_id: UUID
+    message_type: str
+    sender: str
+    recipient: str
+    created_at: datetime
+    citizenship: str | None
+    payload: Payload
+    raw: bytes
+
+    def headline(self) -> str:
+        """One readable line for a consul's terminal."""
+        payload = self.payload
+        if isinstance(payload, WorkPermitCancellation):
+            worker = payload.worker
+            return (
+                f"Work permit {payload.permit.number} of {worker.surname_latin} {worker.given_names_latin} "
+                f"({worker.citizenship}) cancelled on {payload.decision_date} ({payload.reason}); "
+                f"must leave by {payload.departure_deadline} (Art. 14)"
+            )
+        if isinstance(payload, WorkerDeath):
+            worker = payload.worker
+            return (
+                f"Death of {worker.surname_latin} {worker.given_names_latin} ({worker.citizenship}, "
+                f"{worker.identity_document.number}) on {payload.date_of_death}; category {payload.category}, "
+                f"repatriation by {payload.responsible_party} (Art. 15)"
+                + ("; work-related, compensation due (Art. 15.4)" if payload.work_related else "")
+            )
+        return f"{self.message_type} from {self.sender}"
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "message_id": str(self.message_id),
+            "type": self.message_type,
+            "sender": self.sender,
+            "recipient": self.recipient,
+            "created_at": self.created_at.isoformat(),
+            "citizenship": self.citizenship,
+            "payload": payload_to_json(self.payload),
+        }
+        if isinstance(self.payload, WorkPermitCancellation):
+            body["departure_deadline"] = date.isoformat(self.payload.departure_deadline)
+        return body
+
+
+AlertHandler = Callable[[Alert], Awaitable[None]]
+
+
+class Subscription:
+    """A subscriber's durable queue on its own country's broker."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        agreement: Agreement,
+        trust: TrustStore,
+        authority_id: str,
+        types: Sequence[str],
+        citizenship: str | None = None,
+    ) -> None:
+        if not types:
+            raise LocalError(Reason.POLICY_SUBSCRIBER_NOT_ALLOWED, "subscribe to at least one message type")
+        self._transport = transport
+        self._agreement = agreement
+        self._trust = trust
+        self.authority_id = authority_id
+        self.country = agreement.authority(authority_id).country
+        self.types = tuple(types)
+        self.citizenship = citizenship
+        self.queue = subscriber_queue(authority_id)
+        self._seen: set[UUID] = set()
+        self._log = log.bind(subscriber=authority_id)
+
+    def binding_keys(self) -> list[str]:
+        for message_type in self.types:
+            self._agreement.check_subscriber(
+                subscriber_id=self.authority_id, message_type=message_type, country=self.country
+            )
+        return [f"{t}.{self.citizenship or '*'}" for t in self.types]
+
+    async def declare(self) -> str:
+        """Create (or keep) the durable queue; raises PolicyError for a type the role may not receive."""
+        return await self._transport.declare_subscriber_queue(self.authority_id, self.binding_keys())
+
+    def open(self, raw: bytes) -> Alert:
+        opened = open_message(raw, trust=self._trust, agreement=self._agreement, local_country=self.country)
+        envelope = opened.envelope
+        return Alert(
+            message_id=envelope.id,
+            message_type=envelope.type,
+            sender=envelope.sender,
+            recipient=envelope.recipient,
+            created_at=envelope.created_at,
+            citizenship=citizenship_of(opened.payload),
+            payload=opened.payload,
+            raw=raw,
+        )
+
+    async def run(self, handler: AlertHandler, *, prefetch: int = 16) -> ConsumerHandle:
+        """Consume alerts; each is acked only after `handler` returned."""
+
+        async def on_message(incoming: IncomingMessage) -> Disposition:
+            try:
+                alert = self.open(incoming.body)
+            except RemoteError as error:
+                # The gateway verified it already; failing here means tampering inside our own broker.
+                self._log.error(
+                    "alert.unverifiable", message_id=incoming.message_id, reason=str(error.reason)
+                )
+                return Disposition.REJECT
+            if alert.message_id in self._seen:
+                self._log.info("alert.duplicate", message_id=str(alert.message_id), type=alert.message_type)
+                return Disposition.ACK
+            await handler(alert)
+            self._seen.add(alert.message_id)
+            return Disposition.ACK
+
+        return await self._transport.consume(self.queue, on_message, prefetch=prefetch)
+
+    async def collect(self, count: int, *, timeout_s: float) -> list[Alert]:
+        """Receive `count` alerts (or fewer if `timeout_s` passes): a convenience for scripts and tests."""
+        alerts: list[Alert] = []
+        done = asyncio.Event()
+
+        async def keep(alert: Alert) -> None:
+            alerts.append(alert)
+            if len(alerts) >= count:
+                done.set()
+
+        handle = await self.run(keep)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await done.wait()
+        except TimeoutError:
+            pass
+        finally:
+            await handle.cancel()
+        return alerts
