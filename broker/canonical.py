@@ -15,6 +15,7 @@ import rfc8785
 from broker.errors import Reason, VerificationError
 
 MAX_DEPTH = 32
+MAX_SAFE_INTEGER = 2**53 - 1  # I-JSON (RFC 7493): integers every reader holds exactly
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -28,6 +29,13 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise VerificationError(Reason.MESSAGE_MALFORMED, f"JSON constant {name} is not allowed")
+
+
+def _parse_int(text: str) -> int | float:
+    # RFC 8785 reads every number as an IEEE double: a large float is spelled with integer digits,
+    # and must come back as that float, not as an int the serialiser would refuse to write again.
+    value = int(text)
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(text)
 
 
 def _check_depth(text: str, limit: int) -> None:
@@ -61,7 +69,12 @@ def strict_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise VerificationError(Reason.MESSAGE_MALFORMED, f"not UTF-8 at byte {exc.start}") from None
     _check_depth(text, max_depth)
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        return json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+        )
     except VerificationError:
         raise
     except (ValueError, RecursionError) as exc:

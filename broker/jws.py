@@ -36,9 +36,14 @@ def b64url_decode(text: str) -> bytes:
     if not text or any(c not in _B64URL_ALPHABET for c in text):
         raise VerificationError(Reason.MESSAGE_MALFORMED, "not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise VerificationError(Reason.MESSAGE_MALFORMED, "not base64url") from None
+    # The decoder ignores unused trailing bits, so several spellings decode to the same bytes; only
+    # the canonical one is accepted, or one signature would match many different envelopes' bytes.
+    if b64url(data) != text:
+        raise VerificationError(Reason.MESSAGE_MALFORMED, "base64url is not in its canonical form")
+    return data
 
 
 _B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

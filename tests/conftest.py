@@ -1,0 +1,51 @@
+"""Fixtures shared by every test module: the agreement and a development PKI for both countries.
+
+The PKI is built once per session at a fixed moment (`pki_now`), so tests that seal messages pick
+their `created_at` relative to it and never depend on the wall clock. It is shared: a test that
+rotates or revokes keys builds its own `KeyStore` instead of changing this one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from broker.agreement import Agreement, load_agreement
+from broker.keystore import KeyStore
+from broker.trust import TrustStore
+
+# Every CA and authority certificate of the session PKI starts here; authority certificates last a
+# year (KeyStore's default), CAs ten years.
+PKI_NOW = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def agreement() -> Agreement:
+    """The shipped Tajikistan–Russia agreement."""
+    return load_agreement()
+
+
+@pytest.fixture(scope="session")
+def pki_now() -> datetime:
+    """The moment the session PKI was issued; authority certificates are valid for a year after it."""
+    return PKI_NOW
+
+
+@pytest.fixture(scope="session")
+def dev_pki(tmp_path_factory: pytest.TempPathFactory, agreement: Agreement, pki_now: datetime) -> KeyStore:
+    """A key store holding both countries' CAs and a signing certificate for every authority."""
+    root: Path = tmp_path_factory.mktemp("keys")
+    store = KeyStore(root=root)
+    for country in agreement.countries:
+        store.init_country(country, now=pki_now)
+    for authority in agreement.authorities:
+        store.issue(authority.id, authority.country, now=pki_now, display_name=authority.name)
+    return store
+
+
+@pytest.fixture(scope="session")
+def trust(dev_pki: KeyStore, agreement: Agreement) -> TrustStore:
+    """Anchors and CRLs of both countries of the agreement, as either gateway would hold them."""
+    return dev_pki.trust_store(agreement.countries)
