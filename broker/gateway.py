@@ -288,6 +288,7 @@ class Gateway:
                 agreement=self.agreement,
                 local_country=self.country,
                 max_bytes=self._settings.max_message_bytes,
+                received_at=self._clock(),
             )
             self._check_fresh(opened)
         except RemoteError as error:

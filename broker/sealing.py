@@ -111,7 +111,9 @@ def open_message(
     agreement: Agreement,
     local_country: str | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    received_at: datetime | None = None,
 ) -> OpenedMessage:
+    """Open `raw`; with `received_at` (a live gateway), revocation is judged at arrival, not at created_at."""
     document, signature = _split_signature(raw, max_bytes)
     unsigned = canonical_bytes(document)
     verified = verify_detached(signature, unsigned)
@@ -119,7 +121,7 @@ def open_message(
         envelope = Envelope.model_validate_json(unsigned)
     except pydantic.ValidationError as exc:
         raise ValidationError(Reason.SCHEMA_INVALID, f"envelope: {_first_errors(exc)}") from None
-    identity = trust.verify_signer(verified.chain, at=envelope.created_at)
+    identity = trust.verify_signer(verified.chain, at=envelope.created_at, revocation_at=received_at)
     if identity.authority_id != envelope.sender:
         raise VerificationError(
             Reason.CERT_AUTHORITY_MISMATCH,

@@ -69,7 +69,9 @@ class TrustStore:
         crls[country] = (*crls.get(country, ()), crl)
         return TrustStore(anchors=self._anchors, crls=crls)
 
-    def verify_signer(self, chain: Sequence[x509.Certificate], *, at: datetime) -> SignerIdentity:
+    def verify_signer(
+        self, chain: Sequence[x509.Certificate], *, at: datetime, revocation_at: datetime | None = None
+    ) -> SignerIdentity:
         """Check the leaf (chain[0]) against our anchors at time `at`; later entries are ignored (only anchors confer trust)."""
         if at.tzinfo is None or at.utcoffset() is None:
             raise ConfigError(Reason.CONFIG_INVALID, f"verification time {at} has no time zone")
@@ -82,7 +84,9 @@ class TrustStore:
             _check_validity(leaf, at, what="the signer certificate")
             _check_signing_usage(leaf)
             authority_id = _check_subject(leaf, country)
-            self._check_not_revoked(country, leaf, at)
+            # A live gateway judges revocation at arrival (`revocation_at`), so a stolen key cannot
+            # backdate created_at past its revocation; an auditor replaying the log uses the message time.
+            self._check_not_revoked(country, leaf, revocation_at or at)
         except (ValueError, TypeError) as exc:  # a name or extension cryptography cannot parse
             raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
         return SignerIdentity(authority_id=authority_id, country=country, certificate=leaf)

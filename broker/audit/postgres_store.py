@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
+import asyncpg  # asyncpg ships no type information
 
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind
 from broker.audit.merkle import CompactRange, NodeId, perfect_cover
