@@ -1,0 +1,83 @@
+"""Fixtures for tests against the real RabbitMQ on 127.0.0.1:5672.
+
+One link per test session, in vhosts `t-<random>-tj` and `t-<random>-ru` with their own users, so
+tests never touch the demo's `tj`/`ru`; all of it is deleted afterwards. When RabbitMQ is down the
+fixture raises, so the tests fail rather than skip. Test modules import the fixtures they use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from broker.cli_topology import apply_topology, needed_users, plans_for
+from broker.rabbit_admin import RabbitAdmin
+from broker.topology import BrokerPlan, CountryBroker
+from broker.transport import RabbitTransport
+
+RABBIT_HOST = "127.0.0.1:5672"
+
+
+@dataclass(frozen=True)
+class RabbitLink:
+    tj: CountryBroker
+    ru: CountryBroker
+    plans: tuple[BrokerPlan, ...]
+    passwords: dict[str, str]
+    admin: RabbitAdmin
+
+    def gateway_url(self, broker: CountryBroker) -> str:
+        return broker.uri_for(user=broker.gateway_user, password=self.passwords[broker.gateway_user])
+
+    def url_as(self, broker: CountryBroker, *, user: str) -> str:
+        """`broker`'s vhost, logged in as any user of the link (to test what that user may do)."""
+        return broker.uri_for(user=user, password=self.passwords[user])
+
+
+@pytest.fixture(scope="session")
+def rabbit_link() -> Iterator[RabbitLink]:
+    prefix = f"t-{secrets.token_hex(3)}"
+    brokers = [CountryBroker(country=c, url=f"amqp://{RABBIT_HOST}/{prefix}-{c}") for c in ("tj", "ru")]
+    plans = tuple(plans_for(brokers, None))
+    passwords = {user: secrets.token_urlsafe(16) for user in needed_users(plans)}
+    admin = RabbitAdmin()
+    link = RabbitLink(tj=brokers[0], ru=brokers[1], plans=plans, passwords=passwords, admin=admin)
+    try:
+        # Its own thread and event loop: pytest-asyncio owns the loop of this one.
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            worker.submit(asyncio.run, apply_topology(plans=plans, passwords=passwords, admin=admin)).result()
+        yield link
+    finally:
+        for broker in brokers:
+            admin.delete_vhost(broker.vhost)
+        for user in passwords:
+            admin.delete_user(user)
+
+
+@pytest_asyncio.fixture
+async def tj_gateway(rabbit_link: RabbitLink) -> AsyncIterator[RabbitTransport]:
+    """The tj gateway's transport, with its inbound and quarantine queues emptied first."""
+    transport = await RabbitTransport.connect(
+        url=rabbit_link.gateway_url(rabbit_link.tj), name="test-tj-gateway"
+    )
+    await transport.purge("inbound")
+    await transport.purge("quarantine")
+    yield transport
+    await transport.close()
+
+
+@pytest_asyncio.fixture
+async def ru_gateway(rabbit_link: RabbitLink) -> AsyncIterator[RabbitTransport]:
+    transport = await RabbitTransport.connect(
+        url=rabbit_link.gateway_url(rabbit_link.ru), name="test-ru-gateway"
+    )
+    await transport.purge("inbound")
+    await transport.purge("quarantine")
+    yield transport
+    await transport.close()

@@ -1,0 +1,446 @@
+"""Topology of a link: the pure plan, and what applying it does to a real RabbitMQ.
+
+The RabbitMQ half works in the session's `t-<random>-tj`/`t-<random>-ru` vhosts (see rabbit_fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import stat
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from broker.cli_topology import (
+    apply_topology,
+    describe,
+    load_passwords,
+    needed_users,
+    parse_brokers,
+    plans_for,
+    topology_app,
+)
+from broker.errors import ConfigError, Reason, TransportError
+from broker.fake_transport import _topic_matches
+from broker.topology import (
+    DELIVERY_LIMIT,
+    CountryBroker,
+    Declarations,
+    ExchangeDeclaration,
+    ExchangeKind,
+    QueueDeclaration,
+    broker_plan,
+    delivery_routing_key,
+    gateway_permissions,
+    subscriber_declarations,
+    vhost_declarations,
+)
+from broker.transport import RabbitTransport
+
+if TYPE_CHECKING:
+    from rabbit_fixtures import RabbitLink
+
+# The real-broker fixtures (session link, gateway transports) live in tests/rabbit_fixtures.py.
+pytest_plugins = ["rabbit_fixtures"]
+
+TJ = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj")
+RU = CountryBroker(country="ru", url="amqp://127.0.0.1:5672/ru")
+
+INBOUND_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": "quarantine",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+    "x-delivery-limit": 5,
+}
+
+
+# -- the plan (pure) --------------------------------------------------------------------------------
+
+
+class TestPlan:
+    def test_vhost_has_the_four_exchanges_and_quorum_queues(self) -> None:
+        declarations = vhost_declarations("tj", ["ru"])
+
+        assert {e.name: e.kind for e in declarations.exchanges} == {
+            "inbound": ExchangeKind.DIRECT,
+            "quarantine": ExchangeKind.FANOUT,
+            "outbound": ExchangeKind.DIRECT,
+            "delivery": ExchangeKind.TOPIC,
+        }
+        queues = {q.name: q.argument_map() for q in declarations.queues}
+        assert queues == {
+            "inbound": INBOUND_ARGUMENTS,
+            "quarantine": {"x-queue-type": "quorum"},
+            "outbound.ru": {"x-queue-type": "quorum"},
+        }
+        assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
+            ("inbound", "inbound", "tj"),
+            ("quarantine", "quarantine", ""),
+            ("outbound", "outbound.ru", "ru"),
+        }
+
+    def test_plan_of_one_broker(self) -> None:
+        plan = broker_plan(TJ, [RU])
+
+        assert plan.vhost == "tj"
+        assert plan.users == ("tj-gateway", "ru-link")
+        link = plan.permissions[1]
+        assert (link.user, link.vhost, link.configure, link.write, link.read) == (
+            "ru-link",
+            "tj",
+            "^$",
+            "^inbound$",
+            "^$",
+        )
+        assert [shovel.name for shovel in plan.shovels] == ["tj-to-ru"]
+
+    def test_shovel_definition(self) -> None:
+        [shovel] = broker_plan(TJ, [RU]).shovels
+        definition = shovel.definition({"tj-gateway": "g", "tj-link": "p@ss/w:rd"})
+
+        assert definition["src-uri"] == "amqp://tj-gateway:g@127.0.0.1:5672/tj"
+        assert definition["src-queue"] == "outbound.ru"
+        dest = urlsplit(definition["dest-uri"])
+        assert (dest.username, unquote(dest.password or ""), dest.path) == ("tj-link", "p@ss/w:rd", "/ru")
+        assert (definition["dest-exchange"], definition["dest-exchange-key"]) == ("inbound", "ru")
+        assert definition["ack-mode"] == "on-confirm"
+        assert definition["src-delete-after"] == "never"
+        assert definition["dest-add-forward-headers"] is False
+        assert 0 < definition["reconnect-delay"] <= 5
+
+    def test_shovel_without_password_is_a_config_error(self) -> None:
+        [shovel] = broker_plan(TJ, [RU]).shovels
+        with pytest.raises(ConfigError) as caught:
+            shovel.definition({"tj-gateway": "g"})
+        assert caught.value.reason is Reason.CONFIG_INVALID
+
+    @pytest.mark.parametrize(
+        "name", ["inbound", "quarantine", "outbound", "outbound.ru", "delivery", "sub.TJ-MOL"]
+    )
+    def test_gateway_may_use_its_topology(self, name: str) -> None:
+        permissions = gateway_permissions(TJ)
+        assert all(
+            re.match(regex, name) for regex in (permissions.configure, permissions.write, permissions.read)
+        )
+
+    @pytest.mark.parametrize("name", ["evil", "amq.default", "outbound.ru.x", "inbound2", "sub."])
+    def test_gateway_may_not_use_other_names(self, name: str) -> None:
+        assert not re.match(gateway_permissions(TJ).configure, name)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "amqp://guest:guest@127.0.0.1:5672/tj",  # credentials belong in the secrets file
+            "http://127.0.0.1/tj",
+            "amqp://127.0.0.1:5672/",  # the default vhost cannot name users
+            "amqp://127.0.0.1:5672/TJ",
+        ],
+    )
+    def test_bad_broker_urls_are_refused(self, url: str) -> None:
+        with pytest.raises(ConfigError):
+            CountryBroker(country="tj", url=url)
+
+    def test_users_follow_the_vhost(self) -> None:
+        broker = CountryBroker(country="tj", url="amqps://broker.example:5671/t-abc-tj")
+        assert (broker.vhost, broker.gateway_user, broker.link_user) == (
+            "t-abc-tj",
+            "t-abc-tj-gateway",
+            "t-abc-tj-link",
+        )
+        assert broker.uri_for(user="u", password="a b") == "amqps://u:a%20b@broker.example:5671/t-abc-tj"
+
+    def test_country_cannot_be_its_own_peer(self) -> None:
+        with pytest.raises(ConfigError):
+            broker_plan(TJ, [CountryBroker(country="tj", url="amqp://h/tj2")])
+
+    def test_delivery_routing_keys(self) -> None:
+        assert delivery_routing_key("worker.death", "TJ") == "worker.death.TJ"
+        assert delivery_routing_key("legislation.change", None) == "legislation.change.-"
+        with pytest.raises(ConfigError):
+            delivery_routing_key("worker.death", "T#")
+
+    def test_subscriber_declarations(self) -> None:
+        declarations = subscriber_declarations(
+            "TJ-CONSULATE-MOSCOW", ["worker.death.TJ", "work_permit.cancellation.*"]
+        )
+
+        assert [q.name for q in declarations.queues] == ["sub.TJ-CONSULATE-MOSCOW"]
+        assert declarations.queues[0].argument_map()["x-queue-type"] == "quorum"
+        assert [(b.exchange, b.routing_key) for b in declarations.bindings] == [
+            ("delivery", "worker.death.TJ"),
+            ("delivery", "work_permit.cancellation.*"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("authority", "keys"),
+        [("TJ CONSULATE", ["worker.death.*"]), ("TJ-MOL", []), ("TJ-MOL", ["worker..TJ"])],
+    )
+    def test_bad_subscriptions_are_refused(self, authority: str, keys: list[str]) -> None:
+        with pytest.raises(ConfigError):
+            subscriber_declarations(authority, keys)
+
+    @pytest.mark.parametrize(
+        ("pattern", "key", "matches"),
+        [
+            ("worker.death.*", "worker.death.TJ", True),
+            ("worker.death.*", "worker.death", False),
+            ("worker.#", "worker.death.TJ", True),
+            ("#", "legislation.change.-", True),
+            ("#.TJ", "worker.death.TJ", True),
+            ("worker.death.TJ", "worker.death.RU", False),
+        ],
+    )
+    def test_fake_topic_matching_follows_amqp(self, pattern: str, key: str, matches: bool) -> None:
+        assert _topic_matches(pattern.split("."), key.split(".")) is matches
+
+    def test_pure_modules_do_not_import_the_broker_library(self) -> None:
+        code = (
+            "import sys, broker.topology, broker.transport_api, broker.fake_transport;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aio_pika', 'aiormq', 'pamqp')))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == "[]"
+
+
+class TestCli:
+    def test_parse_brokers_and_pick_local_plans(self) -> None:
+        brokers = parse_brokers(["TJ=amqp://10.0.0.1:5672/tj", "ru=amqp://10.0.0.2:5672/ru"])
+        [plan] = plans_for(brokers, ["ru"])
+
+        assert plan.broker.url == "amqp://10.0.0.2:5672/ru"
+        assert (
+            plan.shovels[0]
+            .definition(dict.fromkeys(needed_users([plan]), "x"))["dest-uri"]
+            .startswith("amqp://ru-link:x@10.0.0.1:5672/tj")
+        )
+        assert needed_users([plan]) == ["ru-gateway", "ru-link", "tj-link"]
+
+    @pytest.mark.parametrize(
+        "values", [["tj=amqp://h/tj"], ["tj=amqp://h/tj", "tj=amqp://h/tj2"], ["tj amqp://h/tj"]]
+    )
+    def test_a_link_needs_two_countries(self, values: list[str]) -> None:
+        with pytest.raises(ConfigError):
+            parse_brokers(values)
+
+    def test_passwords_are_generated_once_and_kept_private(self, tmp_path: Path) -> None:
+        path = tmp_path / "var" / "secrets.json"
+        first = load_passwords(path, ["a", "b"])
+        again = load_passwords(path, ["a", "b", "c"])
+
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert len(set(first.values())) == 2
+        assert {k: again[k] for k in first} == first
+        assert again["c"]
+        assert json.loads(path.read_text()) == again
+
+    def test_show_masks_passwords(self) -> None:
+        result = CliRunner().invoke(topology_app, ["show"])
+
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert [entry["vhost"] for entry in report] == ["tj", "ru"]
+        assert (
+            report[0]["shovels"]["tj-to-ru"]["src-uri"]
+            == "amqp://tj-gateway:%2A%2A%2A%2A%2A%2A%2A%2A@127.0.0.1:5672/tj"
+        )
+        assert report[0]["queues"]["inbound"] == INBOUND_ARGUMENTS
+        assert describe(broker_plan(RU, [TJ]))["permissions"][1]["user"] == "tj-link"
+
+    def test_bad_broker_option_exits_with_an_error(self) -> None:
+        result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://h/tj"])
+        assert result.exit_code == 1
+        assert "config.invalid" in result.output
+
+
+# -- applied to a real RabbitMQ ---------------------------------------------------------------------
+
+
+def in_thread(function: Any, *args: Any) -> Any:
+    """Run blocking code (asyncio.run, the CLI) outside the test's event loop."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(function, *args).result()
+
+
+def rabbitmqctl_json(*arguments: str) -> list[dict[str, Any]]:
+    output = subprocess.run(
+        ["rabbitmqctl", *arguments, "--formatter", "json", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    parsed: list[dict[str, Any]] = json.loads(output)
+    return parsed
+
+
+async def eventually_get(transport: RabbitTransport, queue: str, *, seconds: float = 15.0) -> Any:
+    async with asyncio.timeout(seconds):
+        while (message := await transport.get(queue)) is None:  # noqa: ASYNC110 - polling the broker
+            await asyncio.sleep(0.05)
+    return message
+
+
+@pytest.mark.rabbitmq
+class TestAppliedTopology:
+    def test_applying_again_changes_nothing(self, rabbit_link: RabbitLink) -> None:
+        changes = in_thread(
+            asyncio.run,
+            apply_topology(plans=rabbit_link.plans, passwords=rabbit_link.passwords, admin=rabbit_link.admin),
+        )
+        assert changes == []
+
+    def test_cli_apply_is_idempotent_too(self, rabbit_link: RabbitLink, tmp_path: Path) -> None:
+        secrets_file = tmp_path / "secrets.json"
+        secrets_file.write_text(json.dumps(rabbit_link.passwords))
+        arguments = ["apply", "--secrets", str(secrets_file)]
+        arguments += ["--broker", f"tj={rabbit_link.tj.url}", "--broker", f"ru={rabbit_link.ru.url}"]
+
+        result = in_thread(CliRunner().invoke, topology_app, arguments)
+
+        assert result.exit_code == 0, result.output
+        assert "(0 changes)" in result.output
+
+    def test_queues_are_durable_quorum_queues_with_the_planned_arguments(
+        self, rabbit_link: RabbitLink
+    ) -> None:
+        listed = rabbitmqctl_json(
+            "list_queues", "-p", rabbit_link.tj.vhost, "name", "type", "durable", "arguments"
+        )
+        queues = {q["name"]: q for q in listed}
+
+        assert {"inbound", "quarantine", "outbound.ru"} <= set(queues)
+        assert all(q["type"] == "quorum" and q["durable"] for q in queues.values())
+        assert {name: value for name, _, value in queues["inbound"]["arguments"]} == INBOUND_ARGUMENTS
+
+    def test_both_shovels_run(self, rabbit_link: RabbitLink) -> None:
+        states = {(s.vhost, s.name): s.state for s in rabbit_link.admin.shovel_status()}
+        assert states[(rabbit_link.tj.vhost, "tj-to-ru")] == "running"
+        assert states[(rabbit_link.ru.vhost, "ru-to-tj")] == "running"
+
+    async def test_shovel_carries_a_message_to_the_peer_intact(
+        self, tj_gateway: RabbitTransport, ru_gateway: RabbitTransport
+    ) -> None:
+        message_id = str(uuid.uuid4())
+        headers: dict[str, str | int] = {"x-type": "worker.death", "x-audit-index": 7}
+
+        await tj_gateway.publish(
+            exchange="outbound", routing_key="ru", body=b"sealed", message_id=message_id, headers=headers
+        )
+        arrived = await eventually_get(ru_gateway, "inbound")
+
+        assert (arrived.message_id, arrived.body, dict(arrived.headers)) == (message_id, b"sealed", headers)
+        assert await tj_gateway.queue_counts("outbound.ru") == (
+            0,
+            1,
+        )  # taken by the shovel, which consumes it
+
+    async def test_receipts_travel_back_the_same_way(
+        self, tj_gateway: RabbitTransport, ru_gateway: RabbitTransport
+    ) -> None:
+        message_id = str(uuid.uuid4())
+        await ru_gateway.publish(
+            exchange="outbound", routing_key="tj", body=b"receipt", message_id=message_id
+        )
+        arrived = await eventually_get(tj_gateway, "inbound")
+        assert arrived.message_id == message_id
+
+    async def test_gateway_is_refused_by_the_peer_vhost(self, rabbit_link: RabbitLink) -> None:
+        tj_user = rabbit_link.tj.gateway_user
+        with pytest.raises(TransportError) as caught:
+            await RabbitTransport.connect(
+                url=rabbit_link.url_as(rabbit_link.ru, user=tj_user), name="test-intruder"
+            )
+        assert caught.value.reason is Reason.TRANSPORT_FORBIDDEN
+
+        granted = rabbitmqctl_json("list_user_permissions", tj_user)
+        assert [entry["vhost"] for entry in granted] == [rabbit_link.tj.vhost]
+
+    async def test_wrong_password_is_refused(self, rabbit_link: RabbitLink) -> None:
+        url = rabbit_link.tj.uri_for(user=rabbit_link.tj.gateway_user, password="wrong")
+        with pytest.raises(TransportError) as caught:
+            await RabbitTransport.connect(url=url, name="test-wrong-password")
+        assert caught.value.reason is Reason.TRANSPORT_FORBIDDEN
+
+    async def test_broker_down_is_unavailable(self) -> None:
+        with pytest.raises(TransportError) as caught:
+            await RabbitTransport.connect(url="amqp://guest:guest@127.0.0.1:1/", name="test-nowhere")
+        assert caught.value.reason is Reason.TRANSPORT_UNAVAILABLE
+
+    async def test_gateway_cannot_declare_names_outside_the_topology(
+        self, tj_gateway: RabbitTransport
+    ) -> None:
+        rogue = Declarations(
+            exchanges=(), queues=(QueueDeclaration("evil", (("x-queue-type", "quorum"),)),), bindings=()
+        )
+        with pytest.raises(TransportError) as caught:
+            await tj_gateway.declare(rogue)
+        assert caught.value.reason is Reason.TRANSPORT_FORBIDDEN
+
+    async def test_link_user_can_only_write_to_inbound(
+        self, rabbit_link: RabbitLink, ru_gateway: RabbitTransport
+    ) -> None:
+        link_user = rabbit_link.tj.link_user
+        intruder = await RabbitTransport.connect(
+            url=rabbit_link.url_as(rabbit_link.ru, user=link_user), name="test-tj-link"
+        )
+        try:
+            await intruder.publish(exchange="inbound", routing_key="ru", body=b"ok", message_id="via-link")
+            for exchange in ("outbound", "delivery", "quarantine"):
+                with pytest.raises(TransportError) as refused:
+                    await intruder.publish(exchange=exchange, routing_key="tj", body=b"no", message_id="nope")
+                assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN, exchange
+            forbidden_reads = (intruder.get("inbound"), intruder.purge("inbound"))
+            for attempt in forbidden_reads:
+                with pytest.raises(TransportError) as refused:
+                    await attempt
+                assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN
+            with pytest.raises(TransportError) as refused:
+                await intruder.declare(
+                    Declarations(
+                        exchanges=(ExchangeDeclaration("inbound", ExchangeKind.DIRECT),),
+                        queues=(),
+                        bindings=(),
+                    )
+                )
+            assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN
+        finally:
+            await intruder.close()
+
+        arrived = await ru_gateway.get("inbound")
+        assert arrived is not None
+        assert arrived.message_id == "via-link"
+        # The link user has no business in its own country's vhost either.
+        with pytest.raises(TransportError):
+            await RabbitTransport.connect(
+                url=rabbit_link.url_as(rabbit_link.tj, user=link_user), name="test-link-home"
+            )
+
+    async def test_poison_sent_across_the_link_ends_in_the_peer_quarantine(
+        self, tj_gateway: RabbitTransport, ru_gateway: RabbitTransport
+    ) -> None:
+        message_id = str(uuid.uuid4())
+        deliveries: list[int] = []
+
+        async def crashing(message: Any) -> Any:
+            deliveries.append(message.delivery_count)
+            raise RuntimeError("cannot parse")
+
+        consumer = await ru_gateway.consume("inbound", crashing)
+        try:
+            await tj_gateway.publish(
+                exchange="outbound", routing_key="ru", body=b"\xff", message_id=message_id
+            )
+            quarantined = await eventually_get(ru_gateway, "quarantine")
+        finally:
+            await consumer.cancel()
+        assert (quarantined.message_id, quarantined.death_reason) == (message_id, "delivery_limit")
+        assert len(deliveries) == DELIVERY_LIMIT + 1
