@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.catalogue import parse_payload
+from broker.cli_adapt import adapt_app
 from broker.cli_keys import keys_app
 from broker.cli_topology import topology_app
 from broker.errors import ExchangeError
@@ -29,6 +30,7 @@ app.add_typer(
 app.add_typer(topology_app, name="topology", help="RabbitMQ vhosts, users, queues and shovel links")
 quarantine_app = typer.Typer(help="Messages rejected by this country's gateway", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(adapt_app, name="adapt")
 
 console = Console()
 err_console = Console(stderr=True)

@@ -49,6 +49,8 @@ class Reason(StrEnum):
     HANDLER_CRASHED = "handler.crashed"
     AUDIT_OUT_OF_RANGE = "audit.out_of_range"
     TRANSPORT_FORBIDDEN = "transport.forbidden"
+    ADAPTER_INVALID = "adapter.invalid"
+    ADAPTER_ENCODING = "adapter.encoding"
 
 
 class ExchangeError(Exception):
