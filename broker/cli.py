@@ -17,6 +17,7 @@ from rich.table import Table
 
 from broker.catalogue import parse_payload
 from broker.cli_adapt import adapt_app
+from broker.cli_audit import audit_app
 from broker.cli_keys import keys_app
 from broker.cli_topology import topology_app
 from broker.errors import ExchangeError
@@ -30,6 +31,7 @@ app.add_typer(
 app.add_typer(topology_app, name="topology", help="RabbitMQ vhosts, users, queues and shovel links")
 quarantine_app = typer.Typer(help="Messages rejected by this country's gateway", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(audit_app, name="audit")
 app.add_typer(adapt_app, name="adapt")
 
 console = Console()

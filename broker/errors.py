@@ -49,6 +49,11 @@ class Reason(StrEnum):
     HANDLER_CRASHED = "handler.crashed"
     AUDIT_OUT_OF_RANGE = "audit.out_of_range"
     TRANSPORT_FORBIDDEN = "transport.forbidden"
+    AUDIT_CHECKPOINT_INVALID = "audit.checkpoint_invalid"
+    AUDIT_WITNESS_MISMATCH = "audit.witness_mismatch"
+    AUDIT_NOT_COVERED = "audit.not_covered"
+    AUDIT_RECONCILE_GAP = "audit.reconcile_gap"
+    AUDIT_REPLAY_REFUSED = "audit.replay_refused"
     ADAPTER_INVALID = "adapter.invalid"
     ADAPTER_ENCODING = "adapter.encoding"
 

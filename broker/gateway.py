@@ -26,8 +26,9 @@ import structlog
 
 from broker.agreement import Agreement, load_agreement
 from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
+from broker.audit.checkpointer import Checkpointer
 from broker.catalogue import Payload, citizenship_of
-from broker.catalogue.receipt import Receipt, Verdict
+from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.envelope import sha256_hex
 from broker.errors import ConfigError, LocalError, PolicyError, Reason, RemoteError, ReplayError
 from broker.metrics import GatewayMetrics
@@ -70,6 +71,7 @@ class Gateway:
         settings: ExchangeSettings,
         metrics: GatewayMetrics | None = None,
         clock: Clock = utc_now,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.country = country
         self.peer_country = agreement.peer_country(country)
@@ -85,6 +87,7 @@ class Gateway:
         self._settings = settings
         self.metrics = metrics or GatewayMetrics()
         self._clock = clock
+        self._checkpointer = checkpointer
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks: dict[UUID, asyncio.Lock] = {}
         self._consumer: ConsumerHandle | None = None
@@ -116,6 +119,8 @@ class Gateway:
             INBOUND, self._on_inbound, prefetch=self._settings.prefetch
         )
         self._resender = asyncio.create_task(self._resend_loop(), name=f"{self.gateway_id}-resend")
+        if self._checkpointer is not None:
+            await self._checkpointer.start()
         self._log.info("gateway.started")
 
     async def stop(self) -> None:
@@ -129,6 +134,8 @@ class Gateway:
             self._consumer = None
         for waiter in self._waiters.values():
             waiter.cancel()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()  # last: its final checkpoint covers everything logged
         self._log.info("gateway.stopped")
 
     async def close(self) -> None:
@@ -351,6 +358,7 @@ class Gateway:
                 sha256=opened.sha256,
                 verdict=Verdict.ACCEPTED,
                 audit_index=received_entry.index,
+                checkpoint=await self._checkpoint_covering(received_entry.index),
             )
             await self._audit.append(
                 [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
@@ -422,6 +430,7 @@ class Gateway:
             audit_index=entry.index,
             reason=str(error.reason),
             diagnostic=error.diagnostic[:1000],
+            checkpoint=await self._checkpoint_covering(entry.index),
         )
         await self._audit.append(
             [
@@ -454,6 +463,7 @@ class Gateway:
                 )
             ]
         )
+        await self._witness(receipt, peer=opened.envelope.sender)
         record = await self._outbox.get(receipt.message_id)
         if record is None:
             bound.warning("receipt.unknown_message")
@@ -509,6 +519,7 @@ class Gateway:
         audit_index: int,
         reason: str | None = None,
         diagnostic: str | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> SealedMessage:
         now = self._clock()
         receipt = Receipt(
@@ -519,6 +530,7 @@ class Gateway:
             diagnostic=diagnostic,
             received_at=now,
             audit_index=audit_index,
+            checkpoint=checkpoint,
         )
         return seal(
             receipt,
@@ -528,6 +540,26 @@ class Gateway:
             created_at=now,
             correlation_id=message_id,
         )
+
+    async def _checkpoint_covering(self, index: int) -> Checkpoint | None:
+        """Our signed checkpoint that includes entry `index`, for the receipt naming it."""
+        if self._checkpointer is None:
+            return None
+        return (await self._checkpointer.covering(index)).for_receipt()
+
+    async def _witness(self, receipt: Receipt, *, peer: str) -> None:
+        """Countersign the peer's checkpoint in a receipt; a bad one is logged, the receipt still counts."""
+        if self._checkpointer is None or receipt.checkpoint is None:
+            return
+        try:
+            await self._checkpointer.witness(receipt.checkpoint, origin=peer)
+        except RemoteError as error:
+            self._log.warning(
+                "checkpoint.invalid",
+                message_id=str(receipt.message_id),
+                reason=str(error.reason),
+                diagnostic=error.diagnostic,
+            )
 
     def _draft(
         self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None
@@ -626,4 +658,5 @@ async def gateway_from_settings(
         outbox=outbox,
         settings=settings,
         metrics=metrics,
+        checkpointer=Checkpointer(store=audit, signer=gateway_signer, trust=trust),
     )

@@ -1,0 +1,163 @@
+"""Everything one log says about one worker, in one archive anyone can check offline (pure).
+
+The archive holds a manifest and one inclusion proof per entry: the messages whose payload names the
+worker's identity document, and every entry about those messages (receipts, delivery, rejection).
+It is a deterministic ZIP (stored, fixed times and attributes): `check_bundle` rebuilds it from its
+members and requires the same bytes, so a changed byte anywhere, even in ZIP metadata no content
+check would notice, fails.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker.audit.checkpoint import SignedCheckpoint
+from broker.audit.entry import EntryKind
+from broker.audit.proofs import InclusionProof, ProvenEntry, check_inclusion
+from broker.canonical import canonical_bytes, strict_loads
+from broker.errors import ExchangeError, Reason, VerificationError
+from broker.trust import TrustStore
+
+BUNDLE_FORMAT = "labour-exchange-audit-bundle/1"
+MANIFEST = "manifest.json"
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+MAX_MEMBERS = 100_000
+MESSAGE_KINDS = frozenset({EntryKind.SENT, EntryKind.RECEIVED, EntryKind.REJECTED})
+
+
+def _invalid(diagnostic: str) -> VerificationError:
+    return VerificationError(Reason.AUDIT_PROOF_INVALID, f"bundle: {diagnostic}")
+
+
+def _documents(value: Any) -> list[dict[str, Any]]:
+    """Every `identity_document` object anywhere in a payload."""
+    found: list[dict[str, Any]] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            document = item.get("identity_document")
+            if isinstance(document, dict):
+                found.append(document)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def names_worker(envelope: bytes, document_number: str) -> bool:
+    """Whether the envelope's payload names a worker by this identity document number."""
+    try:
+        document = strict_loads(envelope)
+    except ExchangeError:
+        return False
+    payload = document.get("payload") if isinstance(document, dict) else None
+    return any(found.get("number") == document_number for found in _documents(payload))
+
+
+def proof_name(index: int) -> str:
+    return f"proofs/{index:012d}.json"
+
+
+def _zip(members: Sequence[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.create_system = 3
+            info.external_attr = 0o100644 << 16
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _manifest(document_number: str, checkpoint: SignedCheckpoint, proofs: Sequence[InclusionProof]) -> bytes:
+    return canonical_bytes(
+        {
+            "format": BUNDLE_FORMAT,
+            "worker_document_number": document_number,
+            "checkpoint": checkpoint.compact(),
+            "entries": [proof_name(proof.index) for proof in proofs],
+        }
+    )
+
+
+def build_bundle(*, document_number: str, proofs: Sequence[InclusionProof]) -> bytes:
+    """The archive; every proof must be against the same signed checkpoint."""
+    if not proofs:
+        raise ValueError("a bundle needs at least one entry")
+    ordered = sorted(proofs, key=lambda proof: proof.index)
+    checkpoint = ordered[0].checkpoint
+    if any(proof.checkpoint != checkpoint for proof in ordered):
+        raise ValueError("every proof of a bundle must be against the same checkpoint")
+    members = [(MANIFEST, _manifest(document_number, checkpoint, ordered))]
+    members += [(proof_name(proof.index), proof.to_bytes()) for proof in ordered]
+    return _zip(members)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedBundle:
+    document_number: str
+    checkpoint: SignedCheckpoint
+    entries: list[ProvenEntry]
+
+
+def _read_members(data: bytes) -> list[tuple[str, bytes]]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise _invalid(f"more than {MAX_MEMBERS} members")
+            return [(info.filename, archive.read(info)) for info in infos]
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        ValueError,
+        EOFError,
+        OSError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:
+        raise _invalid(f"not a readable ZIP archive: {exc}") from None
+
+
+def check_bundle(data: bytes, *, trust: TrustStore) -> CheckedBundle:
+    members = _read_members(data)
+    if _zip(members) != data:
+        raise _invalid("the archive is not byte for byte the one its members make (it was altered)")
+    if not members or members[0][0] != MANIFEST:
+        raise _invalid(f"the first member is not {MANIFEST}")
+    manifest = strict_loads(members[0][1])
+    expected = {"format", "worker_document_number", "checkpoint", "entries"}
+    if not isinstance(manifest, dict) or set(manifest) != expected or manifest["format"] != BUNDLE_FORMAT:
+        raise _invalid(f"{MANIFEST} is not a {BUNDLE_FORMAT} manifest")
+    if canonical_bytes(manifest) != members[0][1]:
+        raise _invalid(f"{MANIFEST} is not canonical JSON")
+    names = [name for name, _ in members[1:]]
+    if manifest["entries"] != names:
+        raise _invalid("the manifest does not list exactly the proofs in the archive")
+    checkpoint = SignedCheckpoint.from_compact(manifest["checkpoint"])
+    document_number = manifest["worker_document_number"]
+    proven: list[ProvenEntry] = []
+    for name, raw in members[1:]:
+        proof = InclusionProof.from_bytes(raw)
+        if name != proof_name(proof.index) or proof.checkpoint != checkpoint:
+            raise _invalid(f"{name} is not the proof its name and the manifest announce")
+        proven.append(check_inclusion(proof, trust=trust))
+    _check_about_worker(proven, document_number)
+    return CheckedBundle(document_number=document_number, checkpoint=checkpoint, entries=proven)
+
+
+def _check_about_worker(proven: list[ProvenEntry], document_number: str) -> None:
+    """Every entry concerns a message whose own bytes name the worker."""
+    about = {
+        entry.draft.message_id
+        for entry in proven
+        if entry.draft.kind in MESSAGE_KINDS and names_worker(entry.draft.envelope, document_number)
+    }
+    for entry in proven:
+        if entry.draft.message_id not in about:
+            raise _invalid(f"entry {entry.index} is not about a message naming document {document_number}")

@@ -1,0 +1,112 @@
+"""Reconcile one country's audit log against the other's (pure).
+
+Every message one side sent must appear on the other side as received (or rejected) with the same
+bytes, and the other side must have sent a receipt for it; and nothing may have been received that
+the other side never sent. Each gap is listed with the index of the entry that exposes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from broker.audit.entry import AuditEntry, EntryKind
+from broker.audit.verify import UnreadableRow
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seen:
+    index: int
+    message_type: str | None
+    sha256: str
+
+
+@dataclass(kw_only=True)
+class LogDigest:
+    """What reconciling needs from one log, keyed by message id."""
+
+    name: str
+    sent: dict[UUID, Seen] = field(default_factory=dict)
+    received: dict[UUID, Seen] = field(default_factory=dict)
+    rejected: dict[UUID, Seen] = field(default_factory=dict)
+    receipts_sent: set[UUID] = field(default_factory=set)
+
+    def add(self, entry: AuditEntry | UnreadableRow) -> None:
+        if isinstance(entry, UnreadableRow) or entry.message_id is None:
+            return
+        seen = Seen(
+            index=entry.index,
+            message_type=entry.message_type,
+            sha256=hashlib.sha256(entry.envelope).hexdigest(),
+        )
+        by_kind = {
+            EntryKind.SENT: self.sent,
+            EntryKind.RECEIVED: self.received,
+            EntryKind.REJECTED: self.rejected,
+        }
+        target = by_kind.get(entry.kind)
+        if target is not None:
+            target.setdefault(entry.message_id, seen)
+        elif entry.kind is EntryKind.RECEIPT_SENT:
+            self.receipts_sent.add(entry.message_id)
+
+
+def digest(name: str, entries: Iterable[AuditEntry | UnreadableRow]) -> LogDigest:
+    result = LogDigest(name=name)
+    for entry in entries:
+        result.add(entry)
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gap:
+    message_id: UUID
+    message_type: str | None
+    log: str  # the log whose entry exposes the gap
+    index: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.message_type}) at {self.log} entry {self.index}: {self.problem}"
+
+
+def _one_way(sender: LogDigest, receiver: LogDigest) -> list[Gap]:
+    gaps: list[Gap] = []
+    for message_id, sent in sender.sent.items():
+
+        def gap(problem: str, *, sent: Seen = sent, message_id: UUID = message_id) -> Gap:
+            return Gap(
+                message_id=message_id,
+                message_type=sent.message_type,
+                log=sender.name,
+                index=sent.index,
+                problem=problem,
+            )
+
+        arrived = receiver.received.get(message_id) or receiver.rejected.get(message_id)
+        if arrived is None:
+            gaps.append(gap(f"sent, but {receiver.name} has no received or rejected entry for it"))
+        elif message_id in receiver.received and arrived.sha256 != sent.sha256:
+            gaps.append(gap(f"{receiver.name} received other bytes under this id (entry {arrived.index})"))
+        if message_id not in receiver.receipts_sent:
+            gaps.append(gap(f"{receiver.name} has no receipt-sent entry for it"))
+    for message_id, received in receiver.received.items():
+        if message_id not in sender.sent:
+            gaps.append(
+                Gap(
+                    message_id=message_id,
+                    message_type=received.message_type,
+                    log=receiver.name,
+                    index=received.index,
+                    problem=f"received, but {sender.name} has no sent entry for it",
+                )
+            )
+    return gaps
+
+
+def reconcile(a: LogDigest, b: LogDigest) -> list[Gap]:
+    """Every gap in both directions, ordered by log and entry index."""
+    gaps = _one_way(a, b) + _one_way(b, a)
+    return sorted(gaps, key=lambda item: (item.log != a.name, item.index, item.problem))

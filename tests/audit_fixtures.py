@@ -1,0 +1,170 @@
+"""Two gateways exchanging real signed messages over in-memory brokers, each with a checkpointer.
+
+`run_exchange` fills two audit stores the way production does (SENT, RECEIVED, DELIVERED,
+CHECKPOINT, RECEIPT_SENT, RECEIPT_RECEIVED, WITNESS), so the auditor's tests check real logs. The
+"shovel" is a loop that moves what one side published to its outbound queue into the other's
+inbound exchange. Clocks are fake and start inside the session PKI's validity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from broker.agreement import Agreement
+from broker.audit.checkpointer import Checkpointer
+from broker.audit.entry import EntryKind
+from broker.audit.store import AuditStore
+from broker.catalogue.samples import sample_payloads
+from broker.fake_transport import FakeTransport
+from broker.gateway import Gateway
+from broker.keystore import KeyStore
+from broker.outbox import Outbox
+from broker.settings import ExchangeSettings
+from broker.topology import INBOUND, outbound_queue, vhost_declarations
+from broker.trust import TrustStore
+
+WORKER_DOCUMENT = "400123456"  # the worker of the catalogue's samples
+
+
+class FakeClock:
+    """Advances a millisecond per reading, so entries of one run never share a time."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def __call__(self) -> datetime:
+        self._now += timedelta(milliseconds=1)
+        return self._now
+
+
+@dataclass
+class Side:
+    country: str
+    gateway: Gateway
+    transport: FakeTransport
+    store: AuditStore
+    checkpointer: Checkpointer
+
+
+async def _side(
+    country: str,
+    *,
+    store: AuditStore,
+    state_dir: Path,
+    keys: KeyStore,
+    agreement: Agreement,
+    trust: TrustStore,
+    clock: Callable[[], datetime],
+    at: datetime,
+) -> Side:
+    peer = agreement.peer_country(country)
+    transport = FakeTransport(name=country)
+    await transport.declare(vhost_declarations(country.lower(), [peer.lower()]))
+    gateway_id = agreement.gateway(country).id
+    gateway_signer = keys.signer(gateway_id, at=at)
+    checkpointer = Checkpointer(
+        store=store, signer=gateway_signer, trust=trust, every_entries=5, poll_seconds=0.01, clock=clock
+    )
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
+    gateway = Gateway(
+        country=country,
+        agreement=agreement,
+        trust=trust,
+        gateway_signer=gateway_signer,
+        signer_for=lambda authority: keys.signer(authority, at=at),
+        transport=transport,
+        audit=store,
+        outbox=Outbox.open(state_dir / "outbox.sqlite"),
+        settings=ExchangeSettings.load(None, country=country, amqp_url="amqp://unused", state_dir=state_dir),
+        clock=clock,
+        checkpointer=checkpointer,
+    )
+    return Side(country=country, gateway=gateway, transport=transport, store=store, checkpointer=checkpointer)
+
+
+async def _shovel(source: Side, destination: Side) -> int:
+    moved = 0
+    while (message := await source.transport.get(outbound_queue(destination.country.lower()))) is not None:
+        await destination.transport.publish(
+            exchange=INBOUND,
+            routing_key=destination.country.lower(),
+            body=message.body,
+            message_id=message.message_id or "",
+            headers=message.headers,
+        )
+        moved += 1
+    return moved
+
+
+async def _settle(tj: Side, ru: Side, run: ExchangeRun) -> None:
+    """Shovel both ways until every message sent so far has its receipt back at its sender."""
+    waiting = [(ru, message_id) for message_id in run.sent_by_ru] + [(tj, m) for m in run.sent_by_tj]
+    for _ in range(3000):
+        await _shovel(tj, ru)
+        await _shovel(ru, tj)
+        waiting = [
+            (side, message_id)
+            for side, message_id in waiting
+            if not await side.store.find(message_id, kinds=[EntryKind.RECEIPT_RECEIVED])
+        ]
+        if not waiting:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the fake exchange did not settle: {len(waiting)} receipts missing")
+
+
+@dataclass(frozen=True)
+class ExchangeRun:
+    sent_by_ru: list[UUID]
+    sent_by_tj: list[UUID]
+
+
+async def run_exchange(
+    *,
+    tj_store: AuditStore,
+    ru_store: AuditStore,
+    state_dir: Path,
+    keys: KeyStore,
+    agreement: Agreement,
+    trust: TrustStore,
+    start: datetime,
+    rounds: int = 3,
+) -> ExchangeRun:
+    """RU reports deaths and permit cancellations of the sample worker, TJ sends legislation changes."""
+    clock = FakeClock(start)
+    tj, ru = [
+        await _side(
+            country,
+            store=store,
+            state_dir=state_dir / country.lower(),
+            keys=keys,
+            agreement=agreement,
+            trust=trust,
+            clock=clock,
+            at=start,
+        )
+        for country, store in (("TJ", tj_store), ("RU", ru_store))
+    ]
+    samples = sample_payloads()
+    run = ExchangeRun(sent_by_ru=[], sent_by_tj=[])
+    await tj.gateway.start()
+    await ru.gateway.start()
+    try:
+        for _ in range(rounds):
+            for message_type in ("worker.death", "work_permit.cancellation"):
+                result = await ru.gateway.send(samples[message_type], to="TJ-MOL", sender="RU-MVD")
+                run.sent_by_ru.append(result.message_id)
+            result = await tj.gateway.send(samples["legislation.change"], to="RU-MINTRUD", sender="TJ-MOL")
+            run.sent_by_tj.append(result.message_id)
+            await _settle(tj, ru, run)
+    finally:
+        for side in (tj, ru):
+            await side.gateway.stop()
+            await side.transport.close()
+            side.gateway.outbox.close()
+    return run

@@ -1,0 +1,254 @@
+"""Signed checkpoints, witness countersignatures, the checkpointer, and the gateway carrying them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from audit_fixtures import run_exchange
+
+from broker.agreement import Agreement
+from broker.audit.checkpoint import (
+    CheckpointBody,
+    SignedCheckpoint,
+    WitnessRecord,
+    cosign,
+    sign_checkpoint,
+    verify_checkpoint,
+    verify_witness,
+)
+from broker.audit.checkpointer import Checkpointer
+from broker.audit.entry import EntryDraft, EntryKind
+from broker.audit.sqlite_store import SqliteAuditStore
+from broker.catalogue.receipt import Checkpoint, Receipt
+from broker.errors import Reason, VerificationError
+from broker.jws import sign_detached
+from broker.keystore import KeyStore
+from broker.trust import TrustStore
+
+AUDIT_CORE = (
+    "broker.audit.checkpoint",
+    "broker.audit.verify",
+    "broker.audit.proofs",
+    "broker.audit.bundle",
+    "broker.audit.reconcile",
+)
+
+
+def _body(pki_now: datetime, *, origin: str = "RU-GW", size: int = 7) -> CheckpointBody:
+    return CheckpointBody(
+        origin=origin, tree_size=size, root_hash=bytes(range(32)), time=pki_now + timedelta(days=3)
+    )
+
+
+def test_the_audit_core_loads_no_asyncio_database_or_broker() -> None:
+    probe = "import importlib, json, sys\n" + "".join(f"importlib.import_module({m!r})\n" for m in AUDIT_CORE)
+    probe += (
+        "print(json.dumps([m for m in ('asyncio', 'sqlite3', 'asyncpg', 'aio_pika') if m in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(result.stdout) == []
+
+
+class TestSignedCheckpoint:
+    def test_round_trips_through_every_form_and_verifies(
+        self, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        signed = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now))
+        assert SignedCheckpoint.from_bytes(signed.to_bytes()) == signed
+        assert SignedCheckpoint.from_compact(signed.compact()) == signed
+        in_receipt = signed.for_receipt()
+        assert (in_receipt.tree_size, in_receipt.root_hash) == (7, bytes(range(32)).hex())
+        assert SignedCheckpoint.from_receipt(in_receipt) == signed
+        assert verify_checkpoint(signed, trust=trust, origin="RU-GW").authority_id == "RU-GW"
+
+    def test_a_changed_root_breaks_the_signature(
+        self, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        signed = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now))
+        forged = SignedCheckpoint(body=_body(pki_now, size=8), signature=signed.signature)
+        with pytest.raises(VerificationError) as caught:
+            verify_checkpoint(forged, trust=trust)
+        assert caught.value.reason == Reason.SIGNATURE_INVALID
+
+    def test_another_gateways_key_cannot_sign_for_this_log(
+        self, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        body = _body(pki_now)
+        tj = dev_pki.signer("TJ-GW", at=pki_now)
+        forged = SignedCheckpoint(
+            body=body,
+            signature=sign_detached(body.signing_bytes(), private_key=tj.private_key, chain=tj.chain),
+        )
+        with pytest.raises(VerificationError) as caught:
+            verify_checkpoint(forged, trust=trust)
+        assert caught.value.reason == Reason.CERT_AUTHORITY_MISMATCH
+        with pytest.raises(VerificationError) as other_log:
+            verify_checkpoint(
+                sign_checkpoint(body, signer=dev_pki.signer("RU-GW", at=pki_now)), trust=trust, origin="TJ-GW"
+            )
+        assert other_log.value.reason == Reason.AUDIT_CHECKPOINT_INVALID
+
+    def test_only_the_canonical_spelling_is_accepted(self, dev_pki: KeyStore, pki_now: datetime) -> None:
+        raw = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now)).to_bytes()
+        for variant in (
+            raw + b" ",
+            json.dumps(json.loads(raw), indent=1).encode(),
+            raw.replace(b'"tree_size":7', b'"tree_size":7.0'),
+        ):
+            with pytest.raises(VerificationError) as caught:
+                SignedCheckpoint.from_bytes(variant)
+            assert caught.value.reason == Reason.AUDIT_CHECKPOINT_INVALID
+
+    def test_a_receipt_whose_plain_fields_differ_from_the_signed_ones_is_refused(
+        self, dev_pki: KeyStore, pki_now: datetime
+    ) -> None:
+        signed = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now))
+        lying = Checkpoint(tree_size=9, root_hash=signed.body.root_hash.hex(), signature=signed.compact())
+        with pytest.raises(VerificationError):
+            SignedCheckpoint.from_receipt(lying)
+        with pytest.raises(VerificationError) as unsigned:
+            SignedCheckpoint.from_receipt(Checkpoint(tree_size=7, root_hash=signed.body.root_hash.hex()))
+        assert unsigned.value.reason == Reason.SIGNATURE_MISSING
+
+
+class TestWitness:
+    def test_countersignature_verifies_and_resists_edits(
+        self, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        signed = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now))
+        record = cosign(signed, signer=dev_pki.signer("TJ-GW", at=pki_now), time=pki_now + timedelta(days=4))
+        again = WitnessRecord.from_bytes(record.to_bytes())
+        assert again == record
+        verify_witness(again, trust=trust)
+        moved = WitnessRecord(
+            checkpoint=record.checkpoint,
+            witness=record.witness,
+            time=record.time + timedelta(seconds=1),
+            signature=record.signature,
+        )
+        with pytest.raises(VerificationError) as caught:
+            verify_witness(moved, trust=trust)
+        assert caught.value.reason == Reason.SIGNATURE_INVALID
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteAuditStore]:
+    opened = await SqliteAuditStore.open(tmp_path / "audit.sqlite")
+    yield opened
+    await opened.close()
+
+
+def _draft(time: datetime, number: int) -> EntryDraft:
+    return EntryDraft(
+        kind=EntryKind.DELIVERED,
+        time=time,
+        message_id=None,
+        message_type="x",
+        peer="TJ-MOL",
+        envelope=bytes([number]),
+    )
+
+
+class TestCheckpointer:
+    async def test_concurrent_receipts_share_one_checkpoint_that_covers_them(
+        self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        at = pki_now + timedelta(days=2)
+        checkpointer = Checkpointer(
+            store=store, signer=dev_pki.signer("RU-GW", at=at), trust=trust, clock=lambda: at
+        )
+        entries = await store.append([_draft(at, n) for n in range(5)])
+        covering = await asyncio.gather(*(checkpointer.covering(entry.index) for entry in entries))
+        assert len({c.to_bytes() for c in covering}) == 1
+        assert covering[0].body.tree_size == 5
+        assert covering[0].body.root_hash == await store.root(5)
+        assert (await store.entry(5)).kind is EntryKind.CHECKPOINT
+        assert await store.size() == 6  # one CHECKPOINT entry, not five
+        assert await checkpointer.covering(3) is covering[0]
+
+    async def test_signs_every_n_entries_and_once_more_on_stop(
+        self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        at = pki_now + timedelta(days=2)
+        checkpointer = Checkpointer(
+            store=store, signer=dev_pki.signer("RU-GW", at=at), trust=trust, every_entries=3,
+            every_seconds=3600, poll_seconds=0.01, clock=lambda: at,
+        )  # fmt: skip
+        await checkpointer.start()
+        await store.append([_draft(at, n) for n in range(3)])
+        for _ in range(200):
+            if checkpointer.latest is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert checkpointer.latest is not None
+        assert checkpointer.latest.body.tree_size == 3
+        await store.append([_draft(at, 9)])
+        await checkpointer.stop()
+        assert checkpointer.latest.body.tree_size == 5  # 3 entries, the checkpoint, and one more
+        kinds = [entry.kind async for entry in store.entries()]
+        assert kinds.count(EntryKind.CHECKPOINT) == 2
+
+    async def test_witnesses_a_peer_checkpoint_once_and_refuses_a_forged_one(
+        self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        at = pki_now + timedelta(days=3)
+        checkpointer = Checkpointer(
+            store=store, signer=dev_pki.signer("TJ-GW", at=at), trust=trust, clock=lambda: at
+        )
+        peer = sign_checkpoint(_body(pki_now), signer=dev_pki.signer("RU-GW", at=pki_now)).for_receipt()
+        record = await checkpointer.witness(peer, origin="RU-GW")
+        assert record is not None
+        assert record.witness == "TJ-GW"
+        assert await checkpointer.witness(peer, origin="RU-GW") is None
+        [entry] = [entry async for entry in store.entries()]
+        assert entry.kind is EntryKind.WITNESS
+        assert WitnessRecord.from_bytes(entry.envelope) == record
+        forged = Checkpoint(tree_size=7, root_hash="00" * 32, signature=peer.signature)
+        with pytest.raises(VerificationError):
+            await checkpointer.witness(forged, origin="RU-GW")
+        with pytest.raises(VerificationError) as wrong_origin:
+            await checkpointer.witness(peer, origin="TJ-GW")
+        assert wrong_origin.value.reason == Reason.AUDIT_CHECKPOINT_INVALID
+
+
+async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_other(
+    tmp_path: Path, dev_pki: KeyStore, agreement: Agreement, trust: TrustStore, pki_now: datetime
+) -> None:
+    stores = {c: await SqliteAuditStore.open(tmp_path / f"{c}.sqlite") for c in ("TJ", "RU")}
+    try:
+        await run_exchange(
+            tj_store=stores["TJ"], ru_store=stores["RU"], state_dir=tmp_path, keys=dev_pki,
+            agreement=agreement, trust=trust, start=pki_now + timedelta(days=30), rounds=1,
+        )  # fmt: skip
+        for country, peer_country in (("TJ", "RU"), ("RU", "TJ")):
+            peer_gateway = agreement.gateway(peer_country).id
+            entries = [entry async for entry in stores[country].entries()]
+            witnessed = {
+                WitnessRecord.from_bytes(e.envelope).checkpoint.body.tree_size
+                for e in entries
+                if e.kind is EntryKind.WITNESS
+            }
+            receipts = [e for e in entries if e.kind is EntryKind.RECEIPT_RECEIVED]
+            assert receipts
+            for entry in receipts:
+                receipt = Receipt.model_validate_json(json.dumps(json.loads(entry.envelope)["payload"]))
+                assert receipt.checkpoint is not None
+                assert receipt.audit_index is not None
+                signed = SignedCheckpoint.from_receipt(receipt.checkpoint)
+                verify_checkpoint(signed, trust=trust, origin=peer_gateway)
+                assert signed.body.tree_size > receipt.audit_index
+                assert signed.body.tree_size in witnessed
+                # the checkpoint is the peer's real tree at that size
+                assert signed.body.root_hash == await stores[peer_country].root(signed.body.tree_size)
+    finally:
+        for opened in stores.values():
+            await opened.close()
