@@ -38,6 +38,10 @@ class ExchangeSettings(BaseSettings):
     max_clock_skew_s: float = Field(default=300, ge=0)
     receipt_deadlines_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RECEIPT_DEADLINES_S))
     resend_check_interval_s: float = Field(default=5.0, gt=0)
+    checkpoint_every_entries: int = Field(
+        default=1000, ge=1, description="sign a checkpoint after this many entries"
+    )
+    checkpoint_every_s: float = Field(default=60.0, gt=0, description="... or after this many seconds")
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_format: Literal["console", "json"] = "console"
