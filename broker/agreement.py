@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker.errors import ConfigError, PolicyError, Reason
 
-Role = Literal["competent_ministry", "interior_ministry", "consulate", "gateway"]
+Role = Literal["competent_ministry", "interior_ministry", "consulate", "gateway", "ca"]
 
 
 class Authority(BaseModel):

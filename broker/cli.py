@@ -148,6 +148,7 @@ def subscribe(
                 authority_id=authority,
                 types=[t.strip() for t in types.split(",") if t.strip()],
                 citizenship=citizenship.upper() if citizenship else None,
+                decryptor=KeyStore(root=settings.keys_dir).decryptor(authority),
             )
             await subscription.declare()
             done = asyncio.Event()

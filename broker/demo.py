@@ -101,6 +101,7 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
             authority_id=CONSULATE,
             types=CONSULATE_TYPES,
             citizenship="TJ",
+            decryptor=dev.keystore.decryptor(CONSULATE),
         )
         await subscription.declare()
         await consulate_transport.purge(subscription.queue)

@@ -48,6 +48,7 @@ def create_dev_pki(keystore: KeyStore, agreement: Agreement, *, now: datetime) -
         keystore.init_country(country, now=start)
     for authority in agreement.authorities:
         keystore.issue(authority.id, authority.country, now=start, display_name=authority.name)
+        keystore.issue_encryption(authority.id, now=start)  # personal data is sealed to this key
 
 
 def write_settings_file(path: Path, settings: ExchangeSettings) -> None:

@@ -29,16 +29,22 @@ from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
 from broker.audit.checkpointer import Checkpointer
 from broker.catalogue import Payload, citizenship_of
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
+from broker.catalogue.trust import TrustUpdate
 from broker.envelope import sha256_hex
 from broker.errors import ConfigError, LocalError, PolicyError, Reason, RemoteError, ReplayError
+from broker.ids import uuid7
+from broker.key_vault import KeyVault
 from broker.metrics import GatewayMetrics
 from broker.outbox import Outbox, SendState
+from broker.personal import SEALED_KEY_HEADER
+from broker.personal_keys import PersonalDataKeys, sealed_key_headers
 from broker.pki import Signer
 from broker.sealing import OpenedMessage, SealedMessage, check_freshness, open_message, peek, seal
 from broker.settings import ExchangeSettings
 from broker.topology import DELIVERY, INBOUND, OUTBOUND, QUARANTINE, delivery_routing_key
 from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
 from broker.trust import TrustStore
+from broker.trust_update import EncryptionDirectory, apply_trust_update
 
 log = structlog.get_logger("broker.gateway")
 
@@ -72,6 +78,7 @@ class Gateway:
         metrics: GatewayMetrics | None = None,
         clock: Clock = utc_now,
         checkpointer: Checkpointer | None = None,
+        personal: PersonalDataKeys | None = None,
     ) -> None:
         self.country = country
         self.peer_country = agreement.peer_country(country)
@@ -88,6 +95,8 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self._clock = clock
         self._checkpointer = checkpointer
+        # Without it, personal payloads travel in clear (a development setup without key agreement).
+        self._personal = personal
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks: dict[UUID, asyncio.Lock] = {}
         self._consumer: ConsumerHandle | None = None
@@ -104,6 +113,18 @@ class Gateway:
     @property
     def trust(self) -> TrustStore:
         return self._trust
+
+    def replace_trust(self, trust: TrustStore) -> None:
+        """Swap in new trust material (a trust update, a re-imported bundle) without a restart."""
+        self._trust = trust
+
+    def replace_gateway_signer(self, signer: Signer) -> None:
+        """Sign receipts with a rotated gateway key from now on."""
+        self._gateway_signer = signer
+
+    @property
+    def personal(self) -> PersonalDataKeys | None:
+        return self._personal
 
     @property
     def outbox(self) -> Outbox:
@@ -144,6 +165,8 @@ class Gateway:
         await self._transport.close()
         await self._audit.close()
         self._outbox.close()
+        if self._personal is not None:
+            self._personal.vault.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -178,20 +201,28 @@ class Gateway:
             ) from None
         if self.agreement.authority(sender).country != self.country:
             raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {self.country}")
+        message_id = uuid7()
+        data_key, sealed_key = None, None
+        if self._personal is not None and payload.PERSONAL:
+            data_key, sealed_key = self._personal.wrap_for_sending(
+                message_id=message_id, sender=sender, recipient=to, trust=self._trust, at=self._clock()
+            )
         sealed = seal(
             payload,
             sender=sender,
             recipient=to,
             signer=self._signer_for(sender),
             created_at=self._clock(),
+            message_id=message_id,
             correlation_id=correlation_id,
+            data_key=data_key,
         )
         waiter: asyncio.Future[Receipt] | None = None
         if wait_receipt:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[sealed.envelope.id] = waiter
         try:
-            await self._record_and_publish(sealed)
+            await self._record_and_publish(sealed, sealed_key=sealed_key)
             if waiter is None:
                 return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=None)
             limit = (
@@ -212,9 +243,11 @@ class Gateway:
         """
         await self._record_and_publish(sealed)
 
-    async def _record_and_publish(self, sealed: SealedMessage) -> None:
+    async def _record_and_publish(self, sealed: SealedMessage, *, sealed_key: str | None = None) -> None:
         envelope = sealed.envelope
         now = self._clock()
+        if sealed_key is not None and self._personal is not None:
+            await self._personal.vault.put(envelope.id, sealed_key, at=now)
         await self._audit.append(
             [
                 EntryDraft(
@@ -235,7 +268,9 @@ class Gateway:
             sha256=sealed.sha256,
             deadline=now + self._settings.receipt_deadline(envelope.type),
         )
-        await self._publish_to_peer(sealed.raw, message_id=envelope.id, message_type=envelope.type)
+        await self._publish_to_peer(
+            sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
+        )
         await self._outbox.mark_confirmed(envelope.id)
         self.metrics.sent.labels(envelope.type).inc()
         self.metrics.confirmed.labels(envelope.type).inc()
@@ -243,13 +278,15 @@ class Gateway:
             "message.sent", message_id=str(envelope.id), type=envelope.type, sender=envelope.sender
         )
 
-    async def _publish_to_peer(self, raw: bytes, *, message_id: UUID, message_type: str) -> None:
+    async def _publish_to_peer(
+        self, raw: bytes, *, message_id: UUID, message_type: str, sealed_key: str | None = None
+    ) -> None:
         await self._transport.publish(
             exchange=OUTBOUND,
             routing_key=self.peer_country.lower(),
             body=raw,
             message_id=str(message_id),
-            headers={"x-type": message_type},
+            headers={"x-type": message_type, **sealed_key_headers(sealed_key)},
             timeout=self._settings.confirm_timeout_s,
         )
 
@@ -258,8 +295,14 @@ class Gateway:
         now = self._clock()
         overdue = await self._outbox.overdue(now)
         for record in overdue:
+            sealed_key = (
+                await self._personal.vault.get(record.message_id) if self._personal is not None else None
+            )
             await self._publish_to_peer(
-                record.raw, message_id=record.message_id, message_type=record.message_type
+                record.raw,
+                message_id=record.message_id,
+                message_type=record.message_type,
+                sealed_key=sealed_key,
             )
             await self._outbox.mark_resent(
                 record.message_id, deadline=now + self._settings.receipt_deadline(record.message_type)
@@ -296,6 +339,10 @@ class Gateway:
                 local_country=self.country,
                 max_bytes=self._settings.max_message_bytes,
                 received_at=self._clock(),
+                data_key_for=None
+                if self._personal is None
+                else self._personal.data_key_source(incoming.headers),
+                require_sealed=self._personal is not None,
             )
             self._check_fresh(opened)
         except RemoteError as error:
@@ -304,11 +351,19 @@ class Gateway:
         if opened.envelope.type == Receipt.MESSAGE_TYPE:
             await self._on_receipt(opened)
             return Disposition.ACK
+        if opened.data_key is not None and self._personal is not None:
+            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
+            await self._personal.vault.put(
+                opened.envelope.id, str(incoming.headers[SEALED_KEY_HEADER]), at=self._clock()
+            )
         lock = self._locks.setdefault(opened.envelope.id, asyncio.Lock())
         try:
             async with lock:
-                await self._accept(opened)
-        except ReplayError as error:
+                if isinstance(opened.payload, TrustUpdate):
+                    await self._accept_trust_update(opened)
+                else:
+                    await self._accept(opened)
+        except RemoteError as error:  # a replay conflict, or a trust update we cannot apply
             await self._reject(raw, error)
         finally:
             if not lock.locked():
@@ -377,10 +432,73 @@ class Gateway:
                 "x-type": opened.envelope.type,
                 "x-sender": opened.envelope.sender,
                 "x-citizenship": citizenship or "-",
+                **sealed_key_headers(self._delivery_key(opened)),
             },
             timeout=self._settings.confirm_timeout_s,
             mandatory=False,  # a type nobody subscribed to is not an error: the audit log holds it
         )
+
+    def _delivery_key(self, opened: OpenedMessage) -> str | None:
+        if self._personal is None:
+            return None
+        return self._personal.delivery_header(
+            opened, agreement=self.agreement, country=self.country, trust=self._trust, at=self._clock()
+        )
+
+    async def _accept_trust_update(self, opened: OpenedMessage) -> None:
+        """Apply a peer CA's update to our trust store, log it as TRUST_UPDATE, and receipt it."""
+        update = opened.payload
+        assert isinstance(update, TrustUpdate)  # dispatched on the payload type
+        envelope = opened.envelope
+        trail = await self._audit.find(envelope.id, kinds=[EntryKind.TRUST_UPDATE, EntryKind.RECEIPT_SENT])
+        applied = [e for e in trail if e.kind == EntryKind.TRUST_UPDATE]
+        if applied and sha256_hex(applied[0].envelope) != opened.sha256:
+            raise ReplayError(
+                Reason.REPLAY_CONFLICT, f"trust update {envelope.id} was already applied with other bytes"
+            )
+        if applied:
+            entry = applied[0]
+        else:
+            directory = self._personal.directory if self._personal is not None else EncryptionDirectory()
+            change = apply_trust_update(
+                update,
+                signer_country=opened.signer.country,
+                trust=self._trust,
+                directory=directory,
+                at=self._clock(),
+            )
+            [entry] = await self._audit.append(
+                [self._draft(EntryKind.TRUST_UPDATE, opened, verdict=Verdict.ACCEPTED)]
+            )
+            self._trust = change.trust
+            if self._personal is not None:
+                self._personal.directory = change.directory
+            self._log.info(
+                "trust.updated",
+                message_id=str(envelope.id),
+                type=envelope.type,
+                sender=envelope.sender,
+                country=update.country,
+                new_anchors=change.new_anchors,
+                crl_number=change.crl_number,
+                authority_certificates=change.authority_certificates,
+                audit_index=entry.index,
+            )
+        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        if sent:
+            receipt_raw = sent[0].envelope
+        else:
+            receipt = self._seal_receipt(
+                message_id=envelope.id,
+                sha256=opened.sha256,
+                verdict=Verdict.ACCEPTED,
+                audit_index=entry.index,
+            )
+            await self._audit.append(
+                [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
+            )
+            receipt_raw = receipt.raw
+        await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
 
     async def _reject(self, raw: bytes, error: RemoteError) -> None:
         seen = peek(raw)
@@ -647,6 +765,16 @@ async def gateway_from_settings(
     def signer_for(authority_id: str) -> Signer:
         return keystore.signer(authority_id, at=utc_now())
 
+    personal = PersonalDataKeys(
+        directory=EncryptionDirectory.of(
+            (cert for a in agreement.authorities for cert in keystore.encryption_certificates(a.id)),
+            trust=trust,
+            at=now,
+        ),
+        decryptor_for=keystore.decryptor,
+        vault=KeyVault.open(settings.country_state_dir / "key-vault.sqlite"),
+    )
+
     return Gateway(
         country=settings.country,
         agreement=agreement,
@@ -659,4 +787,5 @@ async def gateway_from_settings(
         settings=settings,
         metrics=metrics,
         checkpointer=Checkpointer(store=audit, signer=gateway_signer, trust=trust),
+        personal=personal,
     )

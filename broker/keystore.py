@@ -28,12 +28,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker.errors import ConfigError, ExchangeError, Reason
+from broker.personal import Decryptor
 from broker.pki import (
+    CertificateUsage,
     Signer,
     authority_country,
     build_crl,
+    certificate_thumbprint,
     check_country,
     common_name_of,
     create_ca,
@@ -152,6 +156,67 @@ class KeyStore:
         _write_private(self._root, directory / "private" / f"{serial}.key.pem", _private_pem(key))
         _write_public(self._root, directory / f"{serial}.cert.pem", _cert_pem(cert))
         return cert
+
+    # --- key agreement (sealing personal data) ------------------------------------------------
+
+    def issue_encryption(
+        self, authority_id: str, *, now: datetime, validity_days: int = 365
+    ) -> x509.Certificate:
+        """A new X25519 key-agreement certificate; earlier ones stay, so data sealed to them still opens."""
+        country = authority_country(authority_id)
+        ca_key, ca_cert = self._current_ca(country, now=now)
+        key = X25519PrivateKey.generate()
+        cert = issue_authority_certificate(
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            authority_id=authority_id,
+            country=country,
+            public_key=key.public_key(),
+            not_before=now,
+            not_after=min(now + timedelta(days=validity_days), ca_cert.not_valid_after_utc),
+            usage=CertificateUsage.KEY_AGREEMENT,
+        )
+        directory = self._encryption_dir(authority_id)
+        serial = f"{cert.serial_number:x}"
+        _write_private(self._root, directory / "private" / f"{serial}.key.pem", _private_pem(key))
+        _write_public(self._root, directory / f"{serial}.cert.pem", _cert_pem(cert))
+        return cert
+
+    def encryption_certificates(self, authority_id: str) -> list[x509.Certificate]:
+        """Every key-agreement certificate of the authority, oldest first."""
+        directory = self._encryption_dir(authority_id)
+        with _io(f"list {directory}"):
+            paths = sorted(directory.glob("*.cert.pem")) if directory.is_dir() else []
+        return sorted(
+            (_load_cert(path) for path in paths), key=lambda c: (c.not_valid_before_utc, c.serial_number)
+        )
+
+    def decryptor(self, authority_id: str) -> Decryptor:
+        """The authority's key-agreement private keys of every generation, by certificate thumbprint."""
+        keys: dict[str, X25519PrivateKey] = {}
+        for cert in self.encryption_certificates(authority_id):
+            path = self._encryption_dir(authority_id) / "private" / f"{cert.serial_number:x}.key.pem"
+            if not path.exists():
+                continue  # a peer's certificate, or a key retired on purpose
+            with _io(f"read private key {path}"):
+                key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, X25519PrivateKey) or key.public_key() != cert.public_key():
+                raise ConfigError(Reason.CONFIG_INVALID, f"{path} is not the key of its certificate")
+            keys[certificate_thumbprint(cert)] = key
+        if not keys:
+            raise ConfigError(
+                Reason.KEY_MISSING, f"{authority_id} has no key-agreement key under {self._root}"
+            )
+        return Decryptor(authority_id=authority_id, keys=keys)
+
+    def current_crl(self, country: str) -> x509.CertificateRevocationList | None:
+        """The country's latest CRL, as a `trust.update` carries it."""
+        crl_path = self._root / country / "crl.pem"
+        crls = _load_crls(crl_path) if crl_path.exists() else []
+        return max(crls, key=_crl_number) if crls else None
+
+    def _encryption_dir(self, authority_id: str) -> Path:
+        return self._authority_dir(authority_id) / "encryption"
 
     def revoke(self, authority_id: str, serial: int | None = None, *, now: datetime) -> list[int]:
         """Revoke one certificate, or every unrevoked one of the authority; rewrite the CRL.
@@ -421,7 +486,7 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def _private_pem(key: Ed25519PrivateKey) -> bytes:
+def _private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -8,7 +8,8 @@ is a RemoteError with a reason code; nothing else escapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
@@ -17,11 +18,12 @@ import pydantic
 
 from broker.agreement import Agreement
 from broker.canonical import canonical_bytes, strict_loads
-from broker.catalogue import Payload, parse_payload, payload_to_json
+from broker.catalogue import Payload, parse_payload, payload_class, payload_to_json
 from broker.envelope import Envelope, sha256_hex
 from broker.errors import PolicyError, Reason, ReplayError, ValidationError, VerificationError
 from broker.ids import uuid7
 from broker.jws import sign_detached, verify_detached
+from broker.personal import is_sealed, open_payload, seal_payload
 from broker.pki import Signer
 from broker.trust import SignerIdentity, TrustStore
 
@@ -43,6 +45,21 @@ class OpenedMessage:
     raw: bytes
     sha256: str
     signer: SignerIdentity
+    # The data key of a sealed personal payload, kept to re-wrap it for local subscribers.
+    data_key: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class VerifiedEnvelope:
+    """Everything but the payload checked: what an auditor proves without any decryption key."""
+
+    envelope: Envelope
+    raw: bytes
+    sha256: str
+    signer: SignerIdentity
+
+
+DataKeySource = Callable[[Envelope], bytes]
 
 
 @dataclass(frozen=True)
@@ -64,16 +81,30 @@ def seal(
     created_at: datetime,
     message_id: UUID | None = None,
     correlation_id: UUID | None = None,
+    data_key: bytes | None = None,
 ) -> SealedMessage:
+    """With `data_key` the payload is encrypted under it (personal data, `broker.personal`), then signed."""
+    message_id = message_id or uuid7()
+    body: dict[str, Any] = payload_to_json(payload)
+    if data_key is not None:
+        body = seal_payload(
+            body,
+            data_key=data_key,
+            message_id=message_id,
+            message_type=payload.MESSAGE_TYPE,
+            version=payload.VERSION,
+            sender=sender,
+            recipient=recipient,
+        )
     envelope = Envelope(
-        id=message_id or uuid7(),
+        id=message_id,
         type=payload.MESSAGE_TYPE,
         version=payload.VERSION,
         sender=sender,
         recipient=recipient,
         created_at=created_at,
         correlation_id=correlation_id,
-        payload=cast(dict[str, pydantic.JsonValue], payload_to_json(payload)),
+        payload=cast(dict[str, pydantic.JsonValue], body),
     )
     return seal_envelope(envelope, signer=signer)
 
@@ -104,7 +135,7 @@ def _split_signature(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], str]:
     return document, signature
 
 
-def open_message(
+def verify_envelope(
     raw: bytes,
     *,
     trust: TrustStore,
@@ -112,8 +143,8 @@ def open_message(
     local_country: str | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
     received_at: datetime | None = None,
-) -> OpenedMessage:
-    """Open `raw`; with `received_at` (a live gateway), revocation is judged at arrival, not at created_at."""
+) -> VerifiedEnvelope:
+    """Every check of `open_message` but the payload's: signature, chain, sender, agreement policy."""
     document, signature = _split_signature(raw, max_bytes)
     unsigned = canonical_bytes(document)
     verified = verify_detached(signature, unsigned)
@@ -145,8 +176,57 @@ def open_message(
         raise PolicyError(
             Reason.POLICY_WRONG_RECIPIENT, f"{envelope.recipient} is not an authority of {local_country}"
         )
-    payload = parse_payload(envelope.type, envelope.version, canonical_bytes(envelope.payload))
-    return OpenedMessage(envelope=envelope, payload=payload, raw=raw, sha256=sha256_hex(raw), signer=identity)
+    return VerifiedEnvelope(envelope=envelope, raw=raw, sha256=sha256_hex(raw), signer=identity)
+
+
+def open_message(
+    raw: bytes,
+    *,
+    trust: TrustStore,
+    agreement: Agreement,
+    local_country: str | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    received_at: datetime | None = None,
+    data_key_for: DataKeySource | None = None,
+    require_sealed: bool = False,
+) -> OpenedMessage:
+    """Open `raw`; with `received_at` (a live gateway), revocation is judged at arrival, not at created_at.
+
+    A sealed payload is decrypted only after every other check passed, with the key `data_key_for`
+    unwraps; `require_sealed` refuses a personal type whose payload arrived in clear.
+    """
+    verified = verify_envelope(
+        raw,
+        trust=trust,
+        agreement=agreement,
+        local_country=local_country,
+        max_bytes=max_bytes,
+        received_at=received_at,
+    )
+    envelope = verified.envelope
+    data_key: bytes | None = None
+    if is_sealed(envelope.payload):
+        if data_key_for is None:
+            raise VerificationError(
+                Reason.PAYLOAD_UNDECRYPTABLE, "the payload is sealed and no key was offered"
+            )
+        data_key = data_key_for(envelope)
+        payload_json = open_payload(envelope, data_key)
+    else:
+        if require_sealed and payload_class(envelope.type, envelope.version).PERSONAL:
+            raise PolicyError(
+                Reason.PAYLOAD_NOT_SEALED, f"{envelope.type} carries personal data and must be sealed"
+            )
+        payload_json = canonical_bytes(envelope.payload)
+    payload = parse_payload(envelope.type, envelope.version, payload_json)
+    return OpenedMessage(
+        envelope=envelope,
+        payload=payload,
+        raw=raw,
+        sha256=verified.sha256,
+        signer=verified.signer,
+        data_key=data_key,
+    )
 
 
 def check_freshness(envelope: Envelope, *, now: datetime, max_age: timedelta, max_skew: timedelta) -> None:
@@ -194,12 +274,15 @@ def _first_errors(exc: pydantic.ValidationError, limit: int = 3) -> str:
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "DataKeySource",
     "OpenedMessage",
     "Peek",
     "SealedMessage",
+    "VerifiedEnvelope",
     "check_freshness",
     "open_message",
     "peek",
     "seal",
     "seal_envelope",
+    "verify_envelope",
 ]

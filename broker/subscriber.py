@@ -8,7 +8,7 @@ signature of the sending ministry, not the path the bytes took.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -20,10 +20,19 @@ from broker.agreement import Agreement
 from broker.catalogue import Payload, citizenship_of, payload_to_json
 from broker.catalogue.death import WorkerDeath
 from broker.catalogue.work_permit import WorkPermitCancellation
-from broker.errors import LocalError, Reason, RemoteError
+from broker.envelope import Envelope
+from broker.errors import LocalError, Reason, RemoteError, VerificationError
+from broker.personal import SEALED_KEY_HEADER, Decryptor, decode_key_header
 from broker.sealing import open_message
 from broker.topology import subscriber_queue
-from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
+from broker.transport_api import (
+    NO_HEADERS,
+    ConsumerHandle,
+    Disposition,
+    HeaderValue,
+    IncomingMessage,
+    Transport,
+)
 from broker.trust import TrustStore
 
 log = structlog.get_logger("broker.subscriber")
@@ -90,6 +99,7 @@ class Subscription:
         authority_id: str,
         types: Sequence[str],
         citizenship: str | None = None,
+        decryptor: Decryptor | None = None,
     ) -> None:
         if not types:
             raise LocalError(Reason.POLICY_SUBSCRIBER_NOT_ALLOWED, "subscribe to at least one message type")
@@ -102,6 +112,8 @@ class Subscription:
         self.citizenship = citizenship
         self.queue = subscriber_queue(authority_id)
         self._seen: set[UUID] = set()
+        # This subscriber's key-agreement keys: personal payloads open only with the key wrapped for it.
+        self._decryptor = decryptor
         self._log = log.bind(subscriber=authority_id)
 
     def binding_keys(self) -> list[str]:
@@ -115,8 +127,23 @@ class Subscription:
         """Create (or keep) the durable queue; raises PolicyError for a type the role may not receive."""
         return await self._transport.declare_subscriber_queue(self.authority_id, self.binding_keys())
 
-    def open(self, raw: bytes) -> Alert:
-        opened = open_message(raw, trust=self._trust, agreement=self._agreement, local_country=self.country)
+    def open(self, raw: bytes, headers: Mapping[str, HeaderValue] = NO_HEADERS) -> Alert:
+        decryptor = self._decryptor
+
+        def data_key(envelope: Envelope) -> bytes:
+            if decryptor is None:
+                raise VerificationError(
+                    Reason.PAYLOAD_UNDECRYPTABLE, f"{self.authority_id} holds no decryption key"
+                )
+            return decryptor.unwrap(decode_key_header(headers.get(SEALED_KEY_HEADER)), message_id=envelope.id)
+
+        opened = open_message(
+            raw,
+            trust=self._trust,
+            agreement=self._agreement,
+            local_country=self.country,
+            data_key_for=data_key,
+        )
         envelope = opened.envelope
         return Alert(
             message_id=envelope.id,
@@ -134,7 +161,7 @@ class Subscription:
 
         async def on_message(incoming: IncomingMessage) -> Disposition:
             try:
-                alert = self.open(incoming.body)
+                alert = self.open(incoming.body, incoming.headers)
             except RemoteError as error:
                 # The gateway verified it already; failing here means tampering inside our own broker.
                 self._log.error(

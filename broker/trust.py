@@ -18,6 +18,7 @@ from types import MappingProxyType
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from broker.errors import ConfigError, Reason, VerificationError
 from broker.pki import authority_country, common_name_of, country_of
@@ -51,6 +52,15 @@ class TrustStore:
             for crl in country_crls:
                 self._check_crl(country, crl)
         self._crls = {country: tuple(country_crls) for country, country_crls in crls.items()}
+
+    def with_anchors(self, country: str, certs: Sequence[x509.Certificate]) -> TrustStore:
+        """A new store that also trusts `certs` for `country` (a rotated CA); the caller vouches for them."""
+        anchors = dict(self._anchors)
+        anchors[country] = (
+            *anchors.get(country, ()),
+            *(c for c in certs if c not in anchors.get(country, ())),
+        )
+        return TrustStore(anchors=anchors, crls=self._crls)
 
     @property
     def countries(self) -> frozenset[str]:
@@ -90,6 +100,23 @@ class TrustStore:
         except (ValueError, TypeError) as exc:  # a name or extension cryptography cannot parse
             raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
         return SignerIdentity(authority_id=authority_id, country=country, certificate=leaf)
+
+    def verify_key_agreement(self, cert: x509.Certificate, *, at: datetime) -> SignerIdentity:
+        """Check a key-agreement (X25519) certificate as `verify_signer` checks a signer: before sealing to it."""
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ConfigError(Reason.CONFIG_INVALID, f"verification time {at} has no time zone")
+        try:
+            country, ca_cert = self._find_issuer(cert)
+            _check_validity(ca_cert, at, what=f"the {country} CA certificate")
+            _check_validity(cert, at, what="the key-agreement certificate")
+            key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+            if not key_usage.key_agreement or not isinstance(cert.public_key(), X25519PublicKey):
+                raise VerificationError(Reason.CERT_USAGE, "not an X25519 key-agreement certificate")
+            authority_id = _check_subject(cert, country)
+            self._check_not_revoked(country, cert, at)
+        except (x509.ExtensionNotFound, ValueError, TypeError) as exc:
+            raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
+        return SignerIdentity(authority_id=authority_id, country=country, certificate=cert)
 
     def _find_issuer(self, leaf: x509.Certificate) -> tuple[str, x509.Certificate]:
         for country, certs in self._anchors.items():

@@ -20,6 +20,7 @@ from broker.catalogue.legislation import LegislationChange
 from broker.catalogue.receipt import Receipt
 from broker.catalogue.recruitment import RecruitmentAgencyLicense
 from broker.catalogue.samples import sample_payloads
+from broker.catalogue.trust import TrustUpdate
 from broker.catalogue.work_permit import WorkPermitCancellation
 from broker.errors import Reason, ValidationError
 
@@ -41,6 +42,7 @@ _PAYLOAD_CLASSES: tuple[type[Payload], ...] = (
     WorkPermitCancellation,
     WorkerDeath,
     Receipt,
+    TrustUpdate,
 )
 
 CATALOGUE: Mapping[tuple[str, int], type[Payload]] = MappingProxyType(

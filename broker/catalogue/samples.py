@@ -6,6 +6,7 @@ that amended Art. 4 (its date of entry into force here is illustrative).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -28,6 +29,7 @@ from broker.catalogue.labour_market import Indicator, IndicatorCode, LabourMarke
 from broker.catalogue.legislation import LegislationArea, LegislationChange
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.catalogue.recruitment import RecruitmentAgencyLicense
+from broker.catalogue.trust import TrustUpdate
 from broker.catalogue.work_permit import CancellationReason, WorkPermitCancellation
 
 ARTICLE_4_2_AS_AMENDED = (
@@ -197,6 +199,16 @@ def _receipt() -> Receipt:
     )
 
 
+def _trust_update() -> TrustUpdate:
+    # Stand-in bytes keep the sample readable; broker/trust_update.py parses and checks real DER.
+    return TrustUpdate(
+        country="RU",
+        ca_rollovers=(),
+        authority_certificates=(base64.b64encode(b"DER of RU-MVD's new key-agreement certificate").decode(),),
+        crl=base64.b64encode(b"DER of the RU CA's CRL number 7").decode(),
+    )
+
+
 def sample_payloads() -> dict[str, Payload]:
     """A fresh valid payload of every message type, keyed by type."""
     samples: list[Payload] = [
@@ -207,5 +219,6 @@ def sample_payloads() -> dict[str, Payload]:
         _work_permit_cancellation(),
         _worker_death(),
         _receipt(),
+        _trust_update(),
     ]
     return {sample.MESSAGE_TYPE: sample for sample in samples}

@@ -1,0 +1,104 @@
+"""The key vault: each personal message's wrapped data key, kept apart from the audit log so it can be erased.
+
+The audit log is append-only and keeps the signed envelope, whose personal payload is ciphertext.
+What opens it, the `x-sealed-key` header (the data key wrapped with HPKE to its holders), lives here,
+one row per message. Destroying the row is erasure: the ciphertext in the log stays, every hash and
+signature still verifies, and nobody can read the personal data any more.
+
+SQLite with `secure_delete`, and the WAL truncated after a deletion, so the erased key does not
+linger in free pages or in the write-ahead log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from broker.errors import AuditError, Reason
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sealed_keys (
+    message_id TEXT PRIMARY KEY,
+    wrapped TEXT NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS erasures (
+    message_id TEXT PRIMARY KEY,
+    erased_at TEXT NOT NULL
+);
+"""
+
+
+class KeyVault:
+    def __init__(self, *, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> KeyVault:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot open key vault {path}: {exc}") from None
+        return cls(connection=db)
+
+    async def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        def work() -> list[tuple[Any, ...]]:
+            return list(self._db.execute(sql, params).fetchall())
+
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(work)
+            except sqlite3.Error as exc:
+                raise AuditError(Reason.AUDIT_UNAVAILABLE, f"key vault: {exc}") from None
+
+    async def put(self, message_id: UUID, wrapped: str, *, at: datetime) -> None:
+        """Keep the wrapped data key of a message; a redelivery keeps the first copy, an erased one stays erased."""
+        await self._run(
+            "INSERT OR IGNORE INTO sealed_keys (message_id, wrapped, stored_at) "
+            "SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM erasures WHERE message_id = ?)",
+            (str(message_id), wrapped, at.isoformat(), str(message_id)),
+        )
+
+    async def get(self, message_id: UUID) -> str | None:
+        rows = await self._run("SELECT wrapped FROM sealed_keys WHERE message_id = ?", (str(message_id),))
+        return str(rows[0][0]) if rows else None
+
+    async def destroy(self, message_id: UUID, *, at: datetime) -> bool:
+        """Erase the message's data key for good; True if there was one. The erasure itself is recorded."""
+
+        def work() -> bool:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                deleted = self._db.execute(
+                    "DELETE FROM sealed_keys WHERE message_id = ?", (str(message_id),)
+                ).rowcount
+                self._db.execute(
+                    "INSERT OR IGNORE INTO erasures (message_id, erased_at) VALUES (?, ?)",
+                    (str(message_id), at.isoformat()),
+                )
+            # Copy the WAL back and truncate it, so the old page is overwritten everywhere.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return deleted > 0
+
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(work)
+            except sqlite3.Error as exc:
+                raise AuditError(Reason.AUDIT_UNAVAILABLE, f"key vault: {exc}") from None
+
+    async def erased_at(self, message_id: UUID) -> datetime | None:
+        rows = await self._run("SELECT erased_at FROM erasures WHERE message_id = ?", (str(message_id),))
+        return datetime.fromisoformat(str(rows[0][0])) if rows else None
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,103 @@
+"""What a gateway needs to seal and open personal data: key-agreement certificates, private keys, the vault.
+
+Kept out of gateway.py so the gateway only asks three questions: which data key and header go with a
+message I send, how do I open one I received, and which header lets my subscribers open it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from uuid import UUID
+
+import structlog
+
+from broker.agreement import Agreement
+from broker.envelope import Envelope
+from broker.errors import ConfigError
+from broker.key_vault import KeyVault
+from broker.personal import (
+    SEALED_KEY_HEADER,
+    Decryptor,
+    decode_key_header,
+    encode_key_header,
+    new_data_key,
+    wrap_data_key,
+)
+from broker.sealing import DataKeySource, OpenedMessage
+from broker.transport_api import HeaderValue
+from broker.trust import TrustStore
+from broker.trust_update import EncryptionDirectory
+
+log = structlog.get_logger("broker.personal")
+
+
+class PersonalDataKeys:
+    def __init__(
+        self,
+        *,
+        directory: EncryptionDirectory,
+        decryptor_for: Callable[[str], Decryptor],
+        vault: KeyVault,
+    ) -> None:
+        self.directory = directory  # replaced when a trust update brings new certificates
+        self._decryptor_for = decryptor_for
+        self.vault = vault
+
+    def wrap_for_sending(
+        self, *, message_id: UUID, sender: str, recipient: str, trust: TrustStore, at: datetime
+    ) -> tuple[bytes, str]:
+        """A fresh data key, and the header wrapping it for the recipient (and the sender's own auditors)."""
+        data_key = new_data_key()
+        wraps = [
+            wrap_data_key(
+                data_key,
+                message_id=message_id,
+                certificate=self.directory.current(recipient, trust=trust, at=at),
+            )
+        ]
+        try:
+            own = self.directory.current(sender, trust=trust, at=at)
+        except ConfigError:
+            log.warning("personal.sender_has_no_key_agreement_key", message_id=str(message_id), sender=sender)
+        else:
+            wraps.append(wrap_data_key(data_key, message_id=message_id, certificate=own))
+        return data_key, encode_key_header(wraps)
+
+    def data_key_source(self, headers: Mapping[str, HeaderValue]) -> DataKeySource:
+        """For `open_message`: unwrap the header's data key with the envelope recipient's private key."""
+
+        def unwrap(envelope: Envelope) -> bytes:
+            wraps = decode_key_header(headers.get(SEALED_KEY_HEADER))
+            return self._decryptor_for(envelope.recipient).unwrap(wraps, message_id=envelope.id)
+
+        return unwrap
+
+    def delivery_header(
+        self, opened: OpenedMessage, *, agreement: Agreement, country: str, trust: TrustStore, at: datetime
+    ) -> str | None:
+        """The data key re-wrapped to every local authority the agreement lets receive this type."""
+        if opened.data_key is None:
+            return None
+        rule = agreement.rule(opened.envelope.type)
+        wraps = []
+        for authority in agreement.authorities:
+            if authority.country != country or not set(authority.roles) & set(rule.subscribers):
+                continue
+            try:
+                certificate = self.directory.current(authority.id, trust=trust, at=at)
+            except ConfigError:
+                log.warning(
+                    "personal.subscriber_has_no_key_agreement_key",
+                    message_id=str(opened.envelope.id),
+                    subscriber=authority.id,
+                )
+                continue
+            wraps.append(
+                wrap_data_key(opened.data_key, message_id=opened.envelope.id, certificate=certificate)
+            )
+        return encode_key_header(wraps)
+
+
+def sealed_key_headers(header: str | None) -> dict[str, HeaderValue]:
+    return {} if header is None else {SEALED_KEY_HEADER: header}

@@ -1,0 +1,281 @@
+"""Personal data, erasure, key rotation and trust updates across the real RabbitMQ, with both gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import pytest_asyncio
+
+from broker.audit import AuditStore, EntryKind, entry_leaf_hash, root_from_leaf_hashes
+from broker.catalogue import sample_payloads
+from broker.catalogue.receipt import Verdict
+from broker.devkit import DevExchange, provision_dev_exchange
+from broker.errors import Reason, VerificationError
+from broker.gateway import Gateway, gateway_from_settings
+from broker.personal import decode_key_header
+from broker.sealing import open_message, seal, verify_envelope
+from broker.subscriber import Subscription
+from broker.transport import RabbitTransport
+from broker.trust_update import build_trust_update
+
+pytestmark = pytest.mark.rabbitmq
+
+PERSONAL_VALUES = ("RAKHIMOV", "FARRUKH", "400123456", "Раҳимов", "Фаррух", "Профсоюзная", "Вавилова")
+CONSULATE = "TJ-CONSULATE-MOSCOW"
+SIGNED_MESSAGE_KINDS = frozenset(
+    {
+        EntryKind.SENT,
+        EntryKind.RECEIVED,
+        EntryKind.RECEIPT_SENT,
+        EntryKind.RECEIPT_RECEIVED,
+        EntryKind.TRUST_UPDATE,
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
+    workdir: Path = tmp_path_factory.mktemp("personal")
+    # Its own thread and event loop: pytest-asyncio owns the loop of the tests.
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        dev = worker.submit(
+            asyncio.run, provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-")
+        ).result()
+    try:
+        yield dev
+    finally:
+        dev.teardown()
+
+
+@pytest_asyncio.fixture
+async def gateways(exchange: DevExchange) -> AsyncIterator[dict[str, Gateway]]:
+    running = {country: await gateway_from_settings(exchange.settings[country]) for country in ("TJ", "RU")}
+    for gateway in running.values():
+        await gateway.start()
+    yield running
+    for gateway in running.values():
+        await gateway.close()
+
+
+@pytest_asyncio.fixture
+async def consulate(exchange: DevExchange) -> AsyncIterator[Subscription]:
+    transport = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-consulate")
+    subscription = Subscription(
+        transport=transport,
+        agreement=exchange.agreement,
+        trust=exchange.keystore.trust_store(exchange.agreement.countries),
+        authority_id=CONSULATE,
+        types=["worker.death", "work_permit.cancellation"],
+        citizenship="TJ",
+        decryptor=exchange.keystore.decryptor(CONSULATE),
+    )
+    await subscription.declare()
+    await transport.purge(subscription.queue)
+    yield subscription
+    await transport.close()
+
+
+def _assert_no_personal_value(data: bytes | str, where: str) -> None:
+    text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+    for value in PERSONAL_VALUES:
+        assert value not in text, f"{value!r} in {where}"
+
+
+async def _verify_log(store: AuditStore, gateway: Gateway) -> int:
+    """An auditor's check without any decryption key: every leaf, the root, every envelope's signature."""
+    hashes = []
+    checked = 0
+    async for entry in store.entries():
+        assert entry.leaf_hash_matches(), f"entry {entry.index} was edited"
+        hashes.append(entry_leaf_hash(entry))
+        if entry.kind in SIGNED_MESSAGE_KINDS:
+            verify_envelope(entry.envelope, trust=gateway.trust, agreement=gateway.agreement)
+            checked += 1
+    assert root_from_leaf_hashes(hashes) == await store.root()
+    return checked
+
+
+async def test_personal_data_is_ciphertext_on_the_wire_and_in_the_logs_and_can_be_erased(
+    exchange: DevExchange, gateways: dict[str, Gateway], consulate: Subscription
+) -> None:
+    tj, ru = gateways["TJ"], gateways["RU"]
+    sent = await ru.send(
+        sample_payloads()["worker.death"], to="TJ-MOL", wait_receipt=True, receipt_timeout_s=20
+    )
+    assert sent.receipt is not None
+    assert sent.receipt.verdict == Verdict.ACCEPTED
+
+    # What the consulate's queue holds, read with a raw client and left in place.
+    raw_reader = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-raw-reader")
+    try:
+        queued = await raw_reader.peek(consulate.queue)
+    finally:
+        await raw_reader.close()
+    assert [m.message_id for m in queued] == [str(sent.message_id)]
+    for message in queued:
+        _assert_no_personal_value(message.body, "a queued body")
+        for name, value in message.headers.items():
+            _assert_no_personal_value(str(value), f"header {name}")
+    for gateway in (tj, ru):
+        async for entry in gateway.audit.entries():
+            _assert_no_personal_value(entry.envelope, f"{gateway.country} audit entry {entry.index}")
+
+    # The consulate, a permitted recipient, reads it; another TJ authority holding the same bytes cannot.
+    [alert] = await consulate.collect(1, timeout_s=10)
+    assert alert.payload == sample_payloads()["worker.death"]
+    [message] = queued
+    wraps = decode_key_header(message.headers["x-sealed-key"])
+    assert {w.holder for w in wraps} == {"TJ-MOL", CONSULATE}
+    outsider = exchange.keystore.decryptor("TJ-MVD")
+    with pytest.raises(VerificationError) as refused:
+        open_message(
+            message.body,
+            trust=tj.trust,
+            agreement=tj.agreement,
+            data_key_for=lambda envelope: outsider.unwrap(wraps, message_id=envelope.id),
+        )
+    assert refused.value.reason is Reason.PAYLOAD_UNDECRYPTABLE
+
+    # Erasure: TJ destroys the message's data key; the log still verifies, the entry no longer opens.
+    personal = tj.personal
+    assert personal is not None
+    [received] = await tj.audit.find(sent.message_id, kinds=[EntryKind.RECEIVED])
+    header = await personal.vault.get(sent.message_id)
+    assert header is not None
+    mol = exchange.keystore.decryptor("TJ-MOL")
+    opened = open_message(
+        received.envelope,
+        trust=tj.trust,
+        agreement=tj.agreement,
+        data_key_for=lambda envelope: mol.unwrap(decode_key_header(header), message_id=envelope.id),
+    )
+    assert opened.payload == sample_payloads()["worker.death"]
+    assert await personal.vault.destroy(sent.message_id, at=datetime.now(UTC))
+    assert await personal.vault.get(sent.message_id) is None
+    assert await _verify_log(tj.audit, tj) >= 1
+    erased_header = await personal.vault.get(sent.message_id)  # None: nothing left to unwrap
+    with pytest.raises(VerificationError) as erased:
+        open_message(
+            received.envelope,
+            trust=tj.trust,
+            agreement=tj.agreement,
+            data_key_for=lambda envelope: mol.unwrap(
+                decode_key_header(erased_header), message_id=envelope.id
+            ),
+        )
+    assert erased.value.reason is Reason.PAYLOAD_UNDECRYPTABLE
+
+
+async def test_rotating_keys_during_a_stream_of_a_thousand_loses_nothing(
+    exchange: DevExchange, gateways: dict[str, Gateway]
+) -> None:
+    tj, ru = gateways["TJ"], gateways["RU"]
+    keystore = exchange.keystore
+    payloads = [sample_payloads()["worker.death"], sample_payloads()["employer.permit"]]
+    total, batch = 1000, 100
+    results = []
+    for start in range(0, total, batch):
+        if start == total // 2:
+            # Mid-stream: TJ rotates its gateway key (receipts) and TJ-MOL's key-agreement key, and tells
+            # RU about the new key over the channel; RU rotates RU-MVD's signing key.
+            keystore.rotate("TJ-GW", now=datetime.now(UTC))
+            tj.replace_gateway_signer(keystore.signer("TJ-GW"))
+            rotated = keystore.issue_encryption("TJ-MOL", now=datetime.now(UTC))
+            update = await tj.send(
+                build_trust_update("TJ", authority_certificates=[rotated]),
+                to="RU-GW",
+                wait_receipt=True,
+                receipt_timeout_s=20,
+            )
+            assert update.receipt is not None
+            assert update.receipt.verdict == Verdict.ACCEPTED
+            keystore.rotate("RU-MVD", now=datetime.now(UTC))
+        results += await asyncio.gather(
+            *(
+                ru.send(
+                    payloads[i % 2], to="TJ-MOL", sender="RU-MVD", wait_receipt=True, receipt_timeout_s=60
+                )
+                for i in range(start, start + batch)
+            )
+        )
+    assert len(results) == total
+    assert all(r.receipt is not None and r.receipt.verdict == Verdict.ACCEPTED for r in results)
+    ids = {r.message_id for r in results}
+    received = [e async for e in tj.audit.entries() if e.kind is EntryKind.RECEIVED and e.message_id in ids]
+    assert len(received) == total
+    for entry in received:  # every message verifies, whichever RU-MVD key signed it
+        assert (
+            verify_envelope(entry.envelope, trust=tj.trust, agreement=tj.agreement).signer.authority_id
+            == "RU-MVD"
+        )
+    receipt_signers = set()
+    async for entry in ru.audit.entries():
+        if entry.kind is EntryKind.RECEIPT_RECEIVED and entry.message_id in ids:
+            receipt_signers.add(
+                verify_envelope(entry.envelope, trust=ru.trust, agreement=ru.agreement).signer.certificate
+            )
+    assert len(receipt_signers) == 2  # TJ-GW's old and new key
+    await _verify_log(tj.audit, tj)
+    await _verify_log(ru.audit, ru)
+
+
+async def test_a_crl_over_the_channel_revokes_new_messages_and_old_ones_still_verify(
+    exchange: DevExchange, gateways: dict[str, Gateway]
+) -> None:
+    tj, ru = gateways["TJ"], gateways["RU"]
+    keystore = exchange.keystore
+    before = await ru.send(
+        sample_payloads()["employer.permit"],
+        to="TJ-MOL",
+        sender="RU-MINTRUD",
+        wait_receipt=True,
+        receipt_timeout_s=20,
+    )
+    assert before.receipt is not None
+    assert before.receipt.verdict == Verdict.ACCEPTED
+    stolen = keystore.signer("RU-MINTRUD")
+    await asyncio.sleep(1.1)  # a CRL keeps whole seconds: revoke strictly after the first message
+    keystore.revoke("RU-MINTRUD", now=datetime.now(UTC))
+    crl = keystore.current_crl("RU")
+    assert crl is not None
+    update = await ru.send(
+        build_trust_update("RU", crl=crl), to="TJ-GW", wait_receipt=True, receipt_timeout_s=20
+    )
+    assert update.receipt is not None
+    assert update.receipt.verdict == Verdict.ACCEPTED
+    assert [e.kind for e in await tj.audit.find(update.message_id, kinds=[EntryKind.TRUST_UPDATE])] == [
+        EntryKind.TRUST_UPDATE
+    ]
+
+    after = seal(
+        sample_payloads()["employer.permit"],
+        sender="RU-MINTRUD",
+        recipient="TJ-MOL",
+        signer=stolen,
+        created_at=datetime.now(UTC),
+    )
+    waiter = asyncio.create_task(_receipt_of(ru, after.envelope.id))
+    await ru.publish_sealed(after)
+    receipt = await asyncio.wait_for(waiter, 20)
+    assert receipt == (Verdict.REJECTED, str(Reason.CERT_REVOKED))
+
+    [old] = await tj.audit.find(before.message_id, kinds=[EntryKind.RECEIVED])
+    assert (
+        verify_envelope(old.envelope, trust=tj.trust, agreement=tj.agreement).envelope.sender == "RU-MINTRUD"
+    )
+    await _verify_log(tj.audit, tj)
+
+
+async def _receipt_of(gateway: Gateway, message_id: UUID) -> tuple[str, str | None]:
+    while True:
+        record = await gateway.outbox.get(message_id)
+        if record is not None and record.receipt_at is not None:
+            return record.state.value.replace("receipted", "accepted"), record.reason
+        await asyncio.sleep(0.05)
