@@ -12,6 +12,16 @@ from typing import Literal
 import structlog
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now, so a test runner swapping streams never breaks logging."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(fmt: Literal["console", "json"] = "console", *, level: int = logging.INFO) -> None:
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
@@ -24,6 +34,6 @@ def configure_logging(fmt: Literal["console", "json"] = "console", *, level: int
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
