@@ -7,6 +7,7 @@ lenient parser lets two readers see two different messages in the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,26 +39,24 @@ def _parse_int(text: str) -> int | float:
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(text)
 
 
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def _check_depth(text: str, limit: int) -> None:
-    # Counted before parsing so deep nesting never reaches the recursive parser.
+    # Counted before parsing so deep nesting never reaches the recursive parser. Depth cannot exceed
+    # the number of opening brackets, so a typical message returns after two C-level counts.
+    if text.count("[") + text.count("{") <= limit:
+        return
     depth = 0
-    in_string = False
-    escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    # Brackets inside string literals do not nest; an unterminated string leaves its brackets in,
+    # which can only turn already-invalid JSON into the same `message.malformed`.
+    for bracket in _BRACKET.findall(_STRING_LITERAL.sub('""', text)):
+        if bracket in "[{":
             depth += 1
             if depth > limit:
                 raise VerificationError(Reason.MESSAGE_MALFORMED, f"JSON nested deeper than {limit} levels")
-        elif char in "]}":
+        else:
             depth -= 1
 
 
@@ -83,7 +82,49 @@ def strict_loads(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
 
 def canonical_bytes(value: Mapping[str, Any] | list[Any]) -> bytes:
     """RFC 8785 (JCS) serialisation."""
+    if _plain_json(value):
+        # For ASCII keys, safe integers and no floats, JCS is exactly the standard library's compact,
+        # key-sorted, non-ASCII-preserving output, written in C instead of rfc8785's pure Python.
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
+                "utf-8"
+            )
+        except (UnicodeEncodeError, ValueError, RecursionError):
+            pass  # lone surrogates and the like: rfc8785 below gives the precise refusal
     try:
         return bytes(rfc8785.dumps(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise VerificationError(Reason.MESSAGE_MALFORMED, f"cannot canonicalise: {exc}") from None
+
+
+_FAST_WALK_LIMIT = 10_000  # nodes; larger (or cyclic) values take the reference path
+
+
+def _plain_json(value: object) -> bool:
+    """Whether `value` holds only what JCS and `json.dumps` spell identically.
+
+    Floats (ECMAScript number spelling), integers outside I-JSON, non-ASCII keys (UTF-16 key order),
+    and any other type, subclasses included, are left to the reference implementation.
+    """
+    pending: list[object] = [value]
+    visited = 0
+    while pending:
+        item = pending.pop()
+        visited += 1
+        if visited > _FAST_WALK_LIMIT:
+            return False
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int and isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict and isinstance(item, dict):
+            if not all(type(key) is str and key.isascii() for key in item):
+                return False
+            pending.extend(item.values())
+        elif kind is list and isinstance(item, list):
+            pending.extend(item)
+        else:
+            return False
+    return True

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -33,7 +35,7 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    if not text or any(c not in _B64URL_ALPHABET for c in text):
+    if not _B64URL.fullmatch(text):
         raise VerificationError(Reason.MESSAGE_MALFORMED, "not base64url")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -46,7 +48,7 @@ def b64url_decode(text: str) -> bytes:
     return data
 
 
-_B64URL_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def thumbprint(cert: x509.Certificate) -> str:
@@ -65,24 +67,45 @@ def sign_detached(
     payload: bytes, *, private_key: Ed25519PrivateKey, chain: Sequence[x509.Certificate]
 ) -> str:
     """Return `<protected>..<signature>` over `payload`."""
+    protected = _protected_header(tuple(chain))
+    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
+    return f"{protected}..{b64url(private_key.sign(signing_input))}"
+
+
+@lru_cache(maxsize=64)
+def _protected_header(chain: tuple[x509.Certificate, ...]) -> str:
+    """The same for every message a signer signs with one chain, so built once per chain."""
     header = {
         "alg": ALGORITHM,
         "kid": thumbprint(chain[0]),
         "typ": TYP,
         "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode("ascii") for c in chain],
     }
-    protected = b64url(canonical_bytes(header))
-    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
-    return f"{protected}..{b64url(private_key.sign(signing_input))}"
+    return b64url(canonical_bytes(header))
 
 
 def _load_chain(x5c: object) -> tuple[x509.Certificate, ...]:
     if not isinstance(x5c, list) or not 1 <= len(x5c) <= MAX_CHAIN:
         raise VerificationError(Reason.CERT_MALFORMED, f"x5c must be a list of 1 to {MAX_CHAIN} certificates")
-    certs = []
     for position, item in enumerate(x5c):
         if not isinstance(item, str):
             raise VerificationError(Reason.CERT_MALFORMED, f"x5c[{position}] is not a string")
+    chain = tuple(x5c)
+    # The cache keys are sender-controlled: only chains of a plausible size are remembered.
+    if sum(map(len, chain)) > _CACHED_CHAIN_CHARS:
+        return _parse_chain.__wrapped__(chain)
+    return _parse_chain(chain)
+
+
+_CACHED_CHAIN_CHARS = 16 * 1024
+
+
+# A peer signs every message with the same few chains: parse each once. Only parsing is cached;
+# the signature, and the chain's trust at each message's time, are checked every time.
+@lru_cache(maxsize=64)
+def _parse_chain(x5c: tuple[str, ...]) -> tuple[x509.Certificate, ...]:
+    certs = []
+    for position, item in enumerate(x5c):
         try:
             certs.append(x509.load_der_x509_certificate(base64.b64decode(item, validate=True)))
         except (binascii.Error, ValueError) as exc:

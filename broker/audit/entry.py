@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
 
-import rfc8785
-
 from broker.audit.merkle import leaf_hash
+from broker.canonical import canonical_bytes
 
 # Bumped if the record layout ever changes, so old leaves stay verifiable under their own rules.
 ENTRY_FORMAT = 1
@@ -118,8 +117,7 @@ def entry_bytes(draft: EntryDraft) -> bytes:
         "verdict": draft.verdict,
         "reason": draft.reason,
     }
-    result: bytes = rfc8785.dumps(record)
-    return result
+    return canonical_bytes(record)
 
 
 def entry_leaf_hash(draft: EntryDraft) -> bytes:
