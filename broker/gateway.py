@@ -35,13 +35,20 @@ from broker.errors import ConfigError, LocalError, PolicyError, Reason, RemoteEr
 from broker.ids import uuid7
 from broker.key_vault import KeyVault
 from broker.metrics import GatewayMetrics
-from broker.outbox import Outbox, SendState
+from broker.outbox import Outbox, OutboxRecord, SendState
 from broker.personal import SEALED_KEY_HEADER
 from broker.personal_keys import PersonalDataKeys, sealed_key_headers
 from broker.pki import Signer
 from broker.sealing import OpenedMessage, SealedMessage, check_freshness, open_message, peek, seal
 from broker.settings import ExchangeSettings
-from broker.topology import DELIVERY, INBOUND, OUTBOUND, QUARANTINE, delivery_routing_key
+from broker.topology import (
+    DELIVERY,
+    DELIVERY_LIMIT,
+    INBOUND,
+    OUTBOUND,
+    QUARANTINE,
+    delivery_routing_key,
+)
 from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
 from broker.trust import TrustStore
 from broker.trust_update import EncryptionDirectory, apply_trust_update
@@ -49,6 +56,9 @@ from broker.trust_update import EncryptionDirectory, apply_trust_update
 log = structlog.get_logger("broker.gateway")
 
 Clock = Callable[[], datetime]
+
+# Pauses between retries of a message our own side failed on (audit store or broker unavailable).
+OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def utc_now() -> datetime:
@@ -101,6 +111,7 @@ class Gateway:
         self._locks: dict[UUID, asyncio.Lock] = {}
         self._consumer: ConsumerHandle | None = None
         self._resender: asyncio.Task[None] | None = None
+        self._stopping = False
         self._log = log.bind(gateway=self.gateway_id, peer=self.peer_gateway_id)
 
     @classmethod
@@ -136,6 +147,7 @@ class Gateway:
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        self._stopping = False
         self._consumer = await self._transport.consume(
             INBOUND, self._on_inbound, prefetch=self._settings.prefetch
         )
@@ -145,6 +157,7 @@ class Gateway:
         self._log.info("gateway.started")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._resender is not None:
             self._resender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -248,6 +261,17 @@ class Gateway:
         now = self._clock()
         if sealed_key is not None and self._personal is not None:
             await self._personal.vault.put(envelope.id, sealed_key, at=now)
+        # The outbox row first: it is the durable intent the resend loop acts on. A crash before the
+        # `sent` entry is repaired there (`_audit_sent_once`); the other order left `sent` entries
+        # for messages that never left and never would.
+        await self._outbox.record_sent(
+            message_id=envelope.id,
+            message_type=envelope.type,
+            recipient=envelope.recipient,
+            raw=sealed.raw,
+            sha256=sealed.sha256,
+            deadline=now + self._settings.receipt_deadline(envelope.type),
+        )
         await self._audit.append(
             [
                 EntryDraft(
@@ -259,14 +283,6 @@ class Gateway:
                     envelope=sealed.raw,
                 )
             ]
-        )
-        await self._outbox.record_sent(
-            message_id=envelope.id,
-            message_type=envelope.type,
-            recipient=envelope.recipient,
-            raw=sealed.raw,
-            sha256=sealed.sha256,
-            deadline=now + self._settings.receipt_deadline(envelope.type),
         )
         await self._publish_to_peer(
             sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
@@ -295,6 +311,7 @@ class Gateway:
         now = self._clock()
         overdue = await self._outbox.overdue(now)
         for record in overdue:
+            await self._audit_sent_once(record)
             sealed_key = (
                 await self._personal.vault.get(record.message_id) if self._personal is not None else None
             )
@@ -319,6 +336,23 @@ class Gateway:
         self.metrics.receipts_outstanding.set(await self._outbox.outstanding_count())
         return len(overdue)
 
+    async def _audit_sent_once(self, record: OutboxRecord) -> None:
+        """Add the `sent` entry a crash between the outbox row and the audit append left out."""
+        if await self._audit.find(record.message_id, kinds=[EntryKind.SENT]):
+            return
+        await self._audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.SENT,
+                    time=self._clock(),
+                    message_id=record.message_id,
+                    message_type=record.message_type,
+                    peer=record.recipient,
+                    envelope=record.raw,
+                )
+            ]
+        )
+
     async def _resend_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.resend_check_interval_s)
@@ -330,6 +364,43 @@ class Gateway:
 
     # -- receiving -----------------------------------------------------------------------------
     async def _on_inbound(self, incoming: IncomingMessage) -> Disposition:
+        """Handle one inbound message: fail closed on our own faults, quarantine poison.
+
+        Our own failure (a LocalError: audit store or broker unavailable) is retried here while the
+        message stays unacked, so it stays queued, is not audited as rejected, and does not use up
+        the broker's delivery limit in a tight requeue loop. Any other exception is a bug this
+        message triggers (poison): it is requeued, and on its DELIVERY_LIMIT-th delivery rejected as
+        handler.crashed (audited, quarantined, answered) rather than dead-lettered unaudited.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._handle_inbound(incoming)
+            except LocalError as error:
+                if self._stopping:
+                    raise
+                pause = OWN_FAILURE_PAUSES_S[min(attempt, len(OWN_FAILURE_PAUSES_S) - 1)]
+                attempt += 1
+                self._log.warning(
+                    "inbound.held",
+                    message_id=incoming.message_id,
+                    reason=str(error.reason),
+                    diagnostic=error.diagnostic,
+                    attempt=attempt,
+                    retry_in_s=pause,
+                )
+                await asyncio.sleep(pause)
+            except Exception as exc:
+                if incoming.delivery_count + 1 < DELIVERY_LIMIT:
+                    raise
+                crash = RemoteError(
+                    Reason.HANDLER_CRASHED,
+                    f"the gateway failed on this message {DELIVERY_LIMIT} times, last with {exc!r}"[:1000],
+                )
+                await self._reject(incoming.body, crash)
+                return Disposition.ACK
+
+    async def _handle_inbound(self, incoming: IncomingMessage) -> Disposition:
         raw = incoming.body
         try:
             opened = open_message(
