@@ -1,0 +1,140 @@
+"""Poison messages and an unavailable audit store, on a real broker.
+
+Poison: a message that makes the gateway crash is retried a bounded number of times, then rejected
+as `handler.crashed`: audited with its bytes, copied to quarantine, answered with a negative receipt,
+and the messages queued behind it are accepted meanwhile.
+
+Fail closed: while the audit store refuses writes, the gateway acks nothing (every message stays on
+the broker, none goes to quarantine); when the store is back, every message is accepted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.audit import AuditEntry, EntryDraft, EntryKind
+from broker.catalogue import Payload, citizenship_of
+from broker.catalogue.labour_market import LabourMarketReport
+from broker.errors import AuditError, Reason
+from broker.gateway import Gateway, gateway_from_settings
+from broker.sealing import SealedMessage
+from broker.topology import DELIVERY_LIMIT
+from broker.transport import RabbitTransport
+
+from .conftest import ChaosExchange
+from .helpers import eventually, put_in_tj_inbound, queue_state, report_from_russia
+
+pytestmark = [pytest.mark.chaos, pytest.mark.rabbitmq]
+
+POISON = "POISON: this text trips a bug in the delivery step"
+
+
+async def kinds_of(gateway: Gateway, message_id: Any) -> list[str]:
+    return [str(entry.kind) for entry in await gateway.trail(message_id)]
+
+
+async def test_poison_is_quarantined_after_bounded_deliveries_and_audited(
+    exchange: ChaosExchange, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+
+    def crashing_citizenship_of(payload: Payload) -> str | None:
+        if isinstance(payload, LabourMarketReport) and payload.living_conditions == POISON:
+            attempts.append("crash")
+            raise RuntimeError("a bug this payload triggers")
+        return citizenship_of(payload)
+
+    monkeypatch.setattr("broker.gateway.citizenship_of", crashing_citizenship_of)
+    poison = report_from_russia(exchange, living_conditions=POISON)
+    behind = [report_from_russia(exchange) for _ in range(5)]
+    await put_in_tj_inbound(exchange, [poison, *behind])
+
+    async with Gateway.from_settings(exchange.settings("TJ", tmp_path)) as tj:
+
+        async def poison_rejected() -> bool:
+            return "rejected" in await kinds_of(tj, poison.envelope.id)
+
+        async def behind_received() -> bool:
+            trails = [await kinds_of(tj, message.envelope.id) for message in behind]
+            return all("received" in kinds for kinds in trails)
+
+        await eventually(poison_rejected, seconds=60)
+        await eventually(behind_received, seconds=30)
+        [rejected] = [e for e in await tj.trail(poison.envelope.id) if e.kind == EntryKind.REJECTED]
+
+    assert rejected.reason == str(Reason.HANDLER_CRASHED)
+    assert rejected.envelope == poison.raw
+    assert len(attempts) == DELIVERY_LIMIT
+    assert (await queue_state(exchange, "TJ", "inbound"))["ready"] == 0
+    peer = await RabbitTransport.connect(url=exchange.dev.gateway_url("TJ"), name="chaos-quarantine-check")
+    try:
+        [quarantined] = await peer.peek("quarantine")
+    finally:
+        await peer.close()
+    assert quarantined.body == poison.raw
+    assert quarantined.headers["x-reason"] == str(Reason.HANDLER_CRASHED)
+
+
+class SwitchableAppend:
+    """Stands in for the store's `append`: refuses while `down`, like a store whose disk went away."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.down = True
+        self.refused = 0
+
+    async def __call__(self, drafts: Sequence[EntryDraft]) -> list[AuditEntry]:
+        if self.down:
+            self.refused += 1
+            raise AuditError(Reason.AUDIT_UNAVAILABLE, "audit database error: disk I/O error")
+        result: list[AuditEntry] = await self._real(drafts)
+        return result
+
+
+async def test_the_gateway_acks_nothing_while_its_audit_store_is_down(
+    exchange: ChaosExchange, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [report_from_russia(exchange) for _ in range(20)]
+    await put_in_tj_inbound(exchange, messages)
+
+    tj = await gateway_from_settings(exchange.settings("TJ", tmp_path))
+    append = SwitchableAppend(tj.audit.append)
+    monkeypatch.setattr(tj.audit, "append", append)  # before the consumer starts
+    try:
+        await held_then_released(exchange, tj, append, messages)
+    finally:
+        await tj.close()
+    inbound = await queue_state(exchange, "TJ", "inbound")
+    assert inbound["ready"] + inbound["unacked"] == 0
+    assert (await queue_state(exchange, "TJ", "quarantine"))["ready"] == 0
+
+
+async def held_then_released(
+    exchange: ChaosExchange, tj: Gateway, append: SwitchableAppend, messages: list[SealedMessage]
+) -> None:
+    async with tj:
+
+        async def all_refused_at_least_twice() -> bool:
+            return append.refused >= 2 * len(messages)
+
+        await eventually(all_refused_at_least_twice, seconds=30)
+        inbound = await queue_state(exchange, "TJ", "inbound")
+        assert inbound["ready"] + inbound["unacked"] == len(messages)
+        assert (await queue_state(exchange, "TJ", "quarantine"))["ready"] == 0
+        assert await tj.audit.size() == 0
+
+        append.down = False
+
+        async def all_received() -> bool:
+            for message in messages:
+                if "received" not in await kinds_of(tj, message.envelope.id):
+                    return False
+            return True
+
+        await eventually(all_received, seconds=60)
+        for message in messages:
+            assert (await kinds_of(tj, message.envelope.id)).count("received") == 1
