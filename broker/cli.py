@@ -130,7 +130,7 @@ def subscribe(
     """Declare this subscriber's durable queue and print its alerts."""
     from broker.agreement import load_agreement  # noqa: PLC0415
     from broker.keystore import KeyStore  # noqa: PLC0415
-    from broker.subscriber import Alert, Subscription  # noqa: PLC0415
+    from broker.subscriber import Alert, HandledLedger, Subscription  # noqa: PLC0415
     from broker.transport import RabbitTransport  # noqa: PLC0415
 
     country = authority.split("-", 1)[0]
@@ -149,6 +149,7 @@ def subscribe(
                 types=[t.strip() for t in types.split(",") if t.strip()],
                 citizenship=citizenship.upper() if citizenship else None,
                 decryptor=KeyStore(root=settings.keys_dir).decryptor(authority),
+                ledger=HandledLedger(settings.country_state_dir / f"subscriber-{authority}.sqlite"),
             )
             await subscription.declare()
             done = asyncio.Event()

@@ -8,9 +8,11 @@ signature of the sending ministry, not the path the bytes took.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -87,6 +89,33 @@ class Alert:
 AlertHandler = Callable[[Alert], Awaitable[None]]
 
 
+class HandledLedger:
+    """Ids of the alerts a subscriber has handled, on disk.
+
+    A subscriber that crashes after its handler ran but before the ack gets the alert again from
+    the broker; the ledger makes sure the consul is not shown it twice. Calls are synchronous on
+    purpose: one small fsync per alert, and no thread can outlive `close()`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS handled (message_id TEXT PRIMARY KEY, at TEXT NOT NULL)")
+
+    def contains(self, message_id: UUID) -> bool:
+        query = "SELECT 1 FROM handled WHERE message_id = ?"
+        return self._db.execute(query, (str(message_id),)).fetchone() is not None
+
+    def record(self, message_id: UUID) -> None:
+        now = datetime.now(UTC).isoformat()
+        self._db.execute("INSERT OR IGNORE INTO handled VALUES (?, ?)", (str(message_id), now))
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class Subscription:
     """A subscriber's durable queue on its own country's broker."""
 
@@ -100,6 +129,7 @@ class Subscription:
         types: Sequence[str],
         citizenship: str | None = None,
         decryptor: Decryptor | None = None,
+        ledger: HandledLedger | None = None,
     ) -> None:
         if not types:
             raise LocalError(Reason.POLICY_SUBSCRIBER_NOT_ALLOWED, "subscribe to at least one message type")
@@ -112,6 +142,7 @@ class Subscription:
         self.citizenship = citizenship
         self.queue = subscriber_queue(authority_id)
         self._seen: set[UUID] = set()
+        self._ledger = ledger
         # This subscriber's key-agreement keys: personal payloads open only with the key wrapped for it.
         self._decryptor = decryptor
         self._log = log.bind(subscriber=authority_id)
@@ -168,14 +199,21 @@ class Subscription:
                     "alert.unverifiable", message_id=incoming.message_id, reason=str(error.reason)
                 )
                 return Disposition.REJECT
-            if alert.message_id in self._seen:
+            if await self._handled_before(alert.message_id):
                 self._log.info("alert.duplicate", message_id=str(alert.message_id), type=alert.message_type)
                 return Disposition.ACK
             await handler(alert)
             self._seen.add(alert.message_id)
+            if self._ledger is not None:
+                self._ledger.record(alert.message_id)
             return Disposition.ACK
 
         return await self._transport.consume(self.queue, on_message, prefetch=prefetch)
+
+    async def _handled_before(self, message_id: UUID) -> bool:
+        if message_id in self._seen:
+            return True
+        return self._ledger is not None and self._ledger.contains(message_id)
 
     async def collect(self, count: int, *, timeout_s: float) -> list[Alert]:
         """Receive `count` alerts (or fewer if `timeout_s` passes): a convenience for scripts and tests."""
