@@ -8,7 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 class GatewayMetrics:
     def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.sent = Counter("exchange_sent_total", "Messages published to the peer", ["type"], registry=self.registry)
+        self.sent = Counter(
+            "exchange_sent_total", "Messages published to the peer", ["type"], registry=self.registry
+        )
         self.confirmed = Counter(
             "exchange_confirmed_total", "Publishes confirmed by the broker", ["type"], registry=self.registry
         )
@@ -19,10 +21,15 @@ class GatewayMetrics:
             "exchange_rejected_total", "Messages rejected, by reason code", ["reason"], registry=self.registry
         )
         self.resent = Counter(
-            "exchange_resent_total", "Messages re-sent after their receipt deadline", ["type"], registry=self.registry
+            "exchange_resent_total",
+            "Messages re-sent after their receipt deadline",
+            ["type"],
+            registry=self.registry,
         )
         self.receipts_outstanding = Gauge(
-            "exchange_receipts_outstanding", "Sent messages still waiting for a receipt", registry=self.registry
+            "exchange_receipts_outstanding",
+            "Sent messages still waiting for a receipt",
+            registry=self.registry,
         )
         self.receipt_latency = Histogram(
             "exchange_receipt_latency_seconds",

@@ -22,7 +22,9 @@ def _services() -> dict[str, Any]:
 
 
 def _exchange_services() -> dict[str, dict[str, Any]]:
-    return {name: spec for name, spec in _services().items() if "EXCHANGE_COUNTRY" in spec.get("environment", {})}
+    return {
+        name: spec for name, spec in _services().items() if "EXCHANGE_COUNTRY" in spec.get("environment", {})
+    }
 
 
 def test_two_brokers_postgres_two_gateways_and_a_consulate() -> None:
@@ -40,7 +42,11 @@ def test_every_exchange_variable_is_a_setting_the_code_reads() -> None:
     exchange_services = _exchange_services()
     assert len(exchange_services) >= 3
     for name, spec in exchange_services.items():
-        variables = {key.removeprefix("EXCHANGE_").lower() for key in spec["environment"] if key.startswith("EXCHANGE_")}
+        variables = {
+            key.removeprefix("EXCHANGE_").lower()
+            for key in spec["environment"]
+            if key.startswith("EXCHANGE_")
+        }
         assert variables <= fields, f"{name} sets unknown settings {variables - fields}"
         assert required <= variables, f"{name} misses required settings {required - variables}"
 
