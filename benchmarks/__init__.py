@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.e2e` compares the signed pipeline with raw aio-pika and FastStream."""
