@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -65,6 +65,34 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class PerMessageLocks:
+    """One lock per message id, kept while any copy of that message is being handled.
+
+    Copies of one message (broker redeliveries, a peer's re-send) are handled one at a time, so the
+    duplicate check always sees the audit entries the previous copy wrote.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, message_id: UUID) -> AsyncIterator[None]:
+        lock, holders = self._locks.get(message_id, (asyncio.Lock(), 0))
+        self._locks[message_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._locks[message_id]
+            if holders == 1:
+                del self._locks[message_id]
+            else:
+                self._locks[message_id] = (lock, holders - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 @dataclass(frozen=True)
 class SendResult:
     message_id: UUID
@@ -108,7 +136,7 @@ class Gateway:
         # Without it, personal payloads travel in clear (a development setup without key agreement).
         self._personal = personal
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
-        self._locks: dict[UUID, asyncio.Lock] = {}
+        self._locks = PerMessageLocks()
         self._consumer: ConsumerHandle | None = None
         self._resender: asyncio.Task[None] | None = None
         self._stopping = False
@@ -427,18 +455,14 @@ class Gateway:
             await self._personal.vault.put(
                 opened.envelope.id, str(incoming.headers[SEALED_KEY_HEADER]), at=self._clock()
             )
-        lock = self._locks.setdefault(opened.envelope.id, asyncio.Lock())
         try:
-            async with lock:
+            async with self._locks.hold(opened.envelope.id):
                 if isinstance(opened.payload, TrustUpdate):
                     await self._accept_trust_update(opened)
                 else:
                     await self._accept(opened)
         except RemoteError as error:  # a replay conflict, or a trust update we cannot apply
             await self._reject(raw, error)
-        finally:
-            if not lock.locked():
-                self._locks.pop(opened.envelope.id, None)
         return Disposition.ACK
 
     def _check_fresh(self, opened: OpenedMessage) -> None:
@@ -816,6 +840,9 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
     return await SqliteAuditStore.open(settings.country_state_dir / "audit.sqlite")
 
 
+SIGNER_REFRESH = timedelta(seconds=60)
+
+
 async def gateway_from_settings(
     settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
 ) -> Gateway:
@@ -833,8 +860,21 @@ async def gateway_from_settings(
     audit = await open_audit_store(settings)
     outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
 
+    signers: dict[str, tuple[datetime, Signer]] = {}
+
     def signer_for(authority_id: str) -> Signer:
-        return keystore.signer(authority_id, at=utc_now())
+        # Loading a signer reads key files and checks the chain: once a minute, not once per message.
+        # A rotated or revoked key is picked up on the next load; one about to expire is never reused.
+        moment = utc_now()
+        cached = signers.get(authority_id)
+        if (
+            cached is None
+            or moment - cached[0] > SIGNER_REFRESH
+            or moment + SIGNER_REFRESH >= cached[1].chain[0].not_valid_after_utc
+        ):
+            cached = (moment, keystore.signer(authority_id, at=moment))
+            signers[authority_id] = cached
+        return cached[1]
 
     personal = PersonalDataKeys(
         directory=EncryptionDirectory.of(
@@ -857,6 +897,12 @@ async def gateway_from_settings(
         outbox=outbox,
         settings=settings,
         metrics=metrics,
-        checkpointer=Checkpointer(store=audit, signer=gateway_signer, trust=trust),
+        checkpointer=Checkpointer(
+            store=audit,
+            signer=gateway_signer,
+            trust=trust,
+            every_entries=settings.checkpoint_every_entries,
+            every_seconds=settings.checkpoint_every_s,
+        ),
         personal=personal,
     )
