@@ -26,6 +26,9 @@ from broker.pki import authority_country, common_name_of, country_of
 _NO_CRLS: Mapping[str, Sequence[x509.CertificateRevocationList]] = MappingProxyType({})
 
 
+_ISSUER_CACHE_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class SignerIdentity:
     """Who signed: the authority named by a certificate that passed every check."""
@@ -52,6 +55,7 @@ class TrustStore:
             for crl in country_crls:
                 self._check_crl(country, crl)
         self._crls = {country: tuple(country_crls) for country, country_crls in crls.items()}
+        self._issuers: dict[x509.Certificate, tuple[str, x509.Certificate]] = {}
 
     def with_anchors(self, country: str, certs: Sequence[x509.Certificate]) -> TrustStore:
         """A new store that also trusts `certs` for `country` (a rotated CA); the caller vouches for them."""
@@ -119,6 +123,18 @@ class TrustStore:
         return SignerIdentity(authority_id=authority_id, country=country, certificate=cert)
 
     def _find_issuer(self, leaf: x509.Certificate) -> tuple[str, x509.Certificate]:
+        # The issuer's signature over a certificate never changes, so it is checked once per store;
+        # validity, usage, subject and revocation are still checked on every message.
+        known = self._issuers.get(leaf)
+        if known is not None:
+            return known
+        found = self._search_issuer(leaf)
+        if len(self._issuers) >= _ISSUER_CACHE_SIZE:
+            self._issuers.clear()
+        self._issuers[leaf] = found
+        return found
+
+    def _search_issuer(self, leaf: x509.Certificate) -> tuple[str, x509.Certificate]:
         for country, certs in self._anchors.items():
             for ca_cert in certs:
                 if leaf.issuer != ca_cert.subject:

@@ -1,0 +1,36 @@
+"""The issuer check is remembered per certificate; everything time-dependent is checked every time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.errors import Reason, VerificationError
+from broker.keystore import KeyStore
+from broker.trust import TrustStore
+
+
+def test_a_remembered_certificate_still_expires(
+    dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+) -> None:
+    chain = dev_pki.signer("RU-MVD", at=pki_now + timedelta(days=1)).chain
+    assert trust.verify_signer(chain, at=pki_now + timedelta(days=1)).authority_id == "RU-MVD"
+    with pytest.raises(VerificationError) as expired:
+        trust.verify_signer(chain, at=chain[0].not_valid_after_utc + timedelta(seconds=1))
+    assert expired.value.reason is Reason.CERT_EXPIRED
+
+
+def test_a_remembered_certificate_is_still_revoked(tmp_path: Path, pki_now: datetime) -> None:
+    store = KeyStore(root=tmp_path)
+    store.init_country("RU", now=pki_now)
+    store.issue("RU-MVD", "RU", now=pki_now)
+    chain = store.signer("RU-MVD", at=pki_now + timedelta(days=1)).chain
+    store.revoke("RU-MVD", now=pki_now + timedelta(days=3))
+    trust = store.trust_store(["RU"])
+    # Remembered while valid (a message from before the revocation), then judged again after it.
+    assert trust.verify_signer(chain, at=pki_now + timedelta(days=2)).authority_id == "RU-MVD"
+    with pytest.raises(VerificationError) as revoked:
+        trust.verify_signer(chain, at=pki_now + timedelta(days=4))
+    assert revoked.value.reason is Reason.CERT_REVOKED
