@@ -108,8 +108,12 @@ async def test_the_gateway_acks_nothing_while_its_audit_store_is_down(
         await held_then_released(exchange, tj, append, messages)
     finally:
         await tj.close()
-    inbound = await queue_state(exchange, "TJ", "inbound")
-    assert inbound["ready"] + inbound["unacked"] == 0
+
+    async def inbound_drained() -> bool:
+        inbound = await queue_state(exchange, "TJ", "inbound")
+        return inbound["ready"] + inbound["unacked"] == 0
+
+    await eventually(inbound_drained, seconds=20)
     assert (await queue_state(exchange, "TJ", "quarantine"))["ready"] == 0
 
 
@@ -122,8 +126,13 @@ async def held_then_released(
             return append.refused >= 2 * len(messages)
 
         await eventually(all_refused_at_least_twice, seconds=30)
-        inbound = await queue_state(exchange, "TJ", "inbound")
-        assert inbound["ready"] + inbound["unacked"] == len(messages)
+
+        async def all_still_on_the_broker() -> bool:
+            # rabbitmqctl's queue figures lag the queue by a few seconds: wait for them to settle.
+            inbound = await queue_state(exchange, "TJ", "inbound")
+            return inbound["ready"] + inbound["unacked"] == len(messages)
+
+        await eventually(all_still_on_the_broker, seconds=20)
         assert (await queue_state(exchange, "TJ", "quarantine"))["ready"] == 0
         assert await tj.audit.size() == 0
 
