@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 from uuid import UUID
 
 import structlog
@@ -31,13 +31,21 @@ from broker.catalogue import Payload, citizenship_of
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.catalogue.trust import TrustUpdate
 from broker.envelope import sha256_hex
-from broker.errors import ConfigError, LocalError, PolicyError, Reason, RemoteError, ReplayError
+from broker.errors import (
+    ConfigError,
+    LocalError,
+    PolicyError,
+    Reason,
+    RemoteError,
+    ReplayError,
+    VerificationError,
+)
 from broker.ids import uuid7
 from broker.key_vault import KeyVault
 from broker.metrics import GatewayMetrics
 from broker.outbox import Outbox, OutboxRecord, SendState
-from broker.personal import SEALED_KEY_HEADER
-from broker.personal_keys import PersonalDataKeys, sealed_key_headers
+from broker.personal import SEALED_KEY_HEADER, Decryptor, WrappedKey
+from broker.personal_keys import KeyUnwrapper, PersonalDataKeys, sealed_key_headers
 from broker.pki import Signer
 from broker.sealing import OpenedMessage, SealedMessage, check_freshness, open_message, peek, seal
 from broker.settings import ExchangeSettings
@@ -52,6 +60,9 @@ from broker.topology import (
 from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
 from broker.trust import TrustStore
 from broker.trust_update import EncryptionDirectory, apply_trust_update
+
+if TYPE_CHECKING:
+    from broker.keystore import KeyStore
 
 log = structlog.get_logger("broker.gateway")
 
@@ -843,6 +854,37 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
 SIGNER_REFRESH = timedelta(seconds=60)
 
 
+def _cached_decryptors(keystore: KeyStore) -> Callable[[str], KeyUnwrapper]:
+    """Key-agreement keys are read from disk once per authority, not once per message."""
+    cache: dict[str, Decryptor] = {}
+
+    def decryptor_for(authority_id: str) -> KeyUnwrapper:
+        return _ReloadingDecryptor(authority_id=authority_id, cache=cache, keystore=keystore)
+
+    return decryptor_for
+
+
+class _ReloadingDecryptor:
+    """A cached Decryptor that re-reads the authority's keys once when a wrap names a key it does not
+    hold (a key rotated since the cache was filled), so rotation never rejects a message."""
+
+    def __init__(self, *, authority_id: str, cache: dict[str, Decryptor], keystore: KeyStore) -> None:
+        self._authority_id = authority_id
+        self._cache = cache
+        self._keystore = keystore
+
+    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes:
+        cached = self._cache.get(self._authority_id)
+        if cached is not None:
+            try:
+                return cached.unwrap(wraps, message_id=message_id)
+            except VerificationError:
+                pass  # fall through to a fresh read
+        fresh = self._keystore.decryptor(self._authority_id)
+        self._cache[self._authority_id] = fresh
+        return fresh.unwrap(wraps, message_id=message_id)
+
+
 async def gateway_from_settings(
     settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
 ) -> Gateway:
@@ -882,7 +924,7 @@ async def gateway_from_settings(
             trust=trust,
             at=now,
         ),
-        decryptor_for=keystore.decryptor,
+        decryptor_for=_cached_decryptors(keystore),
         vault=KeyVault.open(settings.country_state_dir / "key-vault.sqlite"),
     )
 

@@ -6,8 +6,9 @@ message I send, how do I open one I received, and which header lets my subscribe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Protocol
 from uuid import UUID
 
 import structlog
@@ -18,7 +19,7 @@ from broker.errors import ConfigError
 from broker.key_vault import KeyVault
 from broker.personal import (
     SEALED_KEY_HEADER,
-    Decryptor,
+    WrappedKey,
     decode_key_header,
     encode_key_header,
     new_data_key,
@@ -32,12 +33,18 @@ from broker.trust_update import EncryptionDirectory
 log = structlog.get_logger("broker.personal")
 
 
+class KeyUnwrapper(Protocol):
+    """What opens a data key for one authority: a `Decryptor`, or a cache in front of one."""
+
+    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes: ...
+
+
 class PersonalDataKeys:
     def __init__(
         self,
         *,
         directory: EncryptionDirectory,
-        decryptor_for: Callable[[str], Decryptor],
+        decryptor_for: Callable[[str], KeyUnwrapper],
         vault: KeyVault,
     ) -> None:
         self.directory = directory  # replaced when a trust update brings new certificates

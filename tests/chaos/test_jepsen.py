@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -208,3 +209,24 @@ async def test_no_message_is_lost_duplicated_or_invented(exchange: ChaosExchange
     assert [v.sent for v in verdicts] == [MESSAGES, MESSAGES]
     assert [v.audit_outbox_mismatch for v in verdicts] == [0, 0]
     assert (report["lost"], report["duplicated"], report["unexpected"]) == (0, 0, 0), report
+    await assert_audit_logs_verify(exchange, workdir)
+
+
+def _audit_stores(workdir: Path) -> dict[str, Path]:
+    return {country: next(workdir.rglob(f"{country.lower()}/audit.sqlite")) for country in ("TJ", "RU")}
+
+
+async def assert_audit_logs_verify(exchange: ChaosExchange, workdir: Path) -> None:
+    """After every SIGKILL, each side's log still verifies as an auditor would check it."""
+    stores = await asyncio.to_thread(_audit_stores, workdir)
+    keys = exchange.settings("TJ", workdir / "verify").keys_dir
+    broker_cli = Path(sys.executable).parent / "broker"
+    for country, store in stores.items():
+        peer = stores["RU" if country == "TJ" else "TJ"]
+        process = await asyncio.create_subprocess_exec(
+            str(broker_cli), "audit", "verify", "--store", str(store), "--keys", str(keys),
+            "--witness-store", str(peer), "--no-progress",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"{country} log: {output.decode(errors='replace')[-2000:]}"
