@@ -18,11 +18,10 @@ from rich.table import Table
 from broker.catalogue import parse_payload
 from broker.cli_adapt import adapt_app
 from broker.cli_audit import audit_app
+from broker.cli_common import ConfigOption, err_console, load_settings, run
 from broker.cli_keys import keys_app
 from broker.cli_topology import topology_app
-from broker.errors import ExchangeError
 from broker.logs import configure_logging
-from broker.settings import ExchangeSettings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(
@@ -35,34 +34,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(adapt_app, name="adapt")
 
 console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 CountryOption = Annotated[str, typer.Option("--country", "-c", help="TJ or RU", callback=lambda v: v.upper())]
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="settings file (default: var/<country>/gateway.toml if present)"),
-]
-
-
-def load_settings(country: str, config: Path | None) -> ExchangeSettings:
-    path = config or Path("var") / country.lower() / "gateway.toml"
-    settings = ExchangeSettings.load(path if path.exists() else None, country=country)
-    configure_logging(settings.log_format)
-    return settings
-
-
-def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    """Run one async command; our errors print their reason code and exit 1, never a traceback."""
-
-    async def main() -> T:
-        return await coro_factory()
-
-    try:
-        return asyncio.run(main())
-    except ExchangeError as error:
-        err_console.print(f"[red]error[/red] [{error.reason}] {error.diagnostic}")
-        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from adapters.base import NationalAdapter
 from adapters.pipeline import country_codes, import_file, load_adapter, read_file, render_to_folder
 from broker.agreement import Agreement, load_agreement
-from broker.errors import ExchangeError, PolicyError
-from broker.logs import configure_logging
+from broker.cli_common import ConfigOption, err_console, load_settings, run
+from broker.errors import PolicyError
 from broker.settings import ExchangeSettings
 
 adapt_app = typer.Typer(
@@ -31,13 +29,7 @@ adapt_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err_console = Console(stderr=True)
-T = TypeVar("T")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="settings file (default: var/<country>/gateway.toml if present)"),
-]
 ToOption = Annotated[
     str, typer.Option("--to", help="recipient authority in the partner country, e.g. RU-MVD")
 ]
@@ -45,28 +37,6 @@ SenderOption = Annotated[
     str | None,
     typer.Option("--sender", help="signing authority (default: the only one allowed for the type)"),
 ]
-
-
-def _settings(country: str, config: Path | None) -> ExchangeSettings:
-    path = config or Path("var") / country.lower() / "gateway.toml"
-    settings = ExchangeSettings.load(path if path.exists() else None, country=country)
-    configure_logging(settings.log_format)
-    return settings
-
-
-def _run(coro_factory: Callable[[], Awaitable[T]]) -> T:
-    """Our errors print their reason code (and file:line) and exit 1, never a traceback."""
-
-    async def main() -> T:
-        return await coro_factory()
-
-    try:
-        return asyncio.run(main())
-    except ExchangeError as error:
-        err_console.print(
-            f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False
-        )
-        raise typer.Exit(1) from None
 
 
 def _adapter(country: str, settings: ExchangeSettings) -> NationalAdapter:
@@ -88,7 +58,7 @@ def _country_app(country: str) -> typer.Typer:
         from broker.gateway import Gateway  # noqa: PLC0415 - aio-pika only for commands that send
 
         async def go() -> None:
-            settings = _settings(country, config)
+            settings = load_settings(country, config)
             adapter = _adapter(country, settings)
             adapter.parse(read_file(file), filename=file.name)  # a bad file fails before any connection
             async with Gateway.from_settings(settings) as gateway:
@@ -99,7 +69,7 @@ def _country_app(country: str) -> typer.Typer:
                 console.print(f"sent {message_type} {message_id}")
             console.print(f"{file.name}: {len(result.sent)} message(s) sent")
 
-        _run(go)
+        run(go)
 
     @group.command("watch")
     def watch_command(
@@ -115,7 +85,7 @@ def _country_app(country: str) -> typer.Typer:
         from broker.gateway import Gateway  # noqa: PLC0415
 
         async def go() -> None:
-            settings = _settings(country, config)
+            settings = load_settings(country, config)
             adapter = _adapter(country, settings)
             async with Gateway.from_settings(settings) as gateway:
 
@@ -135,7 +105,7 @@ def _country_app(country: str) -> typer.Typer:
                 console.print(f"watching {inbox} for {country} files; Ctrl-C stops")
                 await drop.run(stop=stop)
 
-        _run(go)
+        run(go)
 
     @group.command("render")
     def render_command(
@@ -156,14 +126,14 @@ def _country_app(country: str) -> typer.Typer:
         wanted = [t.strip() for t in types.split(",")] if types else None
 
         async def go() -> None:
-            settings = _settings(country, config)
+            settings = load_settings(country, config)
             adapter = _adapter(country, settings)
             chosen_fmt = fmt or adapter.render_formats[0]
             await _render(
                 settings, adapter, authority=authority, out=out, fmt=chosen_fmt, types=wanted, count=count
             )
 
-        _run(go)
+        run(go)
 
     return group
 
