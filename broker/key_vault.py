@@ -11,14 +11,13 @@ linger in free pages or in the write-ahead log.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from broker.errors import AuditError, Reason
+from broker.sqlite_state import SqliteState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sealed_keys (
@@ -34,32 +33,18 @@ CREATE TABLE IF NOT EXISTS erasures (
 
 
 class KeyVault:
-    def __init__(self, *, connection: sqlite3.Connection) -> None:
-        self._db = connection
-        self._lock = asyncio.Lock()
+    def __init__(self, *, state: SqliteState) -> None:
+        self._state = state
 
     @classmethod
     def open(cls, path: Path) -> KeyVault:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA secure_delete=ON")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot open key vault {path}: {exc}") from None
-        return cls(connection=db)
+        # secure_delete overwrites a destroyed key's page instead of leaving it in free space.
+        return cls(
+            state=SqliteState.open(path, name="key vault", schema=_SCHEMA, pragmas=("secure_delete=ON",))
+        )
 
     async def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        def work() -> list[tuple[Any, ...]]:
-            return list(self._db.execute(sql, params).fetchall())
-
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(work)
-            except sqlite3.Error as exc:
-                raise AuditError(Reason.AUDIT_UNAVAILABLE, f"key vault: {exc}") from None
+        return await self._state.query(sql, params)
 
     async def put(self, message_id: UUID, wrapped: str, *, at: datetime) -> None:
         """Keep the wrapped data key of a message; a redelivery keeps the first copy, an erased one stays erased."""
@@ -76,29 +61,25 @@ class KeyVault:
     async def destroy(self, message_id: UUID, *, at: datetime) -> bool:
         """Erase the message's data key for good; True if there was one. The erasure itself is recorded."""
 
-        def work() -> bool:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                deleted = self._db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                deleted = db.execute(
                     "DELETE FROM sealed_keys WHERE message_id = ?", (str(message_id),)
                 ).rowcount
-                self._db.execute(
+                db.execute(
                     "INSERT OR IGNORE INTO erasures (message_id, erased_at) VALUES (?, ?)",
                     (str(message_id), at.isoformat()),
                 )
             # Copy the WAL back and truncate it, so the old page is overwritten everywhere.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return deleted > 0
 
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(work)
-            except sqlite3.Error as exc:
-                raise AuditError(Reason.AUDIT_UNAVAILABLE, f"key vault: {exc}") from None
+        return await self._state.call(work)
 
     async def erased_at(self, message_id: UUID) -> datetime | None:
         rows = await self._run("SELECT erased_at FROM erasures WHERE message_id = ?", (str(message_id),))
         return datetime.fromisoformat(str(rows[0][0])) if rows else None
 
     def close(self) -> None:
-        self._db.close()
+        self._state.close()

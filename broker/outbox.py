@@ -6,8 +6,6 @@ A small SQLite table beside the audit log. The audit log proves what happened; t
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from broker.errors import AuditError, Reason
+from broker.sqlite_state import SqliteState
 
 
 class SendState(StrEnum):
@@ -91,31 +89,15 @@ def _row(row: tuple[Any, ...]) -> OutboxRecord:
 
 
 class Outbox:
-    def __init__(self, *, connection: sqlite3.Connection) -> None:
-        self._db = connection
-        self._lock = asyncio.Lock()
+    def __init__(self, *, state: SqliteState) -> None:
+        self._state = state
 
     @classmethod
     def open(cls, path: Path) -> Outbox:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot open outbox {path}: {exc}") from None
-        return cls(connection=db)
+        return cls(state=SqliteState.open(path, name="outbox", schema=_SCHEMA))
 
     async def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        def work() -> list[tuple[Any, ...]]:
-            return list(self._db.execute(sql, params).fetchall())
-
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(work)
-            except sqlite3.Error as exc:
-                raise AuditError(Reason.AUDIT_UNAVAILABLE, f"outbox: {exc}") from None
+        return await self._state.query(sql, params)
 
     async def record_sent(
         self,
@@ -188,4 +170,4 @@ class Outbox:
         return [_row(r) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
+        self._state.close()
