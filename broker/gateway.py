@@ -510,16 +510,36 @@ class Gateway:
             await self._audit.append(
                 [self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b"")]
             )
-        sent_receipts = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
-        if sent_receipts:
-            receipt_raw = sent_receipts[0].envelope
+        await self._receipt_once(
+            opened,
+            trail,
+            audit_index=received_entry.index,
+            checkpoint=await self._checkpoint_covering(received_entry.index),
+        )
+
+    async def _receipt_once(
+        self,
+        opened: OpenedMessage,
+        trail: Sequence[AuditEntry],
+        *,
+        audit_index: int,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """Publish the accepting receipt: the one already logged for this message, else a new one.
+
+        A redelivered message thus gets the byte-identical receipt it got the first time.
+        """
+        envelope = opened.envelope
+        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        if sent:
+            receipt_raw = sent[0].envelope
         else:
             receipt = self._seal_receipt(
                 message_id=envelope.id,
                 sha256=opened.sha256,
                 verdict=Verdict.ACCEPTED,
-                audit_index=received_entry.index,
-                checkpoint=await self._checkpoint_covering(received_entry.index),
+                audit_index=audit_index,
+                checkpoint=checkpoint,
             )
             await self._audit.append(
                 [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
@@ -590,21 +610,7 @@ class Gateway:
                 authority_certificates=change.authority_certificates,
                 audit_index=entry.index,
             )
-        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
-        if sent:
-            receipt_raw = sent[0].envelope
-        else:
-            receipt = self._seal_receipt(
-                message_id=envelope.id,
-                sha256=opened.sha256,
-                verdict=Verdict.ACCEPTED,
-                audit_index=entry.index,
-            )
-            await self._audit.append(
-                [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
-            )
-            receipt_raw = receipt.raw
-        await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
+        await self._receipt_once(opened, trail, audit_index=entry.index)
 
     async def _reject(self, raw: bytes, error: RemoteError) -> None:
         seen = peek(raw)
