@@ -18,7 +18,7 @@ from rich.table import Table
 from broker.catalogue import parse_payload
 from broker.cli_adapt import adapt_app
 from broker.cli_audit import audit_app
-from broker.cli_common import ConfigOption, err_console, load_settings, run
+from broker.cli_common import ConfigOption, err_console, load_settings, run, serve_alerts
 from broker.cli_keys import keys_app
 from broker.cli_topology import topology_app
 from broker.logs import configure_logging
@@ -126,26 +126,15 @@ def subscribe(
                 ledger=HandledLedger(settings.country_state_dir / f"subscriber-{authority}.sqlite"),
             )
             await subscription.declare()
-            done = asyncio.Event()
-            received = 0
 
             async def show(alert: Alert) -> None:
-                nonlocal received
                 if as_json:
                     sys.stdout.write(json.dumps(alert.as_json(), ensure_ascii=False) + "\n")
                     sys.stdout.flush()
                 else:
                     console.print(f"[bold]{alert.message_type}[/bold] {alert.message_id}: {alert.headline()}")
-                received += 1
-                if count is not None and received >= count:
-                    done.set()
 
-            handle = await subscription.run(show)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, done.set)
-            await done.wait()
-            await handle.cancel()
+            await serve_alerts(subscription, show, count=count)
         finally:
             await transport.close()
 

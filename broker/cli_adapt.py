@@ -20,7 +20,7 @@ from rich.console import Console
 from adapters.base import NationalAdapter
 from adapters.pipeline import country_codes, import_file, load_adapter, read_file, render_to_folder
 from broker.agreement import Agreement, load_agreement
-from broker.cli_common import ConfigOption, err_console, load_settings, run
+from broker.cli_common import ConfigOption, err_console, load_settings, run, serve_alerts
 from broker.errors import PolicyError
 from broker.settings import ExchangeSettings
 
@@ -168,11 +168,8 @@ async def _render(
             decryptor=keystore.decryptor(authority),  # personal payloads arrive sealed for us
         )
         await subscription.declare()
-        done = asyncio.Event()
-        written = 0
 
         async def write(alert: Alert) -> None:
-            nonlocal written
             if out == "-":
                 sys.stdout.buffer.write(adapter.render(alert.payload, fmt=fmt) + b"\n")
                 sys.stdout.flush()
@@ -181,16 +178,8 @@ async def _render(
                     adapter, alert.payload, message_id=alert.message_id, out_dir=Path(out), fmt=fmt
                 )
                 err_console.print(f"{alert.message_type} {alert.message_id} → {path}", highlight=False)
-            written += 1
-            if count is not None and written >= count:
-                done.set()
 
-        handle = await subscription.run(write)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, done.set)
-        await done.wait()
-        await handle.cancel()
+        await serve_alerts(subscription, write, count=count)
     finally:
         await transport.close()
 

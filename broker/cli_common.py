@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -14,6 +15,7 @@ from rich.markup import escape
 from broker.errors import ExchangeError
 from broker.logs import configure_logging
 from broker.settings import ExchangeSettings
+from broker.subscriber import Alert, AlertHandler, Subscription
 
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -46,3 +48,25 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
             f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False
         )
         raise typer.Exit(1) from None
+
+
+async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, count: int | None) -> None:
+    """Hand each alert to `handler` until `count` alerts were handled, or SIGINT/SIGTERM."""
+    done = asyncio.Event()
+    handled = 0
+
+    async def counted(alert: Alert) -> None:
+        nonlocal handled
+        await handler(alert)
+        handled += 1
+        if count is not None and handled >= count:
+            done.set()
+
+    consumer = await subscription.run(counted)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        await consumer.cancel()
