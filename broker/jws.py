@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.canonical import canonical_bytes, strict_loads
 from broker.errors import Reason, VerificationError
+from broker.pki import certificate_thumbprint
 
 ALGORITHM = "Ed25519"
 MAX_CHAIN = 3
@@ -51,10 +51,6 @@ def b64url_decode(text: str) -> bytes:
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def thumbprint(cert: x509.Certificate) -> str:
-    return b64url(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
-
-
 @dataclass(frozen=True)
 class VerifiedSignature:
     """A signature that checked out against the key of `chain[0]` (trust not yet decided)."""
@@ -77,7 +73,7 @@ def _protected_header(chain: tuple[x509.Certificate, ...]) -> str:
     """The same for every message a signer signs with one chain, so built once per chain."""
     header = {
         "alg": ALGORITHM,
-        "kid": thumbprint(chain[0]),
+        "kid": certificate_thumbprint(chain[0]),
         "typ": TYP,
         "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode("ascii") for c in chain],
     }
@@ -136,7 +132,7 @@ def verify_detached(jws: str, payload: bytes) -> VerifiedSignature:
         )
     chain = _load_chain(header.get("x5c"))
     kid = header.get("kid")
-    if kid != thumbprint(chain[0]):
+    if kid != certificate_thumbprint(chain[0]):
         raise VerificationError(Reason.SIGNATURE_INVALID, "JWS kid does not match the x5c leaf certificate")
     public_key = chain[0].public_key()
     if not isinstance(public_key, Ed25519PublicKey):

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -200,6 +201,7 @@ def cross_sign(
     return builder.sign(private_key=old_ca_key, algorithm=None)
 
 
+@lru_cache(maxsize=1024)  # computed on every message for the same few certificates
 def certificate_thumbprint(cert: x509.Certificate) -> str:
     """base64url (no padding) SHA-256 of the DER certificate: the JWS `kid` and `x5t#S256`."""
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()

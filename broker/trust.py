@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +28,7 @@ _NO_CRLS: Mapping[str, Sequence[x509.CertificateRevocationList]] = MappingProxyT
 
 
 _ISSUER_CACHE_SIZE = 4096
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class TrustStore:
                 self._check_crl(country, crl)
         self._crls = {country: tuple(country_crls) for country, country_crls in crls.items()}
         self._issuers: dict[x509.Certificate, tuple[str, x509.Certificate]] = {}
+        # What a certificate's own bytes say (usage, key type, subject) never changes either.
+        self._signing_profiles: dict[x509.Certificate, str] = {}
+        self._agreement_profiles: dict[x509.Certificate, str] = {}
 
     def with_anchors(self, country: str, certs: Sequence[x509.Certificate]) -> TrustStore:
         """A new store that also trusts `certs` for `country` (a rotated CA); the caller vouches for them."""
@@ -96,8 +101,11 @@ class TrustStore:
             country, ca_cert = self._find_issuer(leaf)
             _check_validity(ca_cert, at, what=f"the {country} CA certificate")
             _check_validity(leaf, at, what="the signer certificate")
-            _check_signing_usage(leaf)
-            authority_id = _check_subject(leaf, country)
+            authority_id = self._signing_profiles.get(leaf)
+            if authority_id is None:
+                _check_signing_usage(leaf)
+                authority_id = _check_subject(leaf, country)
+                _remember(self._signing_profiles, leaf, authority_id)
             # A live gateway judges revocation at arrival (`revocation_at`), so a stolen key cannot
             # backdate created_at past its revocation; an auditor replaying the log uses the message time.
             self._check_not_revoked(country, leaf, revocation_at or at)
@@ -113,10 +121,13 @@ class TrustStore:
             country, ca_cert = self._find_issuer(cert)
             _check_validity(ca_cert, at, what=f"the {country} CA certificate")
             _check_validity(cert, at, what="the key-agreement certificate")
-            key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-            if not key_usage.key_agreement or not isinstance(cert.public_key(), X25519PublicKey):
-                raise VerificationError(Reason.CERT_USAGE, "not an X25519 key-agreement certificate")
-            authority_id = _check_subject(cert, country)
+            authority_id = self._agreement_profiles.get(cert)
+            if authority_id is None:
+                key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+                if not key_usage.key_agreement or not isinstance(cert.public_key(), X25519PublicKey):
+                    raise VerificationError(Reason.CERT_USAGE, "not an X25519 key-agreement certificate")
+                authority_id = _check_subject(cert, country)
+                _remember(self._agreement_profiles, cert, authority_id)
             self._check_not_revoked(country, cert, at)
         except (x509.ExtensionNotFound, ValueError, TypeError) as exc:
             raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
@@ -129,9 +140,7 @@ class TrustStore:
         if known is not None:
             return known
         found = self._search_issuer(leaf)
-        if len(self._issuers) >= _ISSUER_CACHE_SIZE:
-            self._issuers.clear()
-        self._issuers[leaf] = found
+        _remember(self._issuers, leaf, found)
         return found
 
     def _search_issuer(self, leaf: x509.Certificate) -> tuple[str, x509.Certificate]:
@@ -167,6 +176,13 @@ class TrustStore:
             if isinstance(ca_key, Ed25519PublicKey) and crl.is_signature_valid(ca_key):
                 return
         raise VerificationError(Reason.CERT_UNTRUSTED, f"the CRL is not signed by a CA of {country}")
+
+
+def _remember(cache: dict[x509.Certificate, T], cert: x509.Certificate, value: T) -> None:
+    """Bounded: a peer sending ever new certificates cannot grow the cache without limit."""
+    if len(cache) >= _ISSUER_CACHE_SIZE:
+        cache.clear()
+    cache[cert] = value
 
 
 def _check_anchor(country: str, cert: x509.Certificate) -> None:

@@ -36,9 +36,9 @@ from broker.errors import (
     VerificationError,
 )
 from broker.ids import uuid7
-from broker.jws import ALGORITHM, TYP, b64url, thumbprint
+from broker.jws import ALGORITHM, TYP, b64url
 from broker.keystore import KeyStore
-from broker.pki import Signer, create_ca, issue_authority_certificate
+from broker.pki import Signer, certificate_thumbprint, create_ca, issue_authority_certificate
 from broker.sealing import (
     MAX_MESSAGE_BYTES,
     SealedMessage,
@@ -122,7 +122,7 @@ def _forge(
 def _header_for(chain: tuple[x509.Certificate, ...]) -> dict[str, Any]:
     return {
         "alg": ALGORITHM,
-        "kid": thumbprint(chain[0]),
+        "kid": certificate_thumbprint(chain[0]),
         "typ": TYP,
         "x5c": [base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii") for cert in chain],
     }

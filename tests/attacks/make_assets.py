@@ -30,8 +30,8 @@ from broker.canonical import canonical_bytes
 from broker.catalogue import payload_to_json, sample_payloads
 from broker.envelope import Envelope
 from broker.ids import uuid7
-from broker.jws import ALGORITHM, TYP, b64url, thumbprint
-from broker.pki import Signer, build_crl, create_ca, issue_authority_certificate
+from broker.jws import ALGORITHM, TYP, b64url
+from broker.pki import Signer, build_crl, certificate_thumbprint, create_ca, issue_authority_certificate
 from broker.sealing import seal_envelope
 
 HERE = Path(__file__).resolve().parent
@@ -123,7 +123,7 @@ def header_for(chain: tuple[x509.Certificate, ...], **overrides: Any) -> dict[st
     der = [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
     header = {
         "alg": ALGORITHM,
-        "kid": thumbprint(chain[0]),
+        "kid": certificate_thumbprint(chain[0]),
         "typ": TYP,
         "x5c": [base64.b64encode(item).decode("ascii") for item in der],
     }
