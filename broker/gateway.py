@@ -505,16 +505,16 @@ class Gateway:
             )
             self.metrics.received.labels(envelope.type).inc()
             bound.info("message.accepted", audit_index=received_entry.index)
+        delivered: list[EntryDraft] = []
         if not any(e.kind == EntryKind.DELIVERED for e in trail):
             await self._deliver(opened)
-            await self._audit.append(
-                [self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b"")]
-            )
+            delivered.append(self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b""))
         await self._receipt_once(
             opened,
             trail,
             audit_index=received_entry.index,
             checkpoint=await self._checkpoint_covering(received_entry.index),
+            along=delivered,
         )
 
     async def _receipt_once(
@@ -524,13 +524,16 @@ class Gateway:
         *,
         audit_index: int,
         checkpoint: Checkpoint | None = None,
+        along: Sequence[EntryDraft] = (),
     ) -> None:
         """Publish the accepting receipt: the one already logged for this message, else a new one.
 
-        A redelivered message thus gets the byte-identical receipt it got the first time.
+        A redelivered message thus gets the byte-identical receipt it got the first time. `along`
+        (the DELIVERED entry) is made durable in the same commit as the receipt's entry.
         """
         envelope = opened.envelope
         sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        drafts = list(along)
         if sent:
             receipt_raw = sent[0].envelope
         else:
@@ -541,10 +544,10 @@ class Gateway:
                 audit_index=audit_index,
                 checkpoint=checkpoint,
             )
-            await self._audit.append(
-                [self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED)]
-            )
+            drafts.append(self._receipt_draft(receipt, about=envelope.id, verdict=Verdict.ACCEPTED))
             receipt_raw = receipt.raw
+        if drafts:
+            await self._audit.append(drafts)
         await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
 
     async def _deliver(self, opened: OpenedMessage) -> None:
@@ -951,6 +954,7 @@ async def gateway_from_settings(
             trust=trust,
             every_entries=settings.checkpoint_every_entries,
             every_seconds=settings.checkpoint_every_s,
+            min_interval_seconds=settings.checkpoint_min_interval_s,
         ),
         personal=personal,
     )

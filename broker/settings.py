@@ -42,6 +42,11 @@ class ExchangeSettings(BaseSettings):
         default=1000, ge=1, description="sign a checkpoint after this many entries"
     )
     checkpoint_every_s: float = Field(default=60.0, gt=0, description="... or after this many seconds")
+    checkpoint_min_interval_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="receipts needing a new checkpoint this soon after the last one share the next",
+    )
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_format: Literal["console", "json"] = "console"

@@ -175,6 +175,27 @@ class TestCheckpointer:
         assert await store.size() == 6  # one CHECKPOINT entry, not five
         assert await checkpointer.covering(3) is covering[0]
 
+    async def test_receipts_soon_after_a_checkpoint_wait_and_share_the_next(
+        self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+    ) -> None:
+        at = pki_now + timedelta(days=2)
+        checkpointer = Checkpointer(
+            store=store, signer=dev_pki.signer("RU-GW", at=at), trust=trust, clock=lambda: at,
+            min_interval_seconds=0.3,
+        )  # fmt: skip
+        [first] = await store.append([_draft(at, 0)])
+        await checkpointer.covering(first.index)  # signed at once: nothing was signed before
+        [second] = await store.append([_draft(at, 1)])
+        waiting = asyncio.create_task(checkpointer.covering(second.index))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # inside the window it waits for the next signature ...
+        [third] = await store.append([_draft(at, 2)])
+        shared = await checkpointer.covering(third.index)
+        assert await waiting is shared  # ... which then covers what arrived meanwhile as well
+        assert shared.body.tree_size > third.index
+        kinds = [entry.kind async for entry in store.entries()]
+        assert kinds.count(EntryKind.CHECKPOINT) == 2
+
     async def test_signs_every_n_entries_and_once_more_on_stop(
         self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
     ) -> None:

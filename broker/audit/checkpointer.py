@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -38,6 +40,9 @@ log = structlog.get_logger("broker.audit.checkpointer")
 
 DEFAULT_EVERY_ENTRIES = 1000
 DEFAULT_EVERY_SECONDS = 60.0
+# Receipts asking for a covering checkpoint within this long of the previous one wait for the next:
+# under load one signature (and one witness at the peer) covers every receipt of the window.
+DEFAULT_MIN_INTERVAL_SECONDS = 0.05
 
 
 def _utc_now() -> datetime:
@@ -54,9 +59,10 @@ class Checkpointer:
         every_entries: int = DEFAULT_EVERY_ENTRIES,
         every_seconds: float = DEFAULT_EVERY_SECONDS,
         poll_seconds: float = 1.0,
+        min_interval_seconds: float = DEFAULT_MIN_INTERVAL_SECONDS,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        if every_entries < 1 or every_seconds <= 0 or poll_seconds <= 0:
+        if every_entries < 1 or every_seconds <= 0 or poll_seconds <= 0 or min_interval_seconds < 0:
             raise ValueError("checkpoint intervals must be positive")
         self._store = store
         self._signer = signer
@@ -65,12 +71,15 @@ class Checkpointer:
         self._every_seconds = every_seconds
         self._poll_seconds = min(poll_seconds, every_seconds)
         self._clock = clock
+        self._min_interval_seconds = min_interval_seconds
+        self._last_signed_at = -math.inf  # monotonic, for the coalescing window
         self._lock = asyncio.Lock()
         self._witness_lock = asyncio.Lock()
         self._latest: SignedCheckpoint | None = None
         # Log size just after our latest CHECKPOINT entry: entries beyond it are new.
         self._size_after_latest = 0
         self._last_witnessed: dict[str, SignedCheckpoint] = {}
+        self._last_witnessed_form: dict[str, Checkpoint] = {}  # as it came in the receipt
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -114,6 +123,11 @@ class Checkpointer:
             latest = self._latest
             if latest is not None and latest.body.tree_size > index:
                 return latest  # someone else signed one while we waited
+            # Holding the lock through the pause: callers arriving meanwhile queue behind it and
+            # are covered by the one signature made after it.
+            pause = self._last_signed_at + self._min_interval_seconds - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
             return await self._sign_current()
 
     async def _sign_current(self) -> SignedCheckpoint:
@@ -139,6 +153,7 @@ class Checkpointer:
         )
         self._latest = signed
         self._size_after_latest = entry.index + 1
+        self._last_signed_at = time.monotonic()
         log.info("checkpoint.signed", tree_size=size, audit_index=entry.index, root=body.root_hash.hex())
         return signed
 
@@ -166,13 +181,17 @@ class Checkpointer:
         Raises VerificationError when the checkpoint is not `origin`'s validly signed one; returns
         None when it is the one we witnessed last (receipts often share a checkpoint).
         """
+        if self._last_witnessed_form.get(origin) == checkpoint:
+            return None  # the very bytes we verified and countersigned last: nothing new to check
         signed = SignedCheckpoint.from_receipt(checkpoint)
         verify_checkpoint(signed, trust=self._trust, origin=origin)
         async with self._witness_lock:  # receipts arriving together often share one checkpoint
             previous = self._last_witnessed.get(origin)
             if previous is not None and previous.same_tree(signed):
                 return None
-            return await self._cosign(signed, origin=origin)
+            record = await self._cosign(signed, origin=origin)
+            self._last_witnessed_form[origin] = checkpoint
+            return record
 
     async def _cosign(self, signed: SignedCheckpoint, *, origin: str) -> WitnessRecord:
         record = cosign(signed, signer=self._signer, time=self._clock())
