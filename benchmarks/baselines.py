@@ -52,7 +52,7 @@ async def raw_leg(*, urls: LinkUrls, shape: LoadShape, timeout_s: float) -> floa
             )
             await exchange.publish(message, routing_key=PEER_ROUTING_KEY)
 
-        started = time.perf_counter()
+        started = time.monotonic()
         await publish_all(shape.messages, in_flight=shape.in_flight, publish_one=publish_one)
         await countdown.wait(timeout_s)
         await queue.cancel(tag)
@@ -110,7 +110,7 @@ async def faststream_leg(*, urls: LinkUrls, shape: LoadShape, timeout_s: float) 
             notice = template.model_copy(update={"message_id": uuid.uuid4()})
             await publisher.publish(notice, exchange=exchange, routing_key=PEER_ROUTING_KEY, persist=True)
 
-        started = time.perf_counter()
+        started = time.monotonic()
         await publish_all(shape.messages, in_flight=shape.in_flight, publish_one=publish_one)
         await countdown.wait(timeout_s)
         return throughput(shape.messages, started, countdown.finished_at)

@@ -60,7 +60,7 @@ class Countdown:
             self._finish()
 
     def _finish(self) -> None:
-        self.finished_at = time.perf_counter()
+        self.finished_at = time.monotonic()
         self._done.set()
 
     async def wait(self, timeout_s: float) -> None:

@@ -2,7 +2,8 @@
 
 The gateway logs `message.accepted` once the RECEIVED entry is durable in the receiver's audit log
 and `receipt.received` once the sender has audited the receipt and closed its outbox record. This
-structlog processor notes when those happen and drops every info event (the benchmark measures the
+structlog processor notes when those happen (CLOCK_MONOTONIC, the same clock in the receiving
+gateway's process, `benchmarks.peer`) and drops every info event (the benchmark measures the
 exchange, not a terminal); warnings and errors are still printed.
 """
 
@@ -33,15 +34,25 @@ class EventClock:
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         name = event.get("event")
         if name in WATCHED:
-            self.seen_at[name].setdefault(str(event.get("message_id")), time.perf_counter())
-            for countdown in self.watchers[name]:
-                countdown.tick()
-        if logging.getLevelNamesMapping().get(method.upper(), logging.INFO) < logging.WARNING:
-            raise structlog.DropEvent
-        return event
+            self.saw(str(name), str(event.get("message_id")), time.monotonic())
+        return drop_info_events(logger, method, event)
+
+    def saw(self, name: str, message_id: str, at: float) -> None:
+        """Note an event of this process or, with its own monotonic time, of the peer process."""
+        if message_id in self.seen_at[name]:
+            return
+        self.seen_at[name][message_id] = at
+        for countdown in self.watchers[name]:
+            countdown.tick()
 
     def count(self, name: str) -> int:
         return len(self.seen_at[name])
+
+
+def drop_info_events(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if logging.getLevelNamesMapping().get(method.upper(), logging.INFO) < logging.WARNING:
+        raise structlog.DropEvent
+    return event
 
 
 def install_event_clock() -> EventClock:

@@ -1,42 +1,103 @@
 """The signed pipeline: gateway send → shovel → verify, validate, audit, deliver, receipt → sender.
 
-Both gateways run in this process, each assembled by `broker.gateway.gateway_from_settings` exactly
-as `broker gateway` assembles it. When things happen is read from their log events (`events`).
+The sending gateway runs in this process and the receiving one in a process of its own
+(`benchmarks.peer`), as two countries' gateways run; each is assembled by
+`broker.gateway.gateway_from_settings` exactly as `broker gateway` assembles it. When things happen
+is read from their log events (`events`; the peer reports its own over a pipe).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.common import Countdown, LoadShape, publish_all, throughput
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
 from broker.catalogue import sample_payloads
 from broker.devkit import DevExchange
 from broker.gateway import Gateway, gateway_from_settings
+from broker.settings import ExchangeSettings
 
 MESSAGE_TYPE = "work_permit.cancellation"  # about 1 KiB of payload, like the baselines' bodies
 SENDER = "TJ-MVD"
 RECIPIENT = "RU-MVD"
 
 
+class PeerProcess:
+    """The receiving gateway's process: its events go into `events`; its CPU and memory are read from /proc."""
+
+    def __init__(self, process: asyncio.subprocess.Process, events: EventClock) -> None:
+        self._process = process
+        self._events = events
+        self._reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, config: Path, events: EventClock) -> PeerProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.peer", str(config),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        peer = cls(process, events)
+        assert process.stdout is not None
+        first = await asyncio.wait_for(process.stdout.readline(), 120)
+        if first.strip() != b"ready":
+            await peer.close()
+            raise RuntimeError(f"the receiving gateway did not start (said {first!r})")
+        peer._reader = asyncio.create_task(peer._read_events())
+        return peer
+
+    async def _read_events(self) -> None:
+        assert self._process.stdout is not None
+        async for line in self._process.stdout:
+            kind, name, message_id, at = line.decode().split()
+            if kind == "event":
+                self._events.saw(name, message_id, float(at))
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    async def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            await asyncio.wait_for(self._process.wait(), 30)
+        except TimeoutError:
+            self._process.kill()
+            await self._process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
 @dataclass
 class Link:
     sender: Gateway
-    receiver: Gateway
+    receiver: PeerProcess
     events: EventClock
 
     async def close(self) -> None:
-        for gateway in (self.sender, self.receiver):
-            await gateway.close()
+        await self.sender.close()
+        await self.receiver.close()
 
 
 async def start_link(dev: DevExchange, events: EventClock) -> Link:
-    receiver = await gateway_from_settings(dev.settings["RU"])
-    sender = await gateway_from_settings(dev.settings["TJ"])
-    await receiver.start()
+    return await start_link_from(dev.settings, events)
+
+
+async def start_link_from(settings: dict[str, ExchangeSettings], events: EventClock) -> Link:
+    receiver = await PeerProcess.start(settings["RU"].country_state_dir / "gateway.toml", events)
+    sender = await gateway_from_settings(settings["TJ"])
     await sender.start()
     return Link(sender=sender, receiver=receiver, events=events)
 
@@ -58,22 +119,28 @@ async def throughput_leg(link: Link, *, shape: LoadShape, timeout_s: float) -> P
     async def send_one(index: int) -> None:
         await link.sender.send(payload, to=RECIPIENT, sender=SENDER)
 
-    cpu_before = _cpu_seconds()
-    started = time.perf_counter()
+    cpu_before = _cpu_seconds() + link.receiver.cpu_seconds()
+    started = time.monotonic()
     await publish_all(shape.messages, in_flight=shape.in_flight, publish_one=send_one)
     await receipts.wait(timeout_s)
-    cpu_used = _cpu_seconds() - cpu_before
+    cpu_used = _cpu_seconds() + link.receiver.cpu_seconds() - cpu_before
     link.events.watchers[RECEIPTED].clear()
     await _check_complete(link, expected=accepted_before + shape.messages)
     return PipelineThroughput(
         msgs_per_s=throughput(shape.messages, started, receipts.finished_at),
         cpu_s_per_1k=cpu_used / shape.messages * 1000,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, link.receiver.peak_rss_mb()
+        ),
     )
 
 
 async def _check_complete(link: Link, *, expected: int) -> None:
     """Every message was accepted (none rejected) and its receipt closed the sender's outbox record."""
+    for _ in range(100):
+        if link.events.count(ACCEPTED) >= expected:  # the peer's events may still be in the pipe
+            break
+        await asyncio.sleep(0.05)
     rejected = link.events.count(REJECTED)
     accepted = link.events.count(ACCEPTED)
     if rejected or accepted < expected:
@@ -96,23 +163,32 @@ async def latency_leg(link: Link, *, messages: int, rate_per_s: float, timeout_s
     payload = sample_payloads()[MESSAGE_TYPE]
     sample = LatencySample()
 
+    started_at: dict[str, float] = {}
+
     async def send_one() -> None:
-        started = time.perf_counter()
+        started = time.monotonic()
         result = await link.sender.send(
             payload, to=RECIPIENT, sender=SENDER, wait_receipt=True, receipt_timeout_s=timeout_s
         )
-        sample.receipt_ms.append((time.perf_counter() - started) * 1000)
-        audited = link.events.seen_at[ACCEPTED][str(result.message_id)]
-        sample.audited_ms.append((audited - started) * 1000)
+        sample.receipt_ms.append((time.monotonic() - started) * 1000)
+        started_at[str(result.message_id)] = started
 
     tasks = []
-    origin = time.perf_counter()
+    origin = time.monotonic()
     for index in range(messages):
-        delay = origin + index / rate_per_s - time.perf_counter()
+        delay = origin + index / rate_per_s - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(send_one()))
     await asyncio.gather(*tasks)
+    accepted = link.events.seen_at[ACCEPTED]
+    for _ in range(100):  # the receiving process's last events may still be in the pipe
+        if all(message_id in accepted for message_id in started_at):
+            break
+        await asyncio.sleep(0.05)
+    sample.audited_ms.extend(
+        (accepted[message_id] - started) * 1000 for message_id, started in started_at.items()
+    )
     return sample
 
 

@@ -1,0 +1,54 @@
+"""The receiving country's gateway in a process of its own, as it runs in production.
+
+`python -m benchmarks.peer GATEWAY_TOML` assembles the gateway exactly as `broker gateway` does,
+prints `ready` once it consumes, then one line per watched log event (`event NAME MESSAGE_ID
+MONOTONIC`) until its standard input closes. CLOCK_MONOTONIC is one clock for every process on the
+machine, so the parent can subtract its own times from these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from benchmarks.events import WATCHED, drop_info_events
+from broker.gateway import gateway_from_settings
+from broker.settings import ExchangeSettings
+
+
+def _report(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    name = event.get("event")
+    if name in WATCHED:
+        print(f"event {name} {event.get('message_id')} {time.monotonic():.6f}", flush=True)
+    return drop_info_events(logger, method, event)
+
+
+async def serve(config: Path) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _report,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    gateway = await gateway_from_settings(ExchangeSettings.load(config))
+    await gateway.start()
+    try:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+    finally:
+        await gateway.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(Path(sys.argv[1])))
