@@ -12,7 +12,7 @@ from broker.audit.entry import EntryDraft, EntryKind, entry_bytes, entry_record,
 from broker.canonical import canonical_bytes
 
 # Any text a column may hold (no lone surrogates: drafts refuse those), control characters included.
-_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 _TIMES = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
 ) | st.datetimes(timezones=st.just(timezone(timedelta(hours=5))), min_value=datetime(2000, 1, 1))
