@@ -116,7 +116,7 @@ def run(options: Options, events: EventClock) -> dict[str, object]:
             *notes,
             "pipeline: publish to receipt recorded at the sender; raw and faststream: publish to ack at the receiver",
             "p50/p99: gateway send started -> RECEIVED entry durable in the receiver's audit log",
-            "cpu_s_per_1k and peak_rss_mb: this process, both gateways included; the broker is not counted",
+            "cpu_s_per_1k: both gateway processes together; peak_rss_mb: the larger of the two; the broker is not counted",
         ],
     }
     return result
