@@ -53,7 +53,7 @@ class Side:
     checkpointer: Checkpointer
 
 
-async def _side(
+async def build_side(
     country: str,
     *,
     store: AuditStore,
@@ -63,9 +63,11 @@ async def _side(
     trust: TrustStore,
     clock: Callable[[], datetime],
     at: datetime,
+    transport: FakeTransport | None = None,
 ) -> Side:
+    """One country's gateway over an in-memory broker, with a checkpointer, not yet started."""
     peer = agreement.peer_country(country)
-    transport = FakeTransport(name=country)
+    transport = transport or FakeTransport(name=country)
     await transport.declare(vhost_declarations(country.lower(), [peer.lower()]))
     gateway_id = agreement.gateway(country).id
     gateway_signer = keys.signer(gateway_id, at=at)
@@ -158,7 +160,7 @@ async def run_exchange(
     """RU reports deaths and permit cancellations of the sample worker, TJ sends legislation changes."""
     clock = FakeClock(start)
     tj, ru = [
-        await _side(
+        await build_side(
             country,
             store=store,
             state_dir=state_dir / country.lower(),
