@@ -256,6 +256,7 @@ def verify(
         console.print(
             f"{report.size} entries, root {report.root.hex()}; {report.checkpoints} checkpoints, "
             f"{report.envelopes} envelope signatures, {report.witnesses} witness records, "
+            f"{report.countersigned} of our checkpoints countersigned by the peer, "
             f"{report.external_matched} of {len(external)} external checkpoints matched"
         )
         if report.finding is not None:

@@ -26,10 +26,12 @@ import structlog
 
 from broker.agreement import Agreement, load_agreement
 from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
+from broker.audit.checkpoint import WitnessRecord
 from broker.audit.checkpointer import Checkpointer
 from broker.catalogue import Payload, citizenship_of
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.catalogue.trust import TrustUpdate
+from broker.catalogue.witness import CheckpointWitness
 from broker.envelope import sha256_hex
 from broker.errors import (
     ConfigError,
@@ -60,6 +62,7 @@ from broker.topology import (
 from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
 from broker.trust import TrustStore
 from broker.trust_update import EncryptionDirectory, apply_trust_update
+from broker.witnessing import UNANSWERED_TYPES, check_against_log, countersigned_record, seal_witness
 
 if TYPE_CHECKING:
     from broker.keystore import KeyStore
@@ -470,9 +473,11 @@ class Gateway:
             async with self._locks.hold(opened.envelope.id):
                 if isinstance(opened.payload, TrustUpdate):
                     await self._accept_trust_update(opened)
+                elif isinstance(opened.payload, CheckpointWitness):
+                    await self._on_witness(opened)
                 else:
                     await self._accept(opened)
-        except RemoteError as error:  # a replay conflict, or a trust update we cannot apply
+        except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self._reject(raw, error)
         return Disposition.ACK
 
@@ -652,9 +657,9 @@ class Gateway:
         bound.warning(
             "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
         )
-        # A receipt needs the message id; receipts themselves are never answered, so two gateways
-        # cannot bounce rejections at each other forever.
-        if seen.message_id is None or seen.message_type == Receipt.MESSAGE_TYPE:
+        # A receipt needs the message id; receipts and witness messages are never answered, so two
+        # gateways cannot bounce rejections at each other forever.
+        if seen.message_id is None or seen.message_type in UNANSWERED_TYPES:
             return
         receipt = self._seal_receipt(
             message_id=seen.message_id,
@@ -727,6 +732,44 @@ class Gateway:
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
 
+    async def _on_witness(self, opened: OpenedMessage) -> None:
+        """Keep the peer's countersignature of one of our checkpoints, if it is our log as it is.
+
+        A countersigned root our log does not have at that size is `audit.witness_mismatch`:
+        rejected, quarantined and audited as such (never receipted), for an operator to investigate.
+        """
+        payload = opened.payload
+        assert isinstance(payload, CheckpointWitness)  # dispatched on the payload type
+        envelope = opened.envelope
+        bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
+        record = countersigned_record(
+            payload, sender=envelope.sender, origin=self.gateway_id, trust=self._trust
+        )
+        size = record.checkpoint.body.tree_size
+        log_size = await self._audit.size()
+        root = await self._audit.root(size) if size <= log_size else None
+        check_against_log(record.checkpoint, log_size=log_size, root=root)
+        received = await self._audit.find(envelope.id, kinds=[EntryKind.RECEIVED])
+        if received and sha256_hex(received[0].envelope) != opened.sha256:
+            raise ReplayError(
+                Reason.REPLAY_CONFLICT,
+                f"witness message {envelope.id} was already received (audit index {received[0].index}) "
+                "with different bytes",
+            )
+        if received:
+            bound.info("message.duplicate", audit_index=received[0].index)
+            return
+        [entry] = await self._audit.append(
+            [self._draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED)]
+        )
+        self.metrics.received.labels(envelope.type).inc()
+        bound.info(
+            "witness.received",
+            tree_size=size,
+            root=record.checkpoint.body.root_hash.hex(),
+            audit_index=entry.index,
+        )
+
     # -- helpers -------------------------------------------------------------------------------
     def _default_sender(self, message_type: str) -> str:
         rule = self.agreement.rule(message_type)
@@ -785,7 +828,7 @@ class Gateway:
         if self._checkpointer is None or receipt.checkpoint is None:
             return
         try:
-            await self._checkpointer.witness(receipt.checkpoint, origin=peer)
+            record = await self._checkpointer.witness(receipt.checkpoint, origin=peer)
         except RemoteError as error:
             self._log.warning(
                 "checkpoint.invalid",
@@ -793,6 +836,39 @@ class Gateway:
                 reason=str(error.reason),
                 diagnostic=error.diagnostic,
             )
+            return
+        if record is not None:
+            await self._send_witness(record)
+
+    async def _send_witness(self, record: WitnessRecord) -> None:
+        """Hand our countersignature back to the checkpoint's origin (`broker.witnessing`).
+
+        Not tracked for a receipt (none comes): one lost is logged, and the WITNESS entry stays.
+        """
+        sealed = seal_witness(
+            record, signer=self._gateway_signer, recipient=self.peer_gateway_id, created_at=self._clock()
+        )
+        envelope = sealed.envelope
+        bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
+        try:
+            await self._audit.append(
+                [
+                    EntryDraft(
+                        kind=EntryKind.SENT,
+                        time=self._clock(),
+                        message_id=envelope.id,
+                        message_type=envelope.type,
+                        peer=envelope.recipient,
+                        envelope=sealed.raw,
+                    )
+                ]
+            )
+            await self._publish_to_peer(sealed.raw, message_id=envelope.id, message_type=envelope.type)
+        except LocalError as error:
+            bound.warning("witness.send_failed", reason=str(error.reason), diagnostic=error.diagnostic)
+            return
+        self.metrics.sent.labels(envelope.type).inc()
+        bound.info("witness.sent", tree_size=record.checkpoint.body.tree_size)
 
     def _draft(
         self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None

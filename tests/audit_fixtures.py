@@ -1,7 +1,8 @@
 """Two gateways exchanging real signed messages over in-memory brokers, each with a checkpointer.
 
 `run_exchange` fills two audit stores the way production does (SENT, RECEIVED, DELIVERED,
-CHECKPOINT, RECEIPT_SENT, RECEIPT_RECEIVED, WITNESS), so the auditor's tests check real logs. The
+CHECKPOINT, RECEIPT_SENT, RECEIPT_RECEIVED, WITNESS, and the countersignatures each side sends back
+and the other receives), so the auditor's tests check real logs. The
 "shovel" is a loop that moves what one side published to its outbound queue into the other's
 inbound exchange. Clocks are fake and start inside the session PKI's validity.
 """
@@ -27,6 +28,7 @@ from broker.outbox import Outbox
 from broker.settings import ExchangeSettings
 from broker.topology import INBOUND, outbound_queue, vhost_declarations
 from broker.trust import TrustStore
+from broker.witnessing import WITNESS_TYPE
 
 WORKER_DOCUMENT = "400123456"  # the worker of the catalogue's samples
 
@@ -51,7 +53,7 @@ class Side:
     checkpointer: Checkpointer
 
 
-async def _side(
+async def build_side(
     country: str,
     *,
     store: AuditStore,
@@ -61,9 +63,11 @@ async def _side(
     trust: TrustStore,
     clock: Callable[[], datetime],
     at: datetime,
+    transport: FakeTransport | None = None,
 ) -> Side:
+    """One country's gateway over an in-memory broker, with a checkpointer, not yet started."""
     peer = agreement.peer_country(country)
-    transport = FakeTransport(name=country)
+    transport = transport or FakeTransport(name=country)
     await transport.declare(vhost_declarations(country.lower(), [peer.lower()]))
     gateway_id = agreement.gateway(country).id
     gateway_signer = keys.signer(gateway_id, at=at)
@@ -101,8 +105,26 @@ async def _shovel(source: Side, destination: Side) -> int:
     return moved
 
 
+async def witness_counts(side: Side) -> tuple[int, int, int]:
+    """WITNESS entries, countersignatures sent back, and countersignatures received, in one log."""
+    kinds = [
+        entry.kind
+        async for entry in side.store.entries()
+        if entry.kind is EntryKind.WITNESS or entry.message_type == WITNESS_TYPE
+    ]
+    return kinds.count(EntryKind.WITNESS), kinds.count(EntryKind.SENT), kinds.count(EntryKind.RECEIVED)
+
+
+async def _witnesses_landed(tj: Side, ru: Side) -> bool:
+    """Every countersignature made was sent back, and the other side has logged it."""
+    tj_made, tj_sent, tj_got = await witness_counts(tj)
+    ru_made, ru_sent, ru_got = await witness_counts(ru)
+    return tj_made == tj_sent == ru_got and ru_made == ru_sent == tj_got
+
+
 async def _settle(tj: Side, ru: Side, run: ExchangeRun) -> None:
-    """Shovel both ways until every message sent so far has its receipt back at its sender."""
+    """Shovel both ways until every message sent so far has its receipt back at its sender, and
+    every countersignature those receipts caused is logged by the side it vouches for."""
     waiting = [(ru, message_id) for message_id in run.sent_by_ru] + [(tj, m) for m in run.sent_by_tj]
     for _ in range(3000):
         await _shovel(tj, ru)
@@ -112,7 +134,7 @@ async def _settle(tj: Side, ru: Side, run: ExchangeRun) -> None:
             for side, message_id in waiting
             if not await side.store.find(message_id, kinds=[EntryKind.RECEIPT_RECEIVED])
         ]
-        if not waiting:
+        if not waiting and await _witnesses_landed(tj, ru):
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"the fake exchange did not settle: {len(waiting)} receipts missing")
@@ -138,7 +160,7 @@ async def run_exchange(
     """RU reports deaths and permit cancellations of the sample worker, TJ sends legislation changes."""
     clock = FakeClock(start)
     tj, ru = [
-        await _side(
+        await build_side(
             country,
             store=store,
             state_dir=state_dir / country.lower(),

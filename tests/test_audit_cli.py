@@ -37,6 +37,7 @@ from broker.cli_audit import audit_app
 from broker.keystore import KeyStore
 from broker.pki import Signer, create_ca, issue_authority_certificate
 from broker.trust import TrustStore
+from broker.witnessing import WITNESS_TYPE
 
 PG_DSN = os.environ.get("AUDIT_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("AUDIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -243,6 +244,7 @@ class TestVerify:
             assert result.exit_code == 0, result.output
             assert "OK" in result.output
             assert "0 of 0 external" not in result.output  # the peer did witness our checkpoints
+            assert " 0 of our checkpoints countersigned" not in result.output  # and handed those back
 
     @pytest.mark.parametrize("column", ["envelope", "kind", "time", "peer", "leaf_hash"])
     def test_one_changed_byte_in_any_column_is_named(self, logs: Logs, column: str) -> None:
@@ -328,10 +330,21 @@ class TestVerify:
         result = logs.verify("RU")
         assert "cert.untrusted" in _failed_at(result, _first(logs, "RU", EntryKind.CHECKPOINT))
 
-    def test_a_rewritten_tree_resigned_with_the_real_key_is_caught_by_the_peers_witness(
+    def test_a_rewritten_tree_resigned_with_the_real_key_is_caught_by_the_countersignatures_it_holds(
         self, logs: Logs, dev_pki: KeyStore, pki_now: datetime
     ) -> None:
         changed = _rewrite(logs, "RU", signer=dev_pki.signer("RU-GW", at=pki_now))
+        # TJ handed its countersignatures back: RU's own log holds signatures its operator cannot forge.
+        text = _failed_in_range(logs.verify("RU"), changed)
+        assert "audit.witness_mismatch" in text
+        assert "TJ-GW countersigned" in text
+
+    def test_a_rewritten_tree_without_the_countersignatures_is_caught_by_the_peers_witness(
+        self, logs: Logs, dev_pki: KeyStore, pki_now: datetime
+    ) -> None:
+        changed = _rewrite(
+            logs, "RU", signer=dev_pki.signer("RU-GW", at=pki_now), drop_countersignatures=True
+        )
         assert logs.verify("RU").exit_code == 0  # consistent in itself: only the peer can tell
         result = logs.verify("RU", "--witness-store", logs.locator["TJ"])
         text = _failed_in_range(result, changed)
@@ -367,26 +380,35 @@ def _rogue_gateway_signer(authority_id: str, *, at: datetime) -> Signer:
     return Signer(authority_id=authority_id, private_key=key, chain=(cert, ca_cert))
 
 
-def _rewrite(logs: Logs, country: str, *, signer: Signer) -> int:
+def _rewrite(logs: Logs, country: str, *, signer: Signer, drop_countersignatures: bool = False) -> int:
     """Change the time of the first DELIVERED entry and rebuild the whole log around it, re-signing
-    every checkpoint, as an operator holding `signer` would. Returns the changed index."""
+    every checkpoint, as an operator holding `signer` would; with `drop_countersignatures`, also
+    leave out the peer's countersignatures received (they would give the rewrite away). Returns
+    the changed index."""
     original = logs.locator[country]
     rebuilt = str(logs.tmp / f"rewritten-{country}.sqlite") if logs.backend == "sqlite" else f"{original}_rw"
     changed = _first(logs, country, EntryKind.DELIVERED)
 
     async def rebuild() -> None:
         source, target = await _open_store(logs.backend, original), await _open_store(logs.backend, rebuilt)
+        dropped: list[int] = []
         try:
             async for entry in source.entries():
+                if drop_countersignatures and entry.message_type == WITNESS_TYPE:
+                    assert entry.index > changed  # so the changed index stays where it was
+                    if entry.kind is EntryKind.RECEIVED:
+                        dropped.append(entry.index)
+                        continue
                 draft = entry.draft()
                 if entry.index == changed:
                     draft = EntryDraft(**{**vars(draft), "time": draft.time + timedelta(seconds=1)})
                 if entry.kind is EntryKind.CHECKPOINT:
                     old = SignedCheckpoint.from_bytes(entry.envelope).body
+                    size = old.tree_size - sum(1 for index in dropped if index < old.tree_size)
                     body = CheckpointBody(
                         origin=old.origin,
-                        tree_size=old.tree_size,
-                        root_hash=await target.root(old.tree_size),
+                        tree_size=size,
+                        root_hash=await target.root(size),
                         time=old.time,
                     )
                     draft = EntryDraft(

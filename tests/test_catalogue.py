@@ -74,6 +74,7 @@ def test_catalogue_lists_every_type_once_with_a_sample() -> None:
         ("worker.death", 1),
         ("receipt", 1),
         ("trust.update", 1),
+        ("checkpoint.witness", 1),
     }
     assert set(sample_payloads()) == {message_type for message_type, _ in CATALOGUE}
     for (message_type, version), cls in CATALOGUE.items():

@@ -60,6 +60,7 @@ ROUTES: Mapping[str, tuple[str, str]] = {
     "worker.death": ("RU-MVD", "TJ-MOL"),
     "receipt": ("RU-GW", "TJ-GW"),
     "trust.update": ("RU-CA", "TJ-GW"),
+    "checkpoint.witness": ("TJ-GW", "RU-GW"),
 }
 
 SENT_AFTER_ISSUE = timedelta(days=60)

@@ -21,6 +21,7 @@ from broker.audit.entry import format_time
 from broker.audit.merkle import HASH_SIZE
 from broker.canonical import canonical_bytes, strict_loads
 from broker.catalogue.receipt import Checkpoint
+from broker.catalogue.witness import CheckpointWitness
 from broker.errors import Reason, VerificationError
 from broker.jws import b64url, b64url_decode, sign_detached, verify_detached
 from broker.pki import Signer
@@ -263,6 +264,16 @@ class WitnessRecord:
             time=parse_time(document["time"], what=what),
             signature=signature,
         )
+
+    def to_payload(self) -> CheckpointWitness:
+        """The `checkpoint.witness` payload that hands this record to the checkpoint's origin."""
+        members = self._signed_members(self.checkpoint, self.witness, self.time)
+        return CheckpointWitness.model_validate({**members, "signature": self.signature})
+
+    @classmethod
+    def from_payload(cls, payload: CheckpointWitness) -> WitnessRecord:
+        """The record a `checkpoint.witness` message carries: its JSON is the stored form itself."""
+        return cls.from_bytes(canonical_bytes(payload.model_dump(mode="json")))
 
 
 def cosign(checkpoint: SignedCheckpoint, *, signer: Signer, time: datetime) -> WitnessRecord:

@@ -7,7 +7,8 @@ under load one checkpoint covers many receipts.
 
 A checkpoint the peer sends in a receipt is verified and countersigned, and the countersignature is
 appended as a WITNESS entry: the peer can no longer rewrite what it showed us without our log and
-its own disagreeing.
+its own disagreeing. The gateway also hands the countersignature back to the peer
+(`broker.witnessing`), so the peer's own log holds it too.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Pure: entries come in one at a time (`LogVerifier.feed`), in index order, from w
 reads them. For each entry: its position, its leaf hash recomputed from the stored record, the
 signature of the envelope it holds (trust judged at the message time, as for an auditor), and for a
 CHECKPOINT entry the signed root compared with the root recomputed from the leaves. Checkpoints the
-peer witnessed (or that an auditor kept from an earlier audit) are compared the same way, which is
-what catches a log rewritten and re-signed with the operator's own key, or cut short.
+peer witnessed are compared the same way, which is what catches a log rewritten and re-signed with
+the operator's own key, or cut short: those the peer handed back (RECEIVED `checkpoint.witness`
+entries of this log), those in the peer's log (`witnessed_checkpoints`) and those an auditor kept.
 
 The first failure stops verification: after it, every later check would only repeat it.
 """
@@ -21,10 +22,13 @@ from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_chec
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, CompactRange, fold_cover
 from broker.canonical import canonical_bytes, strict_loads
+from broker.catalogue import parse_payload
+from broker.catalogue.witness import CheckpointWitness
 from broker.envelope import Envelope
 from broker.errors import ExchangeError, Reason, VerificationError
 from broker.jws import verify_detached
 from broker.trust import SignerIdentity, TrustStore
+from broker.witnessing import WITNESS_TYPE, countersigned_record
 
 # How far behind its own position a checkpoint may name the tree: entries appended by other writers
 # while it was being signed. The checkpointer keeps this to a handful.
@@ -69,6 +73,7 @@ class VerifyReport:
     checkpoints: int
     envelopes: int
     witnesses: int
+    countersigned: int  # our checkpoints the peer countersigned and handed back, matched here
     external_matched: int
     latest_checkpoint: SignedCheckpoint | None
     finding: Finding | None
@@ -137,10 +142,13 @@ class LogVerifier:
         self._next_external = 0
         # The largest size known good: every entry below it is vouched for by a signed root.
         self._vouched_size = 0
+        # The same, counting only roots the peer signed: the operator cannot re-sign those.
+        self._peer_vouched_size = 0
         self.finding: Finding | None = None
         self.checkpoints = 0
         self.envelopes = 0
         self.witnesses = 0
+        self.countersigned = 0
         self.latest_checkpoint: SignedCheckpoint | None = None
 
     @property
@@ -163,6 +171,7 @@ class LogVerifier:
             checkpoints=self.checkpoints,
             envelopes=self.envelopes,
             witnesses=self.witnesses,
+            countersigned=self.countersigned,
             external_matched=self._next_external,
             latest_checkpoint=self.latest_checkpoint,
             finding=self.finding,
@@ -210,6 +219,7 @@ class LogVerifier:
             if fold_cover(self._tree.border) != item.checkpoint.body.root_hash:
                 return self._disagreement(item, size)
             self._vouch(size)
+            self._peer_vouched_size = max(self._peer_vouched_size, size)
             self._next_external += 1
         return None
 
@@ -244,7 +254,9 @@ class LogVerifier:
     def _check_content(self, entry: AuditEntry) -> Finding | None:
         try:
             if entry.kind in SIGNED_KINDS:
-                self._check_envelope(entry)
+                envelope = self._check_envelope(entry)
+                if entry.kind is EntryKind.RECEIVED and envelope.type == WITNESS_TYPE:
+                    return self._check_countersigned(entry, envelope)
             elif entry.kind is EntryKind.CHECKPOINT:
                 return self._check_checkpoint(entry)
             elif entry.kind is EntryKind.WITNESS:
@@ -257,7 +269,7 @@ class LogVerifier:
             )
         return None
 
-    def _check_envelope(self, entry: AuditEntry) -> None:
+    def _check_envelope(self, entry: AuditEntry) -> Envelope:
         envelope, _ = verify_envelope(entry.envelope, trust=self._trust)
         recorded = {
             "message id": (str(entry.message_id), _subject_id(entry.kind, envelope)),
@@ -270,6 +282,41 @@ class LogVerifier:
                     Reason.AUDIT_TAMPERED, f"the entry's {name} {stored!r} is not the signed {signed!r}"
                 )
         self.envelopes += 1
+        return envelope
+
+    def _check_countersigned(self, entry: AuditEntry, envelope: Envelope) -> Finding | None:
+        """The peer's countersignature of one of our checkpoints: the root must be this log's."""
+        payload = parse_payload(envelope.type, envelope.version, canonical_bytes(envelope.payload))
+        assert isinstance(payload, CheckpointWitness)  # the catalogue's class for this type
+        record = countersigned_record(
+            payload, sender=envelope.sender, origin=self._origin or envelope.recipient, trust=self._trust
+        )
+        size, signed_root = record.checkpoint.body.tree_size, record.checkpoint.body.root_hash
+        root = self._root_at(size)
+        if size > self._tree.size:
+            return Finding(
+                index=entry.index,
+                reason=Reason.AUDIT_WITNESS_MISMATCH,
+                diagnostic=(
+                    f"{record.witness} countersigned a checkpoint of {size} entries, but it stands at "
+                    f"position {entry.index}: entries before it were removed or moved"
+                ),
+            )
+        if root is not None and root != signed_root:
+            return Finding(
+                index=self._peer_vouched_size,
+                reason=Reason.AUDIT_WITNESS_MISMATCH,
+                diagnostic=(
+                    f"{record.witness} countersigned root {signed_root.hex()} at size {size} (entry "
+                    f"{entry.index}), but the stored entries [{self._peer_vouched_size}, {size}) give "
+                    f"another root: they were rewritten after the peer witnessed them"
+                ),
+            )
+        if root is not None:  # else older than the lag window: the gateway compared it on arrival
+            self._vouch(size)
+            self._peer_vouched_size = max(self._peer_vouched_size, size)
+            self.countersigned += 1
+        return None
 
     def _check_checkpoint(self, entry: AuditEntry) -> Finding | None:
         signed = SignedCheckpoint.from_bytes(entry.envelope)

@@ -21,6 +21,7 @@ from broker.catalogue.receipt import Receipt
 from broker.catalogue.recruitment import RecruitmentAgencyLicense
 from broker.catalogue.samples import sample_payloads
 from broker.catalogue.trust import TrustUpdate
+from broker.catalogue.witness import CheckpointWitness
 from broker.catalogue.work_permit import WorkPermitCancellation
 from broker.errors import Reason, ValidationError
 
@@ -43,6 +44,7 @@ _PAYLOAD_CLASSES: tuple[type[Payload], ...] = (
     WorkerDeath,
     Receipt,
     TrustUpdate,
+    CheckpointWitness,
 )
 
 CATALOGUE: Mapping[tuple[str, int], type[Payload]] = MappingProxyType(

@@ -30,6 +30,7 @@ from broker.catalogue.legislation import LegislationArea, LegislationChange
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.catalogue.recruitment import RecruitmentAgencyLicense
 from broker.catalogue.trust import TrustUpdate
+from broker.catalogue.witness import CheckpointWitness
 from broker.catalogue.work_permit import CancellationReason, WorkPermitCancellation
 
 ARTICLE_4_2_AS_AMENDED = (
@@ -209,6 +210,28 @@ def _trust_update() -> TrustUpdate:
     )
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _checkpoint_witness() -> CheckpointWitness:
+    # Stand-in header and signature bytes keep the sample readable; broker/witnessing.py checks real ones.
+    checkpoint = (
+        b'{"format":"labour-exchange-checkpoint/1","origin":"RU-GW","root_hash":"'
+        + hashlib.sha256(b"root").hexdigest().encode()
+        + b'","time":"2025-01-17T09:30:12.000000Z","tree_size":42}'
+    )
+    header = _b64url(b'{"alg":"Ed25519","x5c":["...RU-GW certificate chain..."]}')
+    witness_header = _b64url(b'{"alg":"Ed25519","x5c":["...TJ-GW certificate chain..."]}')
+    return CheckpointWitness(
+        format="labour-exchange-witness/1",
+        checkpoint=f"{header}.{_b64url(checkpoint)}.{_b64url(b'RU-GW signature')}",
+        witness="TJ-GW",
+        time="2025-01-17T09:30:13.250000Z",
+        signature=f"{witness_header}..{_b64url(b'TJ-GW countersignature')}",
+    )
+
+
 def sample_payloads() -> dict[str, Payload]:
     """A fresh valid payload of every message type, keyed by type."""
     samples: list[Payload] = [
@@ -220,5 +243,6 @@ def sample_payloads() -> dict[str, Payload]:
         _worker_death(),
         _receipt(),
         _trust_update(),
+        _checkpoint_witness(),
     ]
     return {sample.MESSAGE_TYPE: sample for sample in samples}
