@@ -20,6 +20,7 @@ CORE_MODULES = (
     "broker.trust",
     "broker.audit.merkle",
     "broker.audit.entry",
+    "broker.audit.archive",
 )
 FORBIDDEN = ("aio_pika", "aiormq", "asyncio", "sqlite3", "asyncpg")
 
