@@ -35,6 +35,7 @@ from broker.audit.archive import (
 )
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import EntryKind
+from broker.audit.source import SqliteSource
 from broker.audit.sqlite_store import SqliteAuditStore
 from broker.errors import AuditError, ExchangeError, Reason
 from broker.keystore import KeyStore
@@ -516,6 +517,11 @@ async def test_a_schema_1_sqlite_store_gets_the_compaction_trigger_on_open(tmp_p
         )
     finally:
         connection.close()
+    old_store = SqliteSource(path=path)
+    try:
+        assert await old_store.segments() == []  # an auditor's copy of an old store reads as never archived
+    finally:
+        await old_store.close()
     await (await SqliteAuditStore.open(path)).close()
     connection = sqlite3.connect(path)
     try:

@@ -157,8 +157,8 @@ async def readable_entries(
     wanted: Callable[[AuditEntry], bool] = lambda _: True,
 ) -> AsyncIterator[AuditEntry]:
     """The whole entries `wanted` picks (by the columns a compacted row keeps), for commands that read
-    envelopes (bundle, replay, export, reconcile): a wanted entry that was compacted, with no archive
-    at hand, or a segment that does not check, stops them with its error. Rows that cannot be read at
+    envelopes (bundle, replay, reconcile): a wanted entry that was compacted, with no archive at
+    hand, or a segment that does not check, stops them with its error. Rows that cannot be read at
     all are `verify`'s business and are left out, as before archiving existed."""
     async for row in _whole_rows(source, archive=archive, ranges=None):
         if isinstance(row, ArchivedRow):
