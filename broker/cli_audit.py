@@ -1,4 +1,5 @@
-"""`broker audit ...`: the auditor's commands, read-only, offline on a copy of a store and trust bundles.
+"""`broker audit ...`: the auditor's commands, read-only, offline on a copy of a store and trust bundles;
+and the operator's two that write, `archive` and `compact` (docs/audit.md, "Archiving old entries").
 
 Exit codes: 0 all checks passed; 1 something does not verify (the first bad index and why are
 printed); 2 the command could not run (a missing file, an unreachable database, bad options).
@@ -14,7 +15,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TextIO, TypeVar
 from uuid import UUID
@@ -26,6 +27,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from broker.agreement import load_agreement
+from broker.audit.archive import COMPACTION_MIN_AGE, ArchivedRange
+from broker.audit.archive_db import open_writer
+from broker.audit.archive_io import (
+    ArchiveDirectory,
+    readable_entries,
+    refuse_archived,
+    restored_rows,
+    whole_entry,
+)
+from broker.audit.archiver import archive_range, compact_archived
 from broker.audit.bundle import MESSAGE_KINDS, build_bundle, check_bundle, names_worker
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import AuditEntry, EntryKind, entry_bytes, format_time
@@ -38,14 +49,21 @@ from broker.audit.proofs import (
 )
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.source import LogSource, consistency_proof, inclusion_proof, open_source
-from broker.audit.verify import ExternalCheckpoint, LogVerifier, UnreadableRow, witnessed_checkpoints
+from broker.audit.verify import (
+    ArchivedRow,
+    ExternalCheckpoint,
+    LogVerifier,
+    UnreadableRow,
+    witnessed_checkpoints,
+)
 from broker.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
 from broker.keystore import KeyStore
 from broker.pki import country_of
 from broker.trust import TrustStore
 
 audit_app = typer.Typer(
-    help="Verify, prove, replay, export and reconcile audit logs (read-only).", no_args_is_help=True
+    help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
+    no_args_is_help=True,
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -69,6 +87,12 @@ BundleOption = Annotated[
 ]
 OriginOption = Annotated[
     str | None, typer.Option("--origin", help="The gateway whose log this is, e.g. RU-GATEWAY.")
+]
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive", help="The directory holding the log's archive segments (what `archive` wrote)."
+    ),
 ]
 
 
@@ -134,6 +158,10 @@ def load_trust(keys: Path | None, bundles: list[Path] | None) -> TrustStore:
         anchors.setdefault(country, []).extend(certs)
         crls.setdefault(country, []).extend(bundle_crls)
     return TrustStore(anchors=anchors, crls=crls)
+
+
+def _archive(directory: Path | None, trust: TrustStore | None = None) -> ArchiveDirectory | None:
+    return None if directory is None else ArchiveDirectory(directory, trust=trust)
 
 
 def _read(path: Path) -> bytes:
@@ -226,9 +254,13 @@ def verify(
         list[Path] | None,
         typer.Option("--known-checkpoint", help="A checkpoint file kept from an earlier audit."),
     ] = None,
+    archive: ArchiveOption = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Every leaf, every checkpoint and every envelope signature; exit 1 naming the first bad index."""
+    """Every leaf, every checkpoint and every envelope signature; exit 1 naming the first bad index.
+
+    Entries whose envelopes were compacted are checked against their segments in --archive; without
+    it they count by their stored leaf hashes alone, and the ranges concerned are listed."""
 
     async def work() -> None:
         trust = load_trust(keys, trust_bundle)
@@ -246,9 +278,13 @@ def verify(
             )
             verifier = LogVerifier(trust=trust, origin=log_origin, external=external)
             total = await source.size()
+            ranges = await source.segments()
+            hash_only: dict[str, int] = {}
             with _progress(enabled=progress) as bar:
                 task = bar.add_task("verifying", total=total)
-                async for row in source.rows():
+                async for row in restored_rows(source, archive=_archive(archive, trust), ranges=ranges):
+                    if isinstance(row, ArchivedRow):
+                        hash_only[row.segment] = hash_only.get(row.segment, 0) + 1
                     if verifier.feed(row) is not None:
                         break
                     bar.advance(task)
@@ -259,11 +295,37 @@ def verify(
             f"{report.countersigned} of our checkpoints countersigned by the peer, "
             f"{report.external_matched} of {len(external)} external checkpoints matched"
         )
+        _print_archived(ranges, hash_only=hash_only, archive=archive, reached=report.size)
         if report.finding is not None:
             raise VerificationFailed(str(report.finding))
         console.print("[green]OK[/green] the log verifies")
 
     _run(work)
+
+
+def _print_archived(
+    ranges: list[ArchivedRange], *, hash_only: dict[str, int], archive: Path | None, reached: int
+) -> None:
+    """What verification made of each archived range it got through: checked against its segment, or
+    by hash only."""
+    for archived in ranges:
+        if archived.end_index > reached:
+            continue
+        if archive is not None:
+            console.print(
+                f"entries [{archived.first_index}, {archived.end_index}): checked against {archived.segment}"
+            )
+        elif hash_only.get(archived.segment):
+            console.print(
+                f"[yellow]entries [{archived.first_index}, {archived.end_index}): "
+                f"{hash_only[archived.segment]} compacted entries checked by their stored leaf hashes only"
+                f"[/yellow] (their records and signatures are in {archived.segment}: pass --archive DIR)"
+            )
+        else:
+            console.print(
+                f"entries [{archived.first_index}, {archived.end_index}): archived in {archived.segment}, "
+                f"not compacted (pass --archive DIR to check the segment too)"
+            )
 
 
 def _progress(*, enabled: bool) -> Progress:
@@ -315,6 +377,7 @@ def prove(
     schema: SchemaOption = "audit",
     keys: KeysOption = None,
     trust_bundle: BundleOption = None,
+    archive: ArchiveOption = None,
 ) -> None:
     """Write an inclusion proof of one entry against the latest signed checkpoint covering it."""
 
@@ -324,8 +387,9 @@ def prove(
             entries = await _entries(source, kind=kind, message_id=message_id)
             if not entries:
                 raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no {kind} entry for message {message_id}")
-            covering = await _covering_checkpoint(source, entries[0].index)
-            proof = await _prove(source, entries[0], covering)
+            entry = await whole_entry(source, entries[0], archive=_archive(archive, trust))
+            covering = await _covering_checkpoint(source, entry.index)
+            proof = await _prove(source, entry, covering)
         check_inclusion(proof, trust=trust)  # never hand out a proof that does not check
         _write(out, proof.to_bytes())
         console.print(
@@ -471,6 +535,7 @@ def replay(
     store: StoreOption = None,
     dsn: DsnOption = None,
     schema: SchemaOption = "audit",
+    archive: ArchiveOption = None,
 ) -> None:
     """Replay stored messages, original bytes in original order, marked `x-replay: true`."""
     kinds = set(kind or [EntryKind.SENT, EntryKind.RECEIVED])
@@ -491,7 +556,7 @@ def replay(
         if to_queue is not None:
             check_replay_queue(to_queue, allow_subscriber_queue=allow_subscriber_queue)
         async with _opened(_locator(store, dsn, schema), schema) as source:
-            rows = (row async for row in source.rows() if isinstance(row, AuditEntry) and wanted(row))
+            rows = readable_entries(source, archive=_archive(archive), wanted=wanted)
             if jsonl is not None:
                 count = await _replay_jsonl(rows, jsonl)
             elif to_queue is not None and amqp_url is not None:
@@ -556,6 +621,7 @@ def export(
     store: StoreOption = None,
     dsn: DsnOption = None,
     schema: SchemaOption = "audit",
+    archive: ArchiveOption = None,
 ) -> None:
     """Every entry with its leaf hash and base64 envelope, as JSON lines or CSV."""
 
@@ -564,9 +630,11 @@ def export(
             raise ConfigError(Reason.CONFIG_INVALID, f"--format {export_format!r}: use jsonl or csv")
         async with _opened(_locator(store, dsn, schema), schema) as source, _output(out) as handle:
             writer: csv.DictWriter[str] | None = None
-            async for row in source.rows():
+            async for row in restored_rows(source, archive=_archive(archive)):
+                if isinstance(row, ArchivedRow):
+                    raise refuse_archived(row)
                 if isinstance(row, UnreadableRow):
-                    raise AuditError(Reason.AUDIT_TAMPERED, f"entry {row.index}: {row.diagnostic}")
+                    raise AuditError(row.reason, f"entry {row.index}: {row.diagnostic}")
                 record = _entry_json(row)
                 if export_format == "jsonl":
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -586,14 +654,21 @@ def export(
 def reconcile_command(
     store_a: Annotated[str, typer.Argument(help="One country's log: a SQLite path or URL#schema.")],
     store_b: Annotated[str, typer.Argument(help="The other country's log.")],
+    archive_a: Annotated[
+        Path | None, typer.Option("--archive-a", help="The archive segments of the first log.")
+    ] = None,
+    archive_b: Annotated[
+        Path | None, typer.Option("--archive-b", help="The archive segments of the second log.")
+    ] = None,
 ) -> None:
     """Every message one side sent is received (or rejected) and receipted by the other; list each gap."""
 
     async def work() -> None:
         digests = []
-        for locator in (store_a, store_b):
+        for locator, archive in ((store_a, archive_a), (store_b, archive_b)):
             async with _opened(locator) as source:
-                digests.append(digest(source.name, [row async for row in source.rows()]))
+                rows = [row async for row in readable_entries(source, archive=_archive(archive))]
+                digests.append(digest(source.name, rows))
         gaps = reconcile(digests[0], digests[1])
         for gap in gaps:
             console.print(f"[yellow]gap[/yellow] {escape(str(gap))}")
@@ -617,13 +692,14 @@ def bundle(
     schema: SchemaOption = "audit",
     keys: KeysOption = None,
     trust_bundle: BundleOption = None,
+    archive: ArchiveOption = None,
 ) -> None:
     """Every message, receipt and inclusion proof about one worker, in one archive."""
 
     async def work() -> None:
         trust = load_trust(keys, trust_bundle)
         async with _opened(_locator(store, dsn, schema), schema) as source:
-            rows = [row async for row in source.rows() if isinstance(row, AuditEntry)]
+            rows = [row async for row in readable_entries(source, archive=_archive(archive, trust))]
             about = {
                 row.message_id
                 for row in rows
@@ -663,6 +739,110 @@ def check_bundle_command(
         console.print(
             f"[green]OK[/green] {len(checked.entries)} entries about document {checked.document_number}, "
             f"in {checked.checkpoint.body.origin}'s log of {checked.checkpoint.body.tree_size} entries"
+        )
+
+    _run(work)
+
+
+# -- archiving (the operator's; these two write to the store) ---------------------------------------
+
+MinAgeOption = Annotated[
+    float,
+    typer.Option(
+        "--min-age-days",
+        help="Compact only ranges whose newest entry is at least this old (the gateway's replay window).",
+    ),
+]
+
+
+async def _compact(
+    locator: str, schema: str, *, directory: Path, trust: TrustStore, min_age_days: float
+) -> None:
+    writer = await open_writer(locator, schema=schema)
+    try:
+        async with _opened(locator, schema) as source:
+            done = await compact_archived(
+                source,
+                writer,
+                directory=directory,
+                trust=trust,
+                now=datetime.now(UTC),
+                min_age=timedelta(days=min_age_days),
+            )
+    finally:
+        await writer.close()
+    for item in done:
+        archived = item.archived
+        console.print(
+            f"entries [{archived.first_index}, {archived.end_index}): "
+            + (f"{item.emptied} envelopes dropped" if item.emptied else "compacted already")
+            + f", records in {directory / archived.segment}"
+        )
+
+
+@audit_app.command("archive")
+def archive_command(
+    up_to: Annotated[
+        int,
+        typer.Option(
+            "--up-to", help="Archive the entries below this index; a signed checkpoint must cover it."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The archive directory: one per log, kept for good.")],
+    store: Annotated[Path | None, typer.Option("--store", help="The gateway's SQLite audit store.")] = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = "audit",
+    keys: KeysOption = None,
+    trust_bundle: BundleOption = None,
+    compact_after: Annotated[
+        bool,
+        typer.Option("--compact", help="Then drop the archived envelopes from the store (see `compact`)."),
+    ] = False,
+    min_age_days: MinAgeOption = COMPACTION_MIN_AGE.days,
+) -> None:
+    """Operator: copy the entries from the first unarchived one up to --up-to into a segment file.
+
+    The segment and its manifest are fsynced, read back and checked against the store and a signed
+    checkpoint before the range is recorded in the store. The store keeps every entry."""
+
+    async def work() -> None:
+        trust = load_trust(keys, trust_bundle)
+        locator = _locator(store, dsn, schema)
+        writer = await open_writer(locator, schema=schema)
+        try:
+            async with _opened(locator, schema) as source:
+                manifest = await archive_range(source, writer, up_to=up_to, directory=out, trust=trust)
+        finally:
+            await writer.close()
+        signed = manifest.checkpoint.body
+        console.print(
+            f"entries [{manifest.first_index}, {manifest.end_index}) -> {out / manifest.segment}, "
+            f"anchored to {signed.origin}'s checkpoint of {signed.tree_size} entries signed at "
+            f"{format_time(signed.time)}"
+        )
+        if compact_after:
+            await _compact(locator, schema, directory=out, trust=trust, min_age_days=min_age_days)
+
+    _run(work)
+
+
+@audit_app.command()
+def compact(
+    archive: Annotated[Path, typer.Option("--archive", help="The directory holding the log's segments.")],
+    store: Annotated[Path | None, typer.Option("--store", help="The gateway's SQLite audit store.")] = None,
+    dsn: DsnOption = None,
+    schema: SchemaOption = "audit",
+    keys: KeysOption = None,
+    trust_bundle: BundleOption = None,
+    min_age_days: MinAgeOption = COMPACTION_MIN_AGE.days,
+) -> None:
+    """Operator: drop from the store the envelopes of archived entries, each range only after its
+    segment was read from --archive and checked entry by entry against the store."""
+
+    async def work() -> None:
+        trust = load_trust(keys, trust_bundle)
+        await _compact(
+            _locator(store, dsn, schema), schema, directory=archive, trust=trust, min_age_days=min_age_days
         )
 
     _run(work)

@@ -57,6 +57,9 @@ class Reason(StrEnum):
     AUDIT_NOT_COVERED = "audit.not_covered"
     AUDIT_RECONCILE_GAP = "audit.reconcile_gap"
     AUDIT_REPLAY_REFUSED = "audit.replay_refused"
+    AUDIT_ARCHIVE_INVALID = "audit.archive_invalid"
+    AUDIT_ARCHIVE_MISSING = "audit.archive_missing"
+    AUDIT_ARCHIVE_REFUSED = "audit.archive_refused"
     ADAPTER_INVALID = "adapter.invalid"
     ADAPTER_ENCODING = "adapter.encoding"
 

@@ -21,6 +21,7 @@ CORE_MODULES = (
     "broker.audit.merkle",
     "broker.audit.entry",
     "broker.witnessing",
+    "broker.audit.archive",
 )
 FORBIDDEN = ("aio_pika", "aiormq", "asyncio", "sqlite3", "asyncpg")
 

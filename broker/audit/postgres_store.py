@@ -2,7 +2,8 @@
 
 Same semantics as the SQLite store: one transaction per group-committed batch, and a
 transaction-scoped advisory lock per log, so several gateway processes can append to one log and
-indexes stay gap-free. Triggers refuse UPDATE, DELETE and TRUNCATE.
+indexes stay gap-free. Triggers refuse UPDATE, DELETE and TRUNCATE; the one exception is compaction
+(broker/audit/archive.py).
 """
 
 from __future__ import annotations
@@ -50,20 +51,53 @@ CREATE TABLE IF NOT EXISTS {schema}.audit_subtrees (
     hash  bytea NOT NULL,
     PRIMARY KEY (level, idx)
 );
+CREATE TABLE IF NOT EXISTS {schema}.audit_archives (
+    first_index    bigint PRIMARY KEY CHECK (first_index >= 0),
+    end_index      bigint NOT NULL CHECK (end_index > first_index),
+    segment        text NOT NULL,
+    segment_sha256 bytea NOT NULL,
+    manifest       bytea NOT NULL,
+    archived_at    timestamptz NOT NULL
+);
 CREATE OR REPLACE FUNCTION {schema}.audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-""" + "".join(
+-- The one update the log allows (broker/audit/archive.py, "compaction"): emptying the envelope of an
+-- entry inside a range recorded in audit_archives, every other column (the leaf hash included) as it
+-- was. Checkpoints and witness records keep their bytes: they anchor the tree.
+CREATE OR REPLACE FUNCTION {schema}.audit_entries_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF length(NEW.envelope) = 0 AND OLD.kind NOT IN ('checkpoint', 'witness')
+            AND (NEW.idx, NEW.kind, NEW.time, NEW.message_id, NEW.message_type, NEW.peer,
+                 NEW.verdict, NEW.reason, NEW.leaf_hash)
+                IS NOT DISTINCT FROM (OLD.idx, OLD.kind, OLD.time, OLD.message_id, OLD.message_type,
+                 OLD.peer, OLD.verdict, OLD.reason, OLD.leaf_hash)
+            AND EXISTS (SELECT 1 FROM {schema}.audit_archives AS a
+                        WHERE OLD.idx >= a.first_index AND OLD.idx < a.end_index)
+        THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+""" + "".join(  # noqa: S608 - the schema name was checked to be a plain identifier
         f"""
 CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {schema}.{table}
-    FOR EACH ROW EXECUTE FUNCTION {schema}.audit_refuse_change();
+    FOR EACH ROW EXECUTE FUNCTION {schema}.{guard}();
 CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {schema}.{table}
     FOR EACH STATEMENT EXECUTE FUNCTION {schema}.audit_refuse_change();
 """
-        for table in ("audit_entries", "audit_subtrees")
+        for table, guard in (
+            ("audit_entries", "audit_entries_guard"),
+            ("audit_subtrees", "audit_refuse_change"),
+            ("audit_archives", "audit_refuse_change"),
+        )
     )
 
 

@@ -17,6 +17,7 @@ from uuid import UUID
 
 import asyncpg  # asyncpg ships no type information
 
+from broker.audit.archive import ArchivedRange
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind
 from broker.audit.merkle import (
     EMPTY_ROOT,
@@ -33,6 +34,7 @@ from broker.errors import AuditError, ConfigError, Reason
 PAGE = 1000
 _COLUMNS = "idx, kind, time, message_id, message_type, peer, envelope, verdict, reason, leaf_hash"
 _PG_PREFIXES = ("postgres://", "postgresql://")
+_SEGMENT_COLUMNS = "first_index, end_index, segment, segment_sha256, manifest"
 
 
 class LogSource(Protocol):
@@ -54,7 +56,22 @@ class LogSource(Protocol):
 
     async def nodes(self, wanted: Collection[NodeId]) -> dict[NodeId, bytes]: ...
 
+    async def segments(self) -> list[ArchivedRange]:
+        """The archived ranges the store records, in index order (none in a store never archived)."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def _archived_range(values: tuple[Any, ...]) -> ArchivedRange:
+    first_index, end_index, segment, segment_sha256, manifest = values
+    return ArchivedRange(
+        first_index=first_index,
+        end_index=end_index,
+        segment=segment,
+        segment_sha256=bytes(segment_sha256),
+        manifest=bytes(manifest),
+    )
 
 
 def _row_to_entry(values: tuple[Any, ...]) -> AuditEntry | UnreadableRow:
@@ -135,6 +152,12 @@ class SqliteSource:
                 found[NodeId(level, index)] = bytes(hashed)
         return found
 
+    async def segments(self) -> list[ArchivedRange]:
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_archives'"):
+            return []  # a store written before archiving existed
+        rows = self._query(f"SELECT {_SEGMENT_COLUMNS} FROM audit_archives ORDER BY first_index")  # noqa: S608
+        return [_archived_range(values) for values in rows]
+
     async def close(self) -> None:
         self._connection.close()
 
@@ -206,6 +229,17 @@ class PostgresSource:
             [node.index for node in listed],
         )
         return {NodeId(row["level"], row["idx"]): bytes(row["hash"]) for row in rows}
+
+    async def segments(self) -> list[ArchivedRange]:
+        [present] = await self._fetch(
+            "SELECT to_regclass($1) IS NOT NULL AS present", f"{self._schema}.audit_archives"
+        )
+        if not present["present"]:
+            return []  # a store written before archiving existed
+        rows = await self._fetch(
+            f"SELECT {_SEGMENT_COLUMNS} FROM {self._schema}.audit_archives ORDER BY first_index"  # noqa: S608
+        )
+        return [_archived_range(tuple(record.values())) for record in rows]
 
     async def close(self) -> None:
         await self._connection.close()

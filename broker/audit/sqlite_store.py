@@ -23,7 +23,8 @@ from broker.errors import AuditError, Reason
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: audit_archives, and the entries' update trigger lets compaction through (nothing else).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -46,15 +47,36 @@ CREATE TABLE IF NOT EXISTS audit_subtrees (
     hash  BLOB NOT NULL,
     PRIMARY KEY (level, idx)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_archives (
+    first_index    INTEGER PRIMARY KEY CHECK (first_index >= 0),
+    end_index      INTEGER NOT NULL CHECK (end_index > first_index),
+    segment        TEXT NOT NULL,
+    segment_sha256 BLOB NOT NULL,
+    manifest       BLOB NOT NULL,
+    archived_at    TEXT NOT NULL
+) STRICT;
+"""
+
+# The one update the log allows (broker/audit/archive.py, "compaction"): emptying the envelope of an
+# entry inside a range recorded in audit_archives, every other column (the leaf hash included) as it
+# was. Checkpoints and witness records keep their bytes: they anchor the tree.
+_COMPACTION_ONLY = """
+    NEW.envelope = x'' AND OLD.kind NOT IN ('checkpoint', 'witness')
+    AND NEW.idx IS OLD.idx AND NEW.kind IS OLD.kind AND NEW.time IS OLD.time
+    AND NEW.message_id IS OLD.message_id AND NEW.message_type IS OLD.message_type
+    AND NEW.peer IS OLD.peer AND NEW.verdict IS OLD.verdict AND NEW.reason IS OLD.reason
+    AND NEW.leaf_hash IS OLD.leaf_hash
+    AND EXISTS (SELECT 1 FROM audit_archives WHERE OLD.idx >= first_index AND OLD.idx < end_index)
 """
 
 # Append-only is enforced by the database too, not only by this code.
 _APPEND_ONLY = "".join(
     f"""
 CREATE TRIGGER IF NOT EXISTS {table}_no_{action} BEFORE {action.upper()} ON {table}
+{"WHEN NOT (" + _COMPACTION_ONLY + ")" if (table, action) == ("audit_entries", "update") else ""}
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only: {action} on {table} refused'); END;
 """
-    for table in ("audit_entries", "audit_subtrees")
+    for table in ("audit_entries", "audit_subtrees", "audit_archives")
     for action in ("update", "delete")
 )
 
@@ -121,8 +143,12 @@ def _setup_writer(connection: sqlite3.Connection) -> None:
         raise AuditError(Reason.AUDIT_UNAVAILABLE, f"the audit database refused WAL mode ({mode})")
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=10000")
-    connection.executescript(_SCHEMA + _APPEND_ONLY)
-    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    # A version 1 store's update trigger refuses compaction too; it is replaced in the same transaction.
+    upgrade = "DROP TRIGGER IF EXISTS audit_entries_no_update;" if version < SCHEMA_VERSION else ""
+    connection.executescript(
+        f"BEGIN IMMEDIATE;{upgrade}{_SCHEMA}{_APPEND_ONLY}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
+    )
 
 
 def _setup_reader(connection: sqlite3.Connection) -> None:

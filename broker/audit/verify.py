@@ -20,7 +20,7 @@ from typing import Any
 
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_checkpoint, verify_witness
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
-from broker.audit.merkle import EMPTY_ROOT, CompactRange, fold_cover
+from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, fold_cover
 from broker.canonical import canonical_bytes, strict_loads
 from broker.catalogue import parse_payload
 from broker.catalogue.witness import CheckpointWitness
@@ -41,10 +41,30 @@ SIGNED_KINDS = frozenset(
 
 @dataclass(frozen=True)
 class UnreadableRow:
-    """A stored row that cannot even be turned into an entry (an edited kind, time or id)."""
+    """A stored row that cannot even be turned into an entry (an edited kind, time or id), or whose
+    archived record cannot be had (`reason` then says why: a missing or altered segment file)."""
 
     index: int
     diagnostic: str
+    reason: Reason = Reason.AUDIT_TAMPERED
+
+
+@dataclass(frozen=True)
+class ArchivedRow:
+    """A compacted entry (broker/audit/archive.py) whose record is in an archive segment not at hand:
+    it counts by its stored leaf hash, which the signed roots still cover, and nothing else is checked.
+    `stored` is the row as the store holds it, its envelope empty."""
+
+    stored: AuditEntry
+    segment: str
+
+    @property
+    def index(self) -> int:
+        return self.stored.index
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return self.stored.leaf_hash
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +97,7 @@ class VerifyReport:
     external_matched: int
     latest_checkpoint: SignedCheckpoint | None
     finding: Finding | None
+    hash_only: int = 0  # compacted entries checked by their leaf hash alone (no archive at hand)
 
     @property
     def ok(self) -> bool:
@@ -149,13 +170,14 @@ class LogVerifier:
         self.envelopes = 0
         self.witnesses = 0
         self.countersigned = 0
+        self.hash_only = 0
         self.latest_checkpoint: SignedCheckpoint | None = None
 
     @property
     def size(self) -> int:
         return self._tree.size
 
-    def feed(self, item: AuditEntry | UnreadableRow) -> Finding | None:
+    def feed(self, item: AuditEntry | UnreadableRow | ArchivedRow) -> Finding | None:
         """Check one more entry; once something failed, further entries are ignored."""
         if self.finding is None:
             self.finding = self._check(item)
@@ -175,14 +197,15 @@ class LogVerifier:
             external_matched=self._next_external,
             latest_checkpoint=self.latest_checkpoint,
             finding=self.finding,
+            hash_only=self.hash_only,
         )
 
     # -- the checks --------------------------------------------------------------------------------
 
-    def _check(self, item: AuditEntry | UnreadableRow) -> Finding | None:
+    def _check(self, item: AuditEntry | UnreadableRow | ArchivedRow) -> Finding | None:
         index = self._tree.size
         if isinstance(item, UnreadableRow):
-            return Finding(index=item.index, reason=Reason.AUDIT_TAMPERED, diagnostic=item.diagnostic)
+            return Finding(index=item.index, reason=item.reason, diagnostic=item.diagnostic)
         if item.index != index:
             what = "missing" if item.index > index else "out of order or duplicated"
             return Finding(
@@ -190,6 +213,8 @@ class LogVerifier:
                 reason=Reason.AUDIT_TAMPERED,
                 diagnostic=f"expected entry {index} but the next stored entry is {item.index}: entries {what}",
             )
+        if isinstance(item, ArchivedRow):
+            return self._check_hash_only(item)
         leaf = entry_leaf_hash(item)
         if leaf != item.leaf_hash:
             return Finding(
@@ -202,6 +227,21 @@ class LogVerifier:
             return finding
         self._tree.append(leaf)
         self._recent.append(tuple(self._tree.border))
+        return None
+
+    def _check_hash_only(self, item: ArchivedRow) -> Finding | None:
+        if len(item.leaf_hash) != HASH_SIZE:
+            return Finding(
+                index=item.index,
+                reason=Reason.AUDIT_TAMPERED,
+                diagnostic="the stored leaf hash is not a SHA-256",
+            )
+        finding = self._check_external_at(item.index)
+        if finding is not None:
+            return finding
+        self._tree.append(item.leaf_hash)
+        self._recent.append(tuple(self._tree.border))
+        self.hash_only += 1
         return None
 
     def _root_at(self, size: int) -> bytes | None:
@@ -383,7 +423,7 @@ def witnessed_checkpoints(
 
 
 def verify_log(
-    entries: Iterable[AuditEntry | UnreadableRow],
+    entries: Iterable[AuditEntry | UnreadableRow | ArchivedRow],
     *,
     trust: TrustStore,
     origin: str | None = None,
