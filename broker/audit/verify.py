@@ -278,12 +278,14 @@ class LogVerifier:
         )
 
     def _disagreement(self, item: ExternalCheckpoint, size: int) -> Finding:
+        # Only roots the peer or an auditor vouched for bound the range: the log's own checkpoints
+        # may have been re-signed along with the rewrite.
         return Finding(
-            index=self._vouched_size,
+            index=self._peer_vouched_size,
             reason=Reason.AUDIT_WITNESS_MISMATCH,
             diagnostic=(
                 f"{item.source} vouches for root {item.checkpoint.body.root_hash.hex()} at size {size}, "
-                f"but the stored entries [{self._vouched_size}, {size}) give another root: "
+                f"but the stored entries [{self._peer_vouched_size}, {size}) give another root: "
                 f"they were rewritten after that checkpoint was witnessed"
             ),
         )
