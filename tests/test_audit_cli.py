@@ -381,13 +381,14 @@ def _rogue_gateway_signer(authority_id: str, *, at: datetime) -> Signer:
 
 
 def _rewrite(logs: Logs, country: str, *, signer: Signer, drop_countersignatures: bool = False) -> int:
-    """Change the time of the first DELIVERED entry and rebuild the whole log around it, re-signing
+    """Change the time of the first RECEIVED entry (the one the first receipt's checkpoint covers,
+    so the peer countersigned a root including it) and rebuild the whole log around it, re-signing
     every checkpoint, as an operator holding `signer` would; with `drop_countersignatures`, also
     leave out the peer's countersignatures received (they would give the rewrite away). Returns
     the changed index."""
     original = logs.locator[country]
     rebuilt = str(logs.tmp / f"rewritten-{country}.sqlite") if logs.backend == "sqlite" else f"{original}_rw"
-    changed = _first(logs, country, EntryKind.DELIVERED)
+    changed = _first(logs, country, EntryKind.RECEIVED)
 
     async def rebuild() -> None:
         source, target = await _open_store(logs.backend, original), await _open_store(logs.backend, rebuilt)
