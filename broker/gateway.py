@@ -476,7 +476,7 @@ class Gateway:
                 elif isinstance(opened.payload, CheckpointWitness):
                     await self._on_witness(opened)
                 else:
-                    await self._accept(opened)
+                    await self._accept(opened, sealed_key=_header_text(incoming, SEALED_KEY_HEADER))
         except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self._reject(raw, error)
         return Disposition.ACK
@@ -489,7 +489,7 @@ class Gateway:
             max_skew=timedelta(seconds=self._settings.max_clock_skew_s),
         )
 
-    async def _accept(self, opened: OpenedMessage) -> None:
+    async def _accept(self, opened: OpenedMessage, *, sealed_key: str | None = None) -> None:
         envelope = opened.envelope
         bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
         trail = await self._audit.find(
@@ -512,7 +512,7 @@ class Gateway:
             bound.info("message.accepted", audit_index=received_entry.index)
         delivered: list[EntryDraft] = []
         if not any(e.kind == EntryKind.DELIVERED for e in trail):
-            await self._deliver(opened)
+            await self._deliver(opened, sealed_key=sealed_key)
             delivered.append(self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b""))
         await self._receipt_once(
             opened,
@@ -555,7 +555,7 @@ class Gateway:
             await self._audit.append(drafts)
         await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
 
-    async def _deliver(self, opened: OpenedMessage) -> None:
+    async def _deliver(self, opened: OpenedMessage, *, sealed_key: str | None = None) -> None:
         citizenship = citizenship_of(opened.payload)
         await self._transport.publish(
             exchange=DELIVERY,
@@ -566,17 +566,22 @@ class Gateway:
                 "x-type": opened.envelope.type,
                 "x-sender": opened.envelope.sender,
                 "x-citizenship": citizenship or "-",
-                **sealed_key_headers(self._delivery_key(opened)),
+                **sealed_key_headers(self._delivery_key(opened, received=sealed_key)),
             },
             timeout=self._settings.confirm_timeout_s,
             mandatory=False,  # a type nobody subscribed to is not an error: the audit log holds it
         )
 
-    def _delivery_key(self, opened: OpenedMessage) -> str | None:
+    def _delivery_key(self, opened: OpenedMessage, *, received: str | None) -> str | None:
         if self._personal is None:
             return None
         return self._personal.delivery_header(
-            opened, agreement=self.agreement, country=self.country, trust=self._trust, at=self._clock()
+            opened,
+            agreement=self.agreement,
+            country=self.country,
+            trust=self._trust,
+            at=self._clock(),
+            received=received,
         )
 
     async def _accept_trust_update(self, opened: OpenedMessage) -> None:
@@ -899,6 +904,11 @@ class Gateway:
 
     async def trail(self, message_id: UUID) -> list[AuditEntry]:
         return await self._audit.find(message_id)
+
+
+def _header_text(incoming: IncomingMessage, name: str) -> str | None:
+    value = incoming.headers.get(name)
+    return value if isinstance(value, str) else None
 
 
 class GatewayRun:

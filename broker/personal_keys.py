@@ -15,7 +15,7 @@ import structlog
 
 from broker.agreement import Agreement
 from broker.envelope import Envelope
-from broker.errors import ConfigError
+from broker.errors import ConfigError, VerificationError
 from broker.key_vault import KeyVault
 from broker.personal import (
     SEALED_KEY_HEADER,
@@ -25,6 +25,7 @@ from broker.personal import (
     new_data_key,
     wrap_data_key,
 )
+from broker.pki import certificate_thumbprint
 from broker.sealing import DataKeySource, OpenedMessage
 from broker.transport_api import HeaderValue
 from broker.trust import TrustStore
@@ -81,12 +82,26 @@ class PersonalDataKeys:
         return unwrap
 
     def delivery_header(
-        self, opened: OpenedMessage, *, agreement: Agreement, country: str, trust: TrustStore, at: datetime
+        self,
+        opened: OpenedMessage,
+        *,
+        agreement: Agreement,
+        country: str,
+        trust: TrustStore,
+        at: datetime,
+        received: str | None = None,
     ) -> str | None:
-        """The data key re-wrapped to every local authority the agreement lets receive this type."""
+        """The data key re-wrapped to every local authority the agreement lets receive this type.
+
+        `received` is the header the message came with: the recipient's wrap in it is passed on as
+        it is when it is the only one for the recipient and names the recipient's current
+        certificate. It is known good (it is the wrap the gateway just opened the payload with), so
+        wrapping the same key again for the same holder would only cost an HPKE operation.
+        """
         if opened.data_key is None:
             return None
         rule = agreement.rule(opened.envelope.type)
+        reusable = _recipients_wrap(opened, received)
         wraps = []
         for authority in agreement.authorities:
             if authority.country != country or not set(authority.roles) & set(rule.subscribers):
@@ -100,10 +115,27 @@ class PersonalDataKeys:
                     subscriber=authority.id,
                 )
                 continue
+            if (
+                reusable is not None
+                and reusable.holder == authority.id
+                and reusable.kid == certificate_thumbprint(certificate)
+            ):
+                wraps.append(reusable)
+                continue
             wraps.append(
                 wrap_data_key(opened.data_key, message_id=opened.envelope.id, certificate=certificate)
             )
         return encode_key_header(wraps)
+
+
+def _recipients_wrap(opened: OpenedMessage, received: str | None) -> WrappedKey | None:
+    if received is None:
+        return None
+    try:
+        wraps = [w for w in decode_key_header(received) if w.holder == opened.envelope.recipient]
+    except VerificationError:
+        return None
+    return wraps[0] if len(wraps) == 1 else None
 
 
 def sealed_key_headers(header: str | None) -> dict[str, HeaderValue]:

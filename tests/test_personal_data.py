@@ -18,6 +18,7 @@ from broker.errors import Reason, RemoteError, VerificationError
 from broker.key_vault import KeyVault
 from broker.keystore import KeyStore
 from broker.personal import Decryptor, decode_key_header, encode_key_header, new_data_key, wrap_data_key
+from broker.personal_keys import PersonalDataKeys
 from broker.pki import create_ca, cross_sign
 from broker.sealing import DataKeySource, SealedMessage, open_message, seal, verify_envelope
 from broker.trust_update import EncryptionDirectory, apply_trust_update, build_trust_update
@@ -265,3 +266,49 @@ def test_a_new_key_agreement_certificate_becomes_current(keys: KeyStore, agreeme
     message_id = UUID("01977777-0000-7000-8000-000000000002")
     old_wrap = wrap_data_key(data_key, message_id=message_id, certificate=first)
     assert keys.decryptor("TJ-MOL").unwrap([old_wrap], message_id=message_id) == data_key
+
+
+def _delivery(
+    keys: KeyStore, agreement: Agreement, sealed: SealedMessage, header: str, received: str
+) -> tuple[list[str], dict[str, bytes]]:
+    """(holders, wrapped bytes by holder) of the header the TJ gateway delivers a received death with."""
+    trust = keys.trust_store(agreement.countries)
+    opened = open_message(
+        sealed.raw, trust=trust, agreement=agreement, data_key_for=_opener(keys.decryptor("TJ-MOL"), header)
+    )
+    directory = EncryptionDirectory.of(
+        (cert for a in agreement.authorities for cert in keys.encryption_certificates(a.id)),
+        trust=trust,
+        at=SENT,
+    )
+    personal = PersonalDataKeys(directory=directory, decryptor_for=keys.decryptor, vault=None)  # type: ignore[arg-type]
+    delivered = personal.delivery_header(
+        opened, agreement=agreement, country="TJ", trust=trust, at=SENT, received=received
+    )
+    assert delivered is not None
+    wraps = decode_key_header(delivered)
+    for wrap in wraps:  # every subscriber opens it, whether its wrap was passed on or made anew
+        assert keys.decryptor(wrap.holder).unwrap([wrap], message_id=opened.envelope.id) == keys.decryptor(
+            "TJ-MOL"
+        ).unwrap(decode_key_header(header), message_id=opened.envelope.id)
+    return [w.holder for w in wraps], {w.holder: w.enc for w in wraps}
+
+
+def test_delivery_passes_the_recipients_own_wrap_on_and_wraps_anew_for_the_others(
+    keys: KeyStore, agreement: Agreement
+) -> None:
+    sealed, header = _sealed_death(keys, agreement)
+    holders, wrapped = _delivery(keys, agreement, sealed, header, received=header)
+    assert "TJ-MOL" in holders
+    assert len(holders) > 1  # the death goes to more than the recipient
+    assert wrapped["TJ-MOL"] == decode_key_header(header)[0].enc  # the very wrap that opened it
+
+
+def test_a_header_with_two_wraps_for_the_recipient_is_not_passed_on(
+    keys: KeyStore, agreement: Agreement
+) -> None:
+    sealed, header = _sealed_death(keys, agreement)
+    [wrap] = decode_key_header(header)
+    doubled = encode_key_header([wrap, wrap])
+    _, wrapped = _delivery(keys, agreement, sealed, header, received=doubled)
+    assert wrapped["TJ-MOL"] != wrap.enc  # wrapped anew: which of the two opened it is not known here
