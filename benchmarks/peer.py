@@ -25,7 +25,7 @@ from broker.settings import ExchangeSettings
 def _report(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     name = event.get("event")
     if name in WATCHED:
-        print(f"event {name} {event.get('message_id')} {time.monotonic():.6f}", flush=True)
+        sys.stdout.write(f"event {name} {event.get('message_id')} {time.monotonic():.6f}\n")
     return drop_info_events(logger, method, event)
 
 
@@ -43,11 +43,20 @@ async def serve(config: Path) -> None:
     )
     gateway = await gateway_from_settings(ExchangeSettings.load(config))
     await gateway.start()
+    flusher = asyncio.create_task(_flush_every(0.05))  # one write per 50 ms, not one per message
     try:
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
     finally:
         await gateway.close()
+        flusher.cancel()
+        sys.stdout.flush()
+
+
+async def _flush_every(seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
