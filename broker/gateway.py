@@ -61,7 +61,7 @@ from broker.topology import (
 )
 from broker.transport_api import ConsumerHandle, Disposition, IncomingMessage, Transport
 from broker.trust import TrustStore
-from broker.trust_update import EncryptionDirectory, apply_trust_update
+from broker.trust_update import EncryptionDirectory, TrustChange, apply_trust_update
 from broker.witnessing import UNANSWERED_TYPES, check_against_log, countersigned_record, seal_witness
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ class Gateway:
         clock: Clock = utc_now,
         checkpointer: Checkpointer | None = None,
         personal: PersonalDataKeys | None = None,
+        remember_trust: Callable[[str, TrustChange], object] | None = None,
     ) -> None:
         self.country = country
         self.peer_country = agreement.peer_country(country)
@@ -149,6 +150,8 @@ class Gateway:
         self._checkpointer = checkpointer
         # Without it, personal payloads travel in clear (a development setup without key agreement).
         self._personal = personal
+        # Writes what a trust update changed to the key store, so a restart keeps it.
+        self._remember_trust = remember_trust
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks = PerMessageLocks()
         self._consumer: ConsumerHandle | None = None
@@ -170,10 +173,14 @@ class Gateway:
     def replace_trust(self, trust: TrustStore) -> None:
         """Swap in new trust material (a trust update, a re-imported bundle) without a restart."""
         self._trust = trust
+        if self._checkpointer is not None:
+            self._checkpointer.replace_trust(trust)
 
     def replace_gateway_signer(self, signer: Signer) -> None:
-        """Sign receipts with a rotated gateway key from now on."""
+        """Sign receipts, checkpoints and countersignatures with a rotated gateway key from now on."""
         self._gateway_signer = signer
+        if self._checkpointer is not None:
+            self._checkpointer.replace_signer(signer)
 
     @property
     def personal(self) -> PersonalDataKeys | None:
@@ -606,10 +613,13 @@ class Gateway:
                 directory=directory,
                 at=self._clock(),
             )
+            # Kept on disk before it is logged as applied: a restart must not forget a revocation.
+            # Writing is idempotent, so a crash between the two only repeats it on redelivery.
+            await self._remember(update.country, change)
             [entry] = await self._audit.append(
                 [self._draft(EntryKind.TRUST_UPDATE, opened, verdict=Verdict.ACCEPTED)]
             )
-            self._trust = change.trust
+            self.replace_trust(change.trust)
             if self._personal is not None:
                 self._personal.directory = change.directory
             self._log.info(
@@ -624,6 +634,16 @@ class Gateway:
                 audit_index=entry.index,
             )
         await self._receipt_once(opened, trail, audit_index=entry.index)
+
+    async def _remember(self, country: str, change: TrustChange) -> None:
+        if self._remember_trust is None:
+            return
+        try:
+            await asyncio.to_thread(self._remember_trust, country, change)
+        except (OSError, ConfigError) as exc:
+            # Our fault, not the peer's: hold the message (it is retried) rather than apply it unsaved.
+            diagnostic = exc.diagnostic if isinstance(exc, ConfigError) else str(exc)
+            raise LocalError(Reason.CONFIG_INVALID, f"cannot keep the trust update: {diagnostic}") from exc
 
     async def _reject(self, raw: bytes, error: RemoteError) -> None:
         seen = peek(raw)
@@ -1043,4 +1063,7 @@ async def gateway_from_settings(
             min_interval_seconds=settings.checkpoint_min_interval_s,
         ),
         personal=personal,
+        remember_trust=lambda country, change: keystore.remember_peer_trust(
+            country, change.trust, key_agreement=change.key_agreement
+        ),
     )

@@ -291,6 +291,32 @@ class KeyStore:
                 if match and int(match.group(1)) > len(certs):
                     path.unlink()
 
+    def remember_peer_trust(
+        self, country: str, trust: TrustStore, *, key_agreement: Iterable[x509.Certificate] = ()
+    ) -> bool:
+        """Keep what a trust update brought for a peer country (its CAs and CRLs as they now stand in
+        `trust`, and new key-agreement certificates), so a restarted gateway still honours it.
+
+        False, writing nothing, when `country` is our own: its files here are already the source.
+        """
+        check_country(country)
+        if self._ca_generations(country):
+            return False
+        pem = serialization.Encoding.PEM
+        bundle = b"".join(_cert_pem(cert) for cert in trust.anchors(country)) + b"".join(
+            crl.public_bytes(pem) for crl in trust.crls(country)
+        )
+        self.import_bundle(country, bundle)
+        for cert in key_agreement:
+            holder = common_name_of(cert)
+            if holder is None or authority_country(holder) != country:
+                raise ConfigError(
+                    Reason.CONFIG_INVALID, f"a key-agreement certificate of {holder} is not {country}'s"
+                )
+            path = self._encryption_dir(holder) / f"{cert.serial_number:x}.cert.pem"
+            _write_public(self._root, path, _cert_pem(cert))
+        return True
+
     def trust_store(self, countries: Iterable[str]) -> TrustStore:
         """Anchors and CRLs for each country, from our own CA or from an imported bundle."""
         anchors: dict[str, list[x509.Certificate]] = {}

@@ -90,6 +90,7 @@ class TrustChange:
     new_anchors: int
     crl_number: int | None
     authority_certificates: int
+    key_agreement: tuple[x509.Certificate, ...] = ()  # the new key-agreement certificates themselves
 
 
 def _b64(der: bytes) -> str:
@@ -160,6 +161,7 @@ def apply_trust_update(
         new_anchors=len(new_anchors),
         crl_number=crl_number,
         authority_certificates=len(certificates),
+        key_agreement=tuple(agreeing),
     )
 
 

@@ -28,6 +28,7 @@ from broker.outbox import Outbox
 from broker.settings import ExchangeSettings
 from broker.topology import INBOUND, outbound_queue, vhost_declarations
 from broker.trust import TrustStore
+from broker.trust_update import TrustChange
 from broker.witnessing import WITNESS_TYPE
 
 WORKER_DOCUMENT = "400123456"  # the worker of the catalogue's samples
@@ -64,6 +65,7 @@ async def build_side(
     clock: Callable[[], datetime],
     at: datetime,
     transport: FakeTransport | None = None,
+    remember_trust: Callable[[str, TrustChange], object] | None = None,
 ) -> Side:
     """One country's gateway over an in-memory broker, with a checkpointer, not yet started."""
     peer = agreement.peer_country(country)
@@ -87,6 +89,7 @@ async def build_side(
         settings=ExchangeSettings.load(None, country=country, amqp_url="amqp://unused", state_dir=state_dir),
         clock=clock,
         checkpointer=checkpointer,
+        remember_trust=remember_trust,
     )
     return Side(country=country, gateway=gateway, transport=transport, store=store, checkpointer=checkpointer)
 

@@ -30,6 +30,7 @@ from broker.catalogue.receipt import Checkpoint, Receipt
 from broker.errors import Reason, VerificationError
 from broker.jws import sign_detached
 from broker.keystore import KeyStore
+from broker.pki import Signer
 from broker.trust import TrustStore
 
 AUDIT_CORE = (
@@ -196,6 +197,29 @@ class TestCheckpointer:
         kinds = [entry.kind async for entry in store.entries()]
         assert kinds.count(EntryKind.CHECKPOINT) == 2
 
+    async def test_a_rotated_gateway_key_signs_the_next_checkpoint(
+        self, store: SqliteAuditStore, tmp_path: Path, pki_now: datetime
+    ) -> None:
+        keys = KeyStore(root=tmp_path / "keys")
+        keys.init_country("RU", now=pki_now)
+        keys.issue("RU-GW", "RU", now=pki_now)
+        at = pki_now + timedelta(days=2)
+        trust = keys.trust_store(["RU"])
+        old = keys.signer("RU-GW", at=at)
+        checkpointer = Checkpointer(store=store, signer=old, trust=trust, clock=lambda: at)
+        [first] = await store.append([_draft(at, 0)])
+        before = await checkpointer.covering(first.index)
+        keys.rotate("RU-GW", now=at)
+        new = keys.signer("RU-GW", at=at + timedelta(seconds=1))
+        assert new.chain[0] != old.chain[0]
+        checkpointer.replace_signer(new)
+        [second] = await store.append([_draft(at, 1)])
+        after = await checkpointer.covering(second.index)
+        assert verify_checkpoint(before, trust=trust).certificate == old.chain[0]
+        assert verify_checkpoint(after, trust=trust).certificate == new.chain[0]
+        with pytest.raises(ValueError, match="cannot sign"):
+            checkpointer.replace_signer(dev_signer_of_another_gateway(keys, pki_now))
+
     async def test_signs_every_n_entries_and_once_more_on_stop(
         self, store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
     ) -> None:
@@ -273,3 +297,9 @@ async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_ot
     finally:
         for opened in stores.values():
             await opened.close()
+
+
+def dev_signer_of_another_gateway(keys: KeyStore, at: datetime) -> Signer:
+    keys.init_country("TJ", now=at)
+    keys.issue("TJ-GW", "TJ", now=at)
+    return keys.signer("TJ-GW", at=at + timedelta(days=2))

@@ -87,6 +87,18 @@ class Checkpointer:
     def origin(self) -> str:
         return self._signer.authority_id
 
+    def replace_trust(self, trust: TrustStore) -> None:
+        """Judge the peer's checkpoints with new trust material (a trust update) from now on."""
+        self._trust = trust
+
+    def replace_signer(self, signer: Signer) -> None:
+        """Sign checkpoints and countersignatures with a rotated gateway key from now on."""
+        if signer.authority_id != self._signer.authority_id:
+            raise ValueError(
+                f"{signer.authority_id} cannot sign the checkpoints of {self._signer.authority_id}"
+            )
+        self._signer = signer
+
     @property
     def latest(self) -> SignedCheckpoint | None:
         return self._latest
