@@ -206,6 +206,8 @@ class Gateway:
         self._log.info("gateway.started")
 
     async def stop(self) -> None:
+        if self._stopping:
+            return  # already stopped (close() after `async with`, or a second signal)
         self._stopping = True
         if self._resender is not None:
             self._resender.cancel()
