@@ -49,8 +49,13 @@ class EventClock:
         return len(self.seen_at[name])
 
 
+_BELOW_WARNING = frozenset(
+    name.lower() for name, level in logging.getLevelNamesMapping().items() if level < logging.WARNING
+)
+
+
 def drop_info_events(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if logging.getLevelNamesMapping().get(method.upper(), logging.INFO) < logging.WARNING:
+    if method in _BELOW_WARNING:
         raise structlog.DropEvent
     return event
 

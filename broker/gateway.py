@@ -26,7 +26,7 @@ import structlog
 
 from broker.agreement import Agreement, load_agreement
 from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
-from broker.audit.checkpoint import WitnessRecord
+from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord
 from broker.audit.checkpointer import Checkpointer
 from broker.catalogue import Payload, citizenship_of
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
@@ -154,6 +154,7 @@ class Gateway:
         self._remember_trust = remember_trust
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks = PerMessageLocks()
+        self._receipt_checkpoint: tuple[SignedCheckpoint, Checkpoint] | None = None
         self._consumer: ConsumerHandle | None = None
         self._resender: asyncio.Task[None] | None = None
         self._stopping = False
@@ -848,7 +849,11 @@ class Gateway:
         """Our signed checkpoint that includes entry `index`, for the receipt naming it."""
         if self._checkpointer is None:
             return None
-        return (await self._checkpointer.covering(index)).for_receipt()
+        signed = await self._checkpointer.covering(index)
+        # Receipts of one window share a checkpoint: spell it for receipts once, not per receipt.
+        if self._receipt_checkpoint is None or self._receipt_checkpoint[0] is not signed:
+            self._receipt_checkpoint = (signed, signed.for_receipt())
+        return self._receipt_checkpoint[1]
 
     async def _witness(self, receipt: Receipt, *, peer: str) -> None:
         """Countersign the peer's checkpoint in a receipt; a bad one is logged, the receipt still counts."""
