@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from audit_fixtures import run_exchange
+from structlog.testing import capture_logs
 
 from broker.agreement import Agreement
 from broker.audit.checkpoint import (
@@ -263,6 +264,29 @@ class TestCheckpointer:
         with pytest.raises(VerificationError) as wrong_origin:
             await checkpointer.witness(peer, origin="TJ-GW")
         assert wrong_origin.value.reason == Reason.AUDIT_CHECKPOINT_INVALID
+
+
+async def test_interleaved_receipts_witness_each_tree_once_and_a_second_root_is_kept_as_evidence(
+    store: SqliteAuditStore, dev_pki: KeyStore, trust: TrustStore, pki_now: datetime
+) -> None:
+    at = pki_now + timedelta(days=3)
+    checkpointer = Checkpointer(
+        store=store, signer=dev_pki.signer("TJ-GW", at=at), trust=trust, clock=lambda: at
+    )
+    ru = dev_pki.signer("RU-GW", at=pki_now)
+    older = sign_checkpoint(_body(pki_now, size=7), signer=ru).for_receipt()
+    newer = sign_checkpoint(_body(pki_now, size=9), signer=ru).for_receipt()
+    records = [await checkpointer.witness(c, origin="RU-GW") for c in (older, newer, older, newer, older)]
+    assert [r is not None for r in records] == [True, True, False, False, False]
+    other_root = CheckpointBody(
+        origin="RU-GW", tree_size=7, root_hash=bytes(32), time=pki_now + timedelta(days=3)
+    )
+    forked = sign_checkpoint(other_root, signer=ru).for_receipt()
+    with capture_logs() as events:
+        assert await checkpointer.witness(forked, origin="RU-GW") is not None
+    assert [e["event"] for e in events if e["log_level"] == "warning"] == ["checkpoint.equivocation"]
+    kinds = [entry.kind async for entry in store.entries()]
+    assert kinds == [EntryKind.WITNESS] * 3
 
 
 async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_other(

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -44,6 +45,7 @@ DEFAULT_EVERY_SECONDS = 60.0
 # Receipts asking for a covering checkpoint within this long of the previous one wait for the next:
 # under load one signature (and one witness at the peer) covers every receipt of the window.
 DEFAULT_MIN_INTERVAL_SECONDS = 0.05
+WITNESSED_REMEMBERED = 1024  # per peer; far more than the checkpoint windows a receipt can lag behind
 
 
 def _utc_now() -> datetime:
@@ -79,8 +81,8 @@ class Checkpointer:
         self._latest: SignedCheckpoint | None = None
         # Log size just after our latest CHECKPOINT entry: entries beyond it are new.
         self._size_after_latest = 0
-        self._last_witnessed: dict[str, SignedCheckpoint] = {}
-        self._last_witnessed_form: dict[str, Checkpoint] = {}  # as it came in the receipt
+        # Per peer: the checkpoints countersigned lately, by tree size, as they came in receipts.
+        self._witnessed: dict[str, OrderedDict[int, Checkpoint]] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -192,18 +194,30 @@ class Checkpointer:
         """Verify the peer's checkpoint from a receipt and log our countersignature of it.
 
         Raises VerificationError when the checkpoint is not `origin`'s validly signed one; returns
-        None when it is the one we witnessed last (receipts often share a checkpoint).
+        None when we already countersigned this tree. Receipts of one window share a checkpoint and
+        receipts of neighbouring windows arrive interleaved, so the recently witnessed trees are
+        remembered by size, not only the last one. Another root for a size already witnessed (the
+        peer showing two versions of its log) is verified and countersigned too: the two records
+        together are the evidence.
         """
-        if self._last_witnessed_form.get(origin) == checkpoint:
-            return None  # the very bytes we verified and countersigned last: nothing new to check
+        witnessed = self._witnessed.setdefault(origin, OrderedDict())
+        if witnessed.get(checkpoint.tree_size) == checkpoint:
+            return None  # the very bytes we verified and countersigned: nothing new to check
         signed = SignedCheckpoint.from_receipt(checkpoint)
         verify_checkpoint(signed, trust=self._trust, origin=origin)
-        async with self._witness_lock:  # receipts arriving together often share one checkpoint
-            previous = self._last_witnessed.get(origin)
-            if previous is not None and previous.same_tree(signed):
-                return None
+        async with self._witness_lock:
+            if witnessed.get(checkpoint.tree_size) == checkpoint:
+                return None  # countersigned while we waited for the lock
+            known = witnessed.get(checkpoint.tree_size)
+            if known is not None:
+                log.warning(
+                    "checkpoint.equivocation", peer=origin, tree_size=checkpoint.tree_size,
+                    roots=[known.root_hash, checkpoint.root_hash],
+                )  # fmt: skip
             record = await self._cosign(signed, origin=origin)
-            self._last_witnessed_form[origin] = checkpoint
+            witnessed[checkpoint.tree_size] = checkpoint
+            while len(witnessed) > WITNESSED_REMEMBERED:
+                witnessed.popitem(last=False)
             return record
 
     async def _cosign(self, signed: SignedCheckpoint, *, origin: str) -> WitnessRecord:
@@ -220,7 +234,6 @@ class Checkpointer:
                 )
             ]
         )
-        self._last_witnessed[origin] = signed
         log.info(
             "checkpoint.witnessed",
             peer=origin,
