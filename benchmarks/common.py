@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 # Every leg publishes into the sender's `outbound` exchange with the peer's routing key; the
 # shovel carries the message to the peer's `inbound` queue, where it is consumed.
@@ -69,3 +72,48 @@ class Countdown:
 
 def throughput(messages: int, started: float, finished: float) -> float:
     return messages / max(finished - started, 1e-9)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_cpu_seconds() -> float | None:
+    """CPU used so far by RabbitMQ's Erlang VM(s) on this machine; None when none runs here."""
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() != "beam.smp":
+                continue
+            total += process_cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+        found = True
+    return total if found else None
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per 1,000 messages of one leg: this process, a peer process, and the broker."""
+
+    peer_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        self._own = own_cpu_seconds()
+        self._peer = process_cpu_seconds(self.peer_pid) if self.peer_pid else 0.0
+        self._broker = broker_cpu_seconds()
+
+    def per_1k(self, messages: int) -> tuple[float, float, float | None]:
+        scale = 1000 / messages
+        own = (own_cpu_seconds() - self._own) * scale
+        peer = ((process_cpu_seconds(self.peer_pid) - self._peer) * scale) if self.peer_pid else 0.0
+        now = broker_cpu_seconds()
+        broker = None if now is None or self._broker is None else (now - self._broker) * scale
+        return own, peer, broker

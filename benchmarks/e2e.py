@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.auditlog import cached_log, inclusion_proof_ms, verify_entries_per_s
 from benchmarks.baselines import faststream_installed, faststream_leg, raw_leg
-from benchmarks.common import LinkUrls, LoadShape
+from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
 from benchmarks.report import percentile, print_table, ratio
@@ -33,6 +33,7 @@ class Options:
     messages: int
     latency_messages: int
     rate_per_s: float
+    steady_rate_per_s: float
     in_flight: int
     prefetch: int
     skip_faststream: bool
@@ -55,7 +56,9 @@ async def _broker_legs(
     try:
         urls = LinkUrls(sender=dev.gateway_url("TJ"), receiver=dev.gateway_url("RU"))
         await raw_leg(urls=urls, shape=warm_up, timeout_s=options.timeout_s)
+        raw_meter = CpuMeter()
         raw = await raw_leg(urls=urls, shape=shape, timeout_s=options.timeout_s)
+        raw_client_cpu, _, raw_broker_cpu = raw_meter.per_1k(shape.messages)
         faststream: float | None = None
         if options.skip_faststream or not faststream_installed():
             notes.append("faststream leg skipped (--skip-faststream or faststream[rabbit] not installed)")
@@ -68,6 +71,12 @@ async def _broker_legs(
                 link,
                 messages=options.latency_messages,
                 rate_per_s=options.rate_per_s,
+                timeout_s=options.timeout_s,
+            )
+            steady = await latency_leg(
+                link,
+                messages=min(options.latency_messages, int(options.steady_rate_per_s * 10)),
+                rate_per_s=options.steady_rate_per_s,
                 timeout_s=options.timeout_s,
             )
         finally:
@@ -85,6 +94,16 @@ async def _broker_legs(
         "receipt_p99_ms": percentile(latency.receipt_ms, 99),
         "cpu_s_per_1k": pipeline.cpu_s_per_1k,
         "peak_rss_mb": pipeline.peak_rss_mb,
+        # Beyond the keys: where the CPU goes, and latency at a load the pipeline sustains.
+        "raw_client_cpu_s_per_1k": raw_client_cpu,
+        "raw_broker_cpu_s_per_1k": raw_broker_cpu,
+        "sender_cpu_s_per_1k": pipeline.sender_cpu_s_per_1k,
+        "receiver_cpu_s_per_1k": pipeline.receiver_cpu_s_per_1k,
+        "pipeline_broker_cpu_s_per_1k": pipeline.broker_cpu_s_per_1k,
+        "steady_rate_per_s": options.steady_rate_per_s,
+        "steady_p50_ms": percentile(steady.audited_ms, 50),
+        "steady_p99_ms": percentile(steady.audited_ms, 99),
+        "steady_receipt_p99_ms": percentile(steady.receipt_ms, 99),
     }
     return result, notes
 
@@ -116,7 +135,8 @@ def run(options: Options, events: EventClock) -> dict[str, object]:
             *notes,
             "pipeline: publish to receipt recorded at the sender; raw and faststream: publish to ack at the receiver",
             "p50/p99: gateway send started -> RECEIVED entry durable in the receiver's audit log",
-            "cpu_s_per_1k: both gateway processes together; peak_rss_mb: the larger of the two; the broker is not counted",
+            "cpu_s_per_1k: both gateway processes together (split in sender_/receiver_cpu_s_per_1k); "
+            "peak_rss_mb: the larger of the two; *_broker_cpu_s_per_1k: RabbitMQ's own CPU, when it runs here",
         ],
     }
     return result
@@ -127,6 +147,9 @@ def _parse(argv: list[str] | None) -> tuple[Options, Path | None]:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per throughput leg")
     parser.add_argument("--latency-messages", type=int, default=None, help="default: min(messages, 5000)")
     parser.add_argument("--rate", type=float, default=500.0, help="offered load of the latency leg, msg/s")
+    parser.add_argument(
+        "--steady-rate", type=float, default=100.0, help="offered load of a second latency leg, msg/s"
+    )
     parser.add_argument("--in-flight", type=int, default=256, help="unconfirmed publishes at once, every leg")
     parser.add_argument("--prefetch", type=int, default=256, help="consumer prefetch, every leg")
     parser.add_argument("--skip-faststream", action="store_true", help="record faststream as null")
@@ -139,6 +162,7 @@ def _parse(argv: list[str] | None) -> tuple[Options, Path | None]:
         messages=args.messages,
         latency_messages=args.latency_messages or min(args.messages, 5000),
         rate_per_s=args.rate,
+        steady_rate_per_s=args.steady_rate,
         in_flight=args.in_flight,
         prefetch=args.prefetch,
         skip_faststream=args.skip_faststream,

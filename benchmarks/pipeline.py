@@ -9,14 +9,13 @@ is read from their log events (`events`; the peer reports its own over a pipe).
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import Countdown, LoadShape, publish_all, throughput
+from benchmarks.common import Countdown, CpuMeter, LoadShape, process_cpu_seconds, publish_all, throughput
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
 from broker.catalogue import sample_payloads
 from broker.devkit import DevExchange
@@ -58,9 +57,12 @@ class PeerProcess:
             if kind == "event":
                 self._events.saw(name, message_id, float(at))
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        return process_cpu_seconds(self._process.pid)
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
@@ -105,7 +107,10 @@ async def start_link_from(settings: dict[str, ExchangeSettings], events: EventCl
 @dataclass(frozen=True, kw_only=True)
 class PipelineThroughput:
     msgs_per_s: float
-    cpu_s_per_1k: float
+    cpu_s_per_1k: float  # both gateways
+    sender_cpu_s_per_1k: float
+    receiver_cpu_s_per_1k: float
+    broker_cpu_s_per_1k: float | None
     peak_rss_mb: float
 
 
@@ -119,16 +124,19 @@ async def throughput_leg(link: Link, *, shape: LoadShape, timeout_s: float) -> P
     async def send_one(index: int) -> None:
         await link.sender.send(payload, to=RECIPIENT, sender=SENDER)
 
-    cpu_before = _cpu_seconds() + link.receiver.cpu_seconds()
+    meter = CpuMeter(peer_pid=link.receiver.pid)
     started = time.monotonic()
     await publish_all(shape.messages, in_flight=shape.in_flight, publish_one=send_one)
     await receipts.wait(timeout_s)
-    cpu_used = _cpu_seconds() + link.receiver.cpu_seconds() - cpu_before
+    sender_cpu, receiver_cpu, broker_cpu = meter.per_1k(shape.messages)
     link.events.watchers[RECEIPTED].clear()
     await _check_complete(link, expected=accepted_before + shape.messages)
     return PipelineThroughput(
         msgs_per_s=throughput(shape.messages, started, receipts.finished_at),
-        cpu_s_per_1k=cpu_used / shape.messages * 1000,
+        cpu_s_per_1k=sender_cpu + receiver_cpu,
+        sender_cpu_s_per_1k=sender_cpu,
+        receiver_cpu_s_per_1k=receiver_cpu,
+        broker_cpu_s_per_1k=broker_cpu,
         peak_rss_mb=max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, link.receiver.peak_rss_mb()
         ),
@@ -190,8 +198,3 @@ async def latency_leg(link: Link, *, messages: int, rate_per_s: float, timeout_s
         (accepted[message_id] - started) * 1000 for message_id, started in started_at.items()
     )
     return sample
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime

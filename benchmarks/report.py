@@ -77,7 +77,29 @@ def print_table(result: dict[str, object], *, cores: int, console: Console | Non
         )
         table.add_row(key, f"{value:,.2f}", target.text if target else "", met)
     console.print(table)
+    console.print(_cost_table(result))
     notes = result.get("notes")
     if isinstance(notes, list):
         for note in notes:
             console.print(f"• {note}")
+
+
+def _cost_table(result: dict[str, object]) -> Table:
+    """CPU seconds per 1,000 messages by process, and latency at a load the pipeline sustains."""
+    table = Table(title="Where the CPU goes (s per 1,000 messages) and latency at a sustained load")
+    for column in ("figure", "value"):
+        table.add_column(column)
+    for key in (
+        "raw_client_cpu_s_per_1k",
+        "raw_broker_cpu_s_per_1k",
+        "sender_cpu_s_per_1k",
+        "receiver_cpu_s_per_1k",
+        "pipeline_broker_cpu_s_per_1k",
+        "steady_rate_per_s",
+        "steady_p50_ms",
+        "steady_p99_ms",
+        "steady_receipt_p99_ms",
+    ):
+        value = result.get(key)
+        table.add_row(key, f"{value:,.2f}" if isinstance(value, int | float) else "n/a")
+    return table

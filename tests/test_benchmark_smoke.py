@@ -76,6 +76,13 @@ def test_a_small_benchmark_run_writes_every_key(tmp_path: Path) -> None:
         assert result[key] > 0, key
     assert result["ratio_vs_raw"] == pytest.approx(result["pipeline_msgs_per_s"] / result["raw_msgs_per_s"])
     assert result["p50_ms"] <= result["p99_ms"]
+    # The split of the CPU figure adds up, and the sustained-load latency leg ran.
+    assert result["sender_cpu_s_per_1k"] + result["receiver_cpu_s_per_1k"] == pytest.approx(
+        result["cpu_s_per_1k"]
+    )
+    assert result["receiver_cpu_s_per_1k"] > 0
+    assert result["raw_broker_cpu_s_per_1k"] > 0  # RabbitMQ runs on this machine in CI
+    assert 0 < result["steady_p50_ms"] <= result["steady_p99_ms"]
     # Every entry the receiver wrote (received, delivered, receipt sent) was re-verified.
     assert result["verified_entries"] >= 3 * 300
     assert (tmp_path / "cache" / "audit-3000.sqlite").exists()
