@@ -7,6 +7,7 @@ validation beyond pydantic's, audit or receipts.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -57,6 +58,54 @@ async def raw_leg(*, urls: LinkUrls, shape: LoadShape, timeout_s: float) -> floa
         await countdown.wait(timeout_s)
         await queue.cancel(tag)
         return throughput(shape.messages, started, countdown.finished_at)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def raw_latency_leg(
+    *, urls: LinkUrls, messages: int, rate_per_s: float, prefetch: int, timeout_s: float
+) -> list[float]:
+    """Milliseconds from publish to the receiver's handler, raw aio-pika at an offered rate: the
+    path's own latency (broker, confirms, shovel hop), to read the pipeline's latency against."""
+    body = b"x" * BODY_BYTES
+    sender = await aio_pika.connect(urls.sender)
+    receiver = await aio_pika.connect(urls.receiver)
+    try:
+        publish_channel = await sender.channel(publisher_confirms=True)
+        exchange = await publish_channel.get_exchange(OUTBOUND_EXCHANGE, ensure=False)
+        consume_channel = await receiver.channel()
+        await consume_channel.set_qos(prefetch_count=prefetch)
+        queue = await consume_channel.declare_queue(INBOUND_QUEUE, passive=True)
+        started: dict[str, float] = {}
+        latencies: list[float] = []
+        countdown = Countdown(total=messages)
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            latencies.append((time.monotonic() - started[str(message.message_id)]) * 1000)
+            await message.ack()
+            countdown.tick()
+
+        tag = await queue.consume(on_message, no_ack=False)
+
+        async def publish_one(index: int) -> None:
+            started[str(index)] = time.monotonic()
+            message = aio_pika.Message(
+                body, message_id=str(index), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            )
+            await exchange.publish(message, routing_key=PEER_ROUTING_KEY)
+
+        tasks = []
+        origin = time.monotonic()
+        for index in range(messages):
+            delay = origin + index / rate_per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(publish_one(index)))
+        await asyncio.gather(*tasks)
+        await countdown.wait(timeout_s)
+        await queue.cancel(tag)
+        return latencies
     finally:
         await sender.close()
         await receiver.close()

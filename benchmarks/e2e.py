@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.auditlog import cached_log, inclusion_proof_ms, verify_entries_per_s
-from benchmarks.baselines import faststream_installed, faststream_leg, raw_leg
+from benchmarks.baselines import faststream_installed, faststream_leg, raw_latency_leg, raw_leg
 from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
@@ -59,6 +59,13 @@ async def _broker_legs(
         raw_meter = CpuMeter()
         raw = await raw_leg(urls=urls, shape=shape, timeout_s=options.timeout_s)
         raw_client_cpu, _, raw_broker_cpu = raw_meter.per_1k(shape.messages)
+        raw_steady = await raw_latency_leg(
+            urls=urls,
+            messages=min(options.latency_messages, int(options.steady_rate_per_s * 10)),
+            rate_per_s=options.steady_rate_per_s,
+            prefetch=options.prefetch,
+            timeout_s=options.timeout_s,
+        )
         faststream: float | None = None
         if options.skip_faststream or not faststream_installed():
             notes.append("faststream leg skipped (--skip-faststream or faststream[rabbit] not installed)")
@@ -104,6 +111,8 @@ async def _broker_legs(
         "steady_p50_ms": percentile(steady.audited_ms, 50),
         "steady_p99_ms": percentile(steady.audited_ms, 99),
         "steady_receipt_p99_ms": percentile(steady.receipt_ms, 99),
+        "raw_steady_p50_ms": percentile(raw_steady, 50),
+        "raw_steady_p99_ms": percentile(raw_steady, 99),
     }
     return result, notes
 

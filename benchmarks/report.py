@@ -99,6 +99,8 @@ def _cost_table(result: dict[str, object]) -> Table:
         "steady_p50_ms",
         "steady_p99_ms",
         "steady_receipt_p99_ms",
+        "raw_steady_p50_ms",
+        "raw_steady_p99_ms",
     ):
         value = result.get(key)
         table.add_row(key, f"{value:,.2f}" if isinstance(value, int | float) else "n/a")

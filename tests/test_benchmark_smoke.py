@@ -83,6 +83,7 @@ def test_a_small_benchmark_run_writes_every_key(tmp_path: Path) -> None:
     assert result["receiver_cpu_s_per_1k"] > 0
     assert result["raw_broker_cpu_s_per_1k"] > 0  # RabbitMQ runs on this machine in CI
     assert 0 < result["steady_p50_ms"] <= result["steady_p99_ms"]
+    assert 0 < result["raw_steady_p50_ms"] <= result["raw_steady_p99_ms"]
     # Every entry the receiver wrote (received, delivered, receipt sent) was re-verified.
     assert result["verified_entries"] >= 3 * 300
     assert (tmp_path / "cache" / "audit-3000.sqlite").exists()
