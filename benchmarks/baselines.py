@@ -7,9 +7,10 @@ validation beyond pydantic's, audit or receipts.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aio_pika
@@ -23,6 +24,7 @@ from benchmarks.common import (
     Countdown,
     LinkUrls,
     LoadShape,
+    offer_at_rate,
     publish_all,
     throughput,
 )
@@ -31,14 +33,7 @@ from benchmarks.common import (
 async def raw_leg(*, urls: LinkUrls, shape: LoadShape, timeout_s: float) -> float:
     """Messages per second, first publish to last ack at the receiver."""
     body = b"x" * BODY_BYTES
-    sender = await aio_pika.connect(urls.sender)
-    receiver = await aio_pika.connect(urls.receiver)
-    try:
-        publish_channel = await sender.channel(publisher_confirms=True)
-        exchange = await publish_channel.get_exchange(OUTBOUND_EXCHANGE, ensure=False)
-        consume_channel = await receiver.channel()
-        await consume_channel.set_qos(prefetch_count=shape.prefetch)
-        queue = await consume_channel.declare_queue(INBOUND_QUEUE, passive=True)
+    async with _raw_link(urls, prefetch=shape.prefetch) as (exchange, queue):
         countdown = Countdown(total=shape.messages)
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -58,9 +53,6 @@ async def raw_leg(*, urls: LinkUrls, shape: LoadShape, timeout_s: float) -> floa
         await countdown.wait(timeout_s)
         await queue.cancel(tag)
         return throughput(shape.messages, started, countdown.finished_at)
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 async def raw_latency_leg(
@@ -69,14 +61,7 @@ async def raw_latency_leg(
     """Milliseconds from publish to the receiver's handler, raw aio-pika at an offered rate: the
     path's own latency (broker, confirms, shovel hop), to read the pipeline's latency against."""
     body = b"x" * BODY_BYTES
-    sender = await aio_pika.connect(urls.sender)
-    receiver = await aio_pika.connect(urls.receiver)
-    try:
-        publish_channel = await sender.channel(publisher_confirms=True)
-        exchange = await publish_channel.get_exchange(OUTBOUND_EXCHANGE, ensure=False)
-        consume_channel = await receiver.channel()
-        await consume_channel.set_qos(prefetch_count=prefetch)
-        queue = await consume_channel.declare_queue(INBOUND_QUEUE, passive=True)
+    async with _raw_link(urls, prefetch=prefetch) as (exchange, queue):
         started: dict[str, float] = {}
         latencies: list[float] = []
         countdown = Countdown(total=messages)
@@ -95,17 +80,25 @@ async def raw_latency_leg(
             )
             await exchange.publish(message, routing_key=PEER_ROUTING_KEY)
 
-        tasks = []
-        origin = time.monotonic()
-        for index in range(messages):
-            delay = origin + index / rate_per_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(publish_one(index)))
-        await asyncio.gather(*tasks)
+        await offer_at_rate(messages, rate_per_s=rate_per_s, start_one=publish_one)
         await countdown.wait(timeout_s)
         await queue.cancel(tag)
         return latencies
+
+
+@contextlib.asynccontextmanager
+async def _raw_link(
+    urls: LinkUrls, *, prefetch: int
+) -> AsyncIterator[tuple[aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractQueue]]:
+    """The sender's `outbound` exchange (publisher confirms on) and the receiver's `inbound` queue."""
+    sender = await aio_pika.connect(urls.sender)
+    receiver = await aio_pika.connect(urls.receiver)
+    try:
+        publish_channel = await sender.channel(publisher_confirms=True)
+        exchange = await publish_channel.get_exchange(OUTBOUND_EXCHANGE, ensure=False)
+        consume_channel = await receiver.channel()
+        await consume_channel.set_qos(prefetch_count=prefetch)
+        yield exchange, await consume_channel.declare_queue(INBOUND_QUEUE, passive=True)
     finally:
         await sender.close()
         await receiver.close()

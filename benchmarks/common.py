@@ -6,9 +6,10 @@ import asyncio
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Every leg publishes into the sender's `outbound` exchange with the peer's routing key; the
 # shovel carries the message to the peer's `inbound` queue, where it is consumed.
@@ -68,6 +69,20 @@ class Countdown:
 
     async def wait(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._done.wait(), timeout_s)
+
+
+async def offer_at_rate(
+    count: int, *, rate_per_s: float, start_one: Callable[[int], Coroutine[Any, Any, None]]
+) -> None:
+    """Open loop: the index-th call starts at index / rate seconds, whether or not earlier ones are done."""
+    tasks: list[asyncio.Task[None]] = []
+    origin = time.monotonic()
+    for index in range(count):
+        delay = origin + index / rate_per_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start_one(index)))
+    await asyncio.gather(*tasks)
 
 
 def throughput(messages: int, started: float, finished: float) -> float:

@@ -62,10 +62,16 @@ def drop_info_events(logger: Any, method: str, event: MutableMapping[str, Any]) 
 
 def install_event_clock() -> EventClock:
     clock = EventClock()
+    watch_log_events(clock)
+    return clock
+
+
+def watch_log_events(watcher: structlog.types.Processor) -> None:
+    """Route every gateway log event of this process through `watcher`, which drops the info ones."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            clock,
+            watcher,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.JSONRenderer(),
@@ -74,4 +80,3 @@ def install_event_clock() -> EventClock:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    return clock

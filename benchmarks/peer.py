@@ -15,9 +15,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
-from benchmarks.events import WATCHED, drop_info_events
+from benchmarks.events import WATCHED, drop_info_events, watch_log_events
 from broker.gateway import gateway_from_settings
 from broker.settings import ExchangeSettings
 
@@ -30,17 +28,7 @@ def _report(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
 
 
 async def serve(config: Path) -> None:
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            _report,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+    watch_log_events(_report)
     gateway = await gateway_from_settings(ExchangeSettings.load(config))
     await gateway.start()
     flusher = asyncio.create_task(_flush_every(0.05))  # one write per 50 ms, not one per message

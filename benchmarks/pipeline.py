@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import Countdown, CpuMeter, LoadShape, process_cpu_seconds, publish_all, throughput
+from benchmarks.common import (
+    Countdown,
+    CpuMeter,
+    LoadShape,
+    offer_at_rate,
+    process_cpu_seconds,
+    publish_all,
+    throughput,
+)
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
 from broker.catalogue import sample_payloads
 from broker.devkit import DevExchange
@@ -173,7 +181,7 @@ async def latency_leg(link: Link, *, messages: int, rate_per_s: float, timeout_s
 
     started_at: dict[str, float] = {}
 
-    async def send_one() -> None:
+    async def send_one(index: int) -> None:
         started = time.monotonic()
         result = await link.sender.send(
             payload, to=RECIPIENT, sender=SENDER, wait_receipt=True, receipt_timeout_s=timeout_s
@@ -181,14 +189,7 @@ async def latency_leg(link: Link, *, messages: int, rate_per_s: float, timeout_s
         sample.receipt_ms.append((time.monotonic() - started) * 1000)
         started_at[str(result.message_id)] = started
 
-    tasks = []
-    origin = time.monotonic()
-    for index in range(messages):
-        delay = origin + index / rate_per_s - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send_one()))
-    await asyncio.gather(*tasks)
+    await offer_at_rate(messages, rate_per_s=rate_per_s, start_one=send_one)
     accepted = link.events.seen_at[ACCEPTED]
     for _ in range(100):  # the receiving process's last events may still be in the pipe
         if all(message_id in accepted for message_id in started_at):

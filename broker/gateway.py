@@ -325,16 +325,7 @@ class Gateway:
             deadline=now + self._settings.receipt_deadline(envelope.type),
         )
         await self._audit.append(
-            [
-                EntryDraft(
-                    kind=EntryKind.SENT,
-                    time=now,
-                    message_id=envelope.id,
-                    message_type=envelope.type,
-                    peer=envelope.recipient,
-                    envelope=sealed.raw,
-                )
-            ]
+            [_sent_draft(now, envelope.id, envelope.type, envelope.recipient, sealed.raw)]
         )
         await self._publish_to_peer(
             sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
@@ -393,16 +384,7 @@ class Gateway:
         if await self._audit.find(record.message_id, kinds=[EntryKind.SENT]):
             return
         await self._audit.append(
-            [
-                EntryDraft(
-                    kind=EntryKind.SENT,
-                    time=self._clock(),
-                    message_id=record.message_id,
-                    message_type=record.message_type,
-                    peer=record.recipient,
-                    envelope=record.raw,
-                )
-            ]
+            [_sent_draft(self._clock(), record.message_id, record.message_type, record.recipient, record.raw)]
         )
 
     async def _resend_loop(self) -> None:
@@ -884,16 +866,7 @@ class Gateway:
         bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
         try:
             await self._audit.append(
-                [
-                    EntryDraft(
-                        kind=EntryKind.SENT,
-                        time=self._clock(),
-                        message_id=envelope.id,
-                        message_type=envelope.type,
-                        peer=envelope.recipient,
-                        envelope=sealed.raw,
-                    )
-                ]
+                [_sent_draft(self._clock(), envelope.id, envelope.type, envelope.recipient, sealed.raw)]
             )
             await self._publish_to_peer(sealed.raw, message_id=envelope.id, message_type=envelope.type)
         except LocalError as error:
@@ -931,6 +904,20 @@ class Gateway:
 
     async def trail(self, message_id: UUID) -> list[AuditEntry]:
         return await self._audit.find(message_id)
+
+
+def _sent_draft(
+    time: datetime, message_id: UUID, message_type: str, recipient: str, raw: bytes
+) -> EntryDraft:
+    """The SENT entry: the exact bytes that left, to whom."""
+    return EntryDraft(
+        kind=EntryKind.SENT,
+        time=time,
+        message_id=message_id,
+        message_type=message_type,
+        peer=recipient,
+        envelope=raw,
+    )
 
 
 def _header_text(incoming: IncomingMessage, name: str) -> str | None:
