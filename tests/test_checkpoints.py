@@ -183,7 +183,7 @@ class TestCheckpointer:
         at = pki_now + timedelta(days=2)
         checkpointer = Checkpointer(
             store=store, signer=dev_pki.signer("RU-GW", at=at), trust=trust, clock=lambda: at,
-            min_interval_seconds=0.3,
+            min_interval_seconds=1.0,  # far longer than the pause below, even on a loaded machine
         )  # fmt: skip
         [first] = await store.append([_draft(at, 0)])
         await checkpointer.covering(first.index)  # signed at once: nothing was signed before
