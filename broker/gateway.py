@@ -436,6 +436,7 @@ class Gateway:
 
     async def _handle_inbound(self, incoming: IncomingMessage) -> Disposition:
         raw = incoming.body
+        received_key = None if self._personal is None else self._personal.data_key_source(incoming.headers)
         try:
             opened = open_message(
                 raw,
@@ -444,9 +445,7 @@ class Gateway:
                 local_country=self.country,
                 max_bytes=self._settings.max_message_bytes,
                 received_at=self._clock(),
-                data_key_for=None
-                if self._personal is None
-                else self._personal.data_key_source(incoming.headers),
+                data_key_for=received_key,
                 require_sealed=self._personal is not None,
             )
             self._check_fresh(opened)
@@ -468,7 +467,7 @@ class Gateway:
                 elif isinstance(opened.payload, CheckpointWitness):
                     await self._on_witness(opened)
                 else:
-                    await self._accept(opened, sealed_key=_header_text(incoming, SEALED_KEY_HEADER))
+                    await self._accept(opened, received_wraps=received_key.wraps if received_key else ())
         except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self._reject(raw, error)
         return Disposition.ACK
@@ -481,7 +480,7 @@ class Gateway:
             max_skew=timedelta(seconds=self._settings.max_clock_skew_s),
         )
 
-    async def _accept(self, opened: OpenedMessage, *, sealed_key: str | None = None) -> None:
+    async def _accept(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
         envelope = opened.envelope
         bound = self._log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
         trail = await self._audit.find(
@@ -504,7 +503,7 @@ class Gateway:
             bound.info("message.accepted", audit_index=received_entry.index)
         delivered: list[EntryDraft] = []
         if not any(e.kind == EntryKind.DELIVERED for e in trail):
-            await self._deliver(opened, sealed_key=sealed_key)
+            await self._deliver(opened, received_wraps=received_wraps)
             delivered.append(self._draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b""))
         await self._receipt_once(
             opened,
@@ -547,7 +546,7 @@ class Gateway:
             await self._audit.append(drafts)
         await self._publish_to_peer(receipt_raw, message_id=envelope.id, message_type=Receipt.MESSAGE_TYPE)
 
-    async def _deliver(self, opened: OpenedMessage, *, sealed_key: str | None = None) -> None:
+    async def _deliver(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
         citizenship = citizenship_of(opened.payload)
         await self._transport.publish(
             exchange=DELIVERY,
@@ -558,13 +557,13 @@ class Gateway:
                 "x-type": opened.envelope.type,
                 "x-sender": opened.envelope.sender,
                 "x-citizenship": citizenship or "-",
-                **sealed_key_headers(self._delivery_key(opened, received=sealed_key)),
+                **sealed_key_headers(self._delivery_key(opened, received=received_wraps)),
             },
             timeout=self._settings.confirm_timeout_s,
             mandatory=False,  # a type nobody subscribed to is not an error: the audit log holds it
         )
 
-    def _delivery_key(self, opened: OpenedMessage, *, received: str | None) -> str | None:
+    def _delivery_key(self, opened: OpenedMessage, *, received: Sequence[WrappedKey]) -> str | None:
         if self._personal is None:
             return None
         return self._personal.delivery_header(
@@ -918,11 +917,6 @@ def _sent_draft(
         peer=recipient,
         envelope=raw,
     )
-
-
-def _header_text(incoming: IncomingMessage, name: str) -> str | None:
-    value = incoming.headers.get(name)
-    return value if isinstance(value, str) else None
 
 
 class GatewayRun:

@@ -15,7 +15,7 @@ import structlog
 
 from broker.agreement import Agreement
 from broker.envelope import Envelope
-from broker.errors import ConfigError, VerificationError
+from broker.errors import ConfigError
 from broker.key_vault import KeyVault
 from broker.personal import (
     SEALED_KEY_HEADER,
@@ -26,7 +26,7 @@ from broker.personal import (
     wrap_data_key,
 )
 from broker.pki import certificate_thumbprint
-from broker.sealing import DataKeySource, OpenedMessage
+from broker.sealing import OpenedMessage
 from broker.transport_api import HeaderValue
 from broker.trust import TrustStore
 from broker.trust_update import EncryptionDirectory
@@ -72,14 +72,9 @@ class PersonalDataKeys:
             wraps.append(wrap_data_key(data_key, message_id=message_id, certificate=own))
         return data_key, encode_key_header(wraps)
 
-    def data_key_source(self, headers: Mapping[str, HeaderValue]) -> DataKeySource:
+    def data_key_source(self, headers: Mapping[str, HeaderValue]) -> ReceivedKey:
         """For `open_message`: unwrap the header's data key with the envelope recipient's private key."""
-
-        def unwrap(envelope: Envelope) -> bytes:
-            wraps = decode_key_header(headers.get(SEALED_KEY_HEADER))
-            return self._decryptor_for(envelope.recipient).unwrap(wraps, message_id=envelope.id)
-
-        return unwrap
+        return ReceivedKey(headers=headers, decryptor_for=self._decryptor_for)
 
     def delivery_header(
         self,
@@ -89,13 +84,13 @@ class PersonalDataKeys:
         country: str,
         trust: TrustStore,
         at: datetime,
-        received: str | None = None,
+        received: Sequence[WrappedKey] = (),
     ) -> str | None:
         """The data key re-wrapped to every local authority the agreement lets receive this type.
 
-        `received` is the header the message came with: the recipient's wrap in it is passed on as
-        it is when it is the only one for the recipient and names the recipient's current
-        certificate. It is known good (it is the wrap the gateway just opened the payload with), so
+        `received` are the wraps the message came with (`ReceivedKey.wraps`): the recipient's is
+        passed on as it is when it is the only one for the recipient and names the recipient's
+        current certificate. It is known good (it is the wrap the gateway just opened the payload with), so
         wrapping the same key again for the same holder would only cost an HPKE operation.
         """
         if opened.data_key is None:
@@ -128,14 +123,25 @@ class PersonalDataKeys:
         return encode_key_header(wraps)
 
 
-def _recipients_wrap(opened: OpenedMessage, received: str | None) -> WrappedKey | None:
-    if received is None:
-        return None
-    try:
-        wraps = [w for w in decode_key_header(received) if w.holder == opened.envelope.recipient]
-    except VerificationError:
-        return None
+def _recipients_wrap(opened: OpenedMessage, received: Sequence[WrappedKey]) -> WrappedKey | None:
+    wraps = [w for w in received if w.holder == opened.envelope.recipient]
     return wraps[0] if len(wraps) == 1 else None
+
+
+class ReceivedKey:
+    """A received message's data key source (`open_message`'s `DataKeySource`). It keeps the wraps it
+    decoded from the header, so delivery re-wraps from them without parsing the header again."""
+
+    def __init__(
+        self, *, headers: Mapping[str, HeaderValue], decryptor_for: Callable[[str], KeyUnwrapper]
+    ) -> None:
+        self._headers = headers
+        self._decryptor_for = decryptor_for
+        self.wraps: Sequence[WrappedKey] = ()  # filled when the payload is opened
+
+    def __call__(self, envelope: Envelope) -> bytes:
+        self.wraps = decode_key_header(self._headers.get(SEALED_KEY_HEADER))
+        return self._decryptor_for(envelope.recipient).unwrap(self.wraps, message_id=envelope.id)
 
 
 def sealed_key_headers(header: str | None) -> dict[str, HeaderValue]:

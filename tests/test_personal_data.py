@@ -283,7 +283,7 @@ def _delivery(
     )
     personal = PersonalDataKeys(directory=directory, decryptor_for=keys.decryptor, vault=None)  # type: ignore[arg-type]
     delivered = personal.delivery_header(
-        opened, agreement=agreement, country="TJ", trust=trust, at=SENT, received=received
+        opened, agreement=agreement, country="TJ", trust=trust, at=SENT, received=decode_key_header(received)
     )
     assert delivered is not None
     wraps = decode_key_header(delivered)
