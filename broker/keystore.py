@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -280,6 +280,12 @@ class KeyStore:
             TrustStore(anchors={country: certs}, crls={country: crls})
         except ExchangeError as exc:
             raise ConfigError(Reason.CONFIG_INVALID, f"bundle for {country}: {exc.diagnostic}") from exc
+        self._store_peer_bundle(country, certs, crls)
+
+    def _store_peer_bundle(
+        self, country: str, certs: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList]
+    ) -> None:
+        """Write a peer country's checked CA certificates and CRLs where `trust_store` reads them."""
         peer_dir = self._root / "peers" / country
         for index, cert in enumerate(certs, start=1):
             _write_public(self._root, peer_dir / f"ca-{index}.cert.pem", _cert_pem(cert))
@@ -302,11 +308,8 @@ class KeyStore:
         check_country(country)
         if self._ca_generations(country):
             return False
-        pem = serialization.Encoding.PEM
-        bundle = b"".join(_cert_pem(cert) for cert in trust.anchors(country)) + b"".join(
-            crl.public_bytes(pem) for crl in trust.crls(country)
-        )
-        self.import_bundle(country, bundle)
+        # `trust` checked every anchor and CRL when it was built: write them as they stand.
+        self._store_peer_bundle(country, trust.anchors(country), trust.crls(country))
         for cert in key_agreement:
             holder = common_name_of(cert)
             if holder is None or authority_country(holder) != country:
