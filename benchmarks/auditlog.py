@@ -20,41 +20,25 @@ from pathlib import Path
 from uuid import UUID
 
 from broker.audit import EntryDraft, EntryKind, entry_leaf_hash, root_from_leaf_hashes, verify_inclusion
-from broker.audit.sqlite_store import SqliteAuditStore
+from broker.audit.sqlite_store import SqliteAuditStore, select_entries
 
 CHUNK_LEAVES = 1 << 12
 BUILD_BATCH = 1024
 PROOF_SAMPLES = 200
-
-_SELECT_CHUNK = (
-    "SELECT idx, kind, time, message_id, message_type, peer, envelope, verdict, reason, leaf_hash "
-    "FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx"
-)
 
 
 def _chunk_root(path: str, start: int, end: int) -> bytes:
     """MTH of entries [start, end) re-derived from their fields; raises on an edited or missing row."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = connection.execute(_SELECT_CHUNK, (start, end)).fetchall()
+        entries = select_entries(connection, start, end)
     finally:
         connection.close()
     leaves = []
-    for expected_index, row in enumerate(rows, start):
-        index, kind, time_, message_id, message_type, peer, envelope, verdict, reason, stored = row
-        draft = EntryDraft(
-            kind=EntryKind(kind),
-            time=datetime.fromisoformat(time_),
-            message_id=UUID(message_id) if message_id is not None else None,
-            message_type=message_type,
-            peer=peer,
-            envelope=envelope,
-            verdict=verdict,
-            reason=reason,
-        )
-        hashed = entry_leaf_hash(draft)
-        if index != expected_index or hashed != stored:
-            raise ValueError(f"audit entry {index} does not match its stored leaf hash")
+    for expected_index, entry in enumerate(entries, start):
+        hashed = entry_leaf_hash(entry)
+        if entry.index != expected_index or hashed != entry.leaf_hash:
+            raise ValueError(f"audit entry {entry.index} does not match its stored leaf hash")
         leaves.append(hashed)
     if len(leaves) != end - start:
         raise ValueError(f"audit entries [{start}, {end}) are incomplete")

@@ -200,6 +200,11 @@ def _entry_from_row(row: tuple[Any, ...]) -> AuditEntry:
     return AuditEntry.placed(draft, index=idx, leaf_hash=leaf_hash)
 
 
+def select_entries(connection: sqlite3.Connection, start: int, end: int) -> list[AuditEntry]:
+    """Entries [start, end) as stored, from any open connection (an auditor's worker process too)."""
+    return [_entry_from_row(row) for row in connection.execute(_SELECT_RANGE, (start, end))]
+
+
 class SqliteAuditStore(StoreBase):
     def __init__(self, *, writer: _ConnectionThread, reader: _ConnectionThread, border: CompactRange) -> None:
         super().__init__()
@@ -272,11 +277,7 @@ class SqliteAuditStore(StoreBase):
         return await self._reader.run(lambda connection: _select_nodes(connection, nodes))
 
     async def _read_entries(self, start: int, end: int) -> list[AuditEntry]:
-        def read(connection: sqlite3.Connection) -> list[AuditEntry]:
-            rows = connection.execute(_SELECT_RANGE, (start, end))
-            return [_entry_from_row(row) for row in rows]
-
-        return await self._reader.run(read)
+        return await self._reader.run(lambda connection: select_entries(connection, start, end))
 
     async def _read_by_message(
         self, message_id: UUID, kinds: Collection[EntryKind] | None
