@@ -10,7 +10,7 @@ before T. Auditors replaying an old log need exactly this; a gateway passes the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -92,46 +92,55 @@ class TrustStore:
         self, chain: Sequence[x509.Certificate], *, at: datetime, revocation_at: datetime | None = None
     ) -> SignerIdentity:
         """Check the leaf (chain[0]) against our anchors at time `at`; later entries are ignored (only anchors confer trust)."""
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise ConfigError(Reason.CONFIG_INVALID, f"verification time {at} has no time zone")
+        _require_time_zone(at)
         if not chain:
             raise VerificationError(Reason.CERT_MALFORMED, "the certificate chain is empty")
-        leaf = chain[0]
-        try:
-            country, ca_cert = self._find_issuer(leaf)
-            _check_validity(ca_cert, at, what=f"the {country} CA certificate")
-            _check_validity(leaf, at, what="the signer certificate")
-            authority_id = self._signing_profiles.get(leaf)
-            if authority_id is None:
-                _check_signing_usage(leaf)
-                authority_id = _check_subject(leaf, country)
-                _remember(self._signing_profiles, leaf, authority_id)
-            # A live gateway judges revocation at arrival (`revocation_at`), so a stolen key cannot
-            # backdate created_at past its revocation; an auditor replaying the log uses the message time.
-            self._check_not_revoked(country, leaf, revocation_at or at)
-        except (ValueError, TypeError) as exc:  # a name or extension cryptography cannot parse
-            raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
-        return SignerIdentity(authority_id=authority_id, country=country, certificate=leaf)
+        # A live gateway judges revocation at arrival (`revocation_at`), so a stolen key cannot
+        # backdate created_at past its revocation; an auditor replaying the log uses the message time.
+        return self._verify_leaf(
+            chain[0],
+            at=at,
+            revocation_at=revocation_at or at,
+            what="the signer certificate",
+            profiles=self._signing_profiles,
+            check_usage=_check_signing_usage,
+        )
 
     def verify_key_agreement(self, cert: x509.Certificate, *, at: datetime) -> SignerIdentity:
         """Check a key-agreement (X25519) certificate as `verify_signer` checks a signer: before sealing to it."""
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise ConfigError(Reason.CONFIG_INVALID, f"verification time {at} has no time zone")
+        _require_time_zone(at)
+        return self._verify_leaf(
+            cert,
+            at=at,
+            revocation_at=at,
+            what="the key-agreement certificate",
+            profiles=self._agreement_profiles,
+            check_usage=_check_key_agreement_usage,
+        )
+
+    def _verify_leaf(
+        self,
+        leaf: x509.Certificate,
+        *,
+        at: datetime,
+        revocation_at: datetime,
+        what: str,
+        profiles: dict[x509.Certificate, str],
+        check_usage: Callable[[x509.Certificate], None],
+    ) -> SignerIdentity:
         try:
-            country, ca_cert = self._find_issuer(cert)
+            country, ca_cert = self._find_issuer(leaf)
             _check_validity(ca_cert, at, what=f"the {country} CA certificate")
-            _check_validity(cert, at, what="the key-agreement certificate")
-            authority_id = self._agreement_profiles.get(cert)
-            if authority_id is None:
-                key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-                if not key_usage.key_agreement or not isinstance(cert.public_key(), X25519PublicKey):
-                    raise VerificationError(Reason.CERT_USAGE, "not an X25519 key-agreement certificate")
-                authority_id = _check_subject(cert, country)
-                _remember(self._agreement_profiles, cert, authority_id)
-            self._check_not_revoked(country, cert, at)
-        except (x509.ExtensionNotFound, ValueError, TypeError) as exc:
+            _check_validity(leaf, at, what=what)
+            authority_id = profiles.get(leaf)
+            if authority_id is None:  # usage and subject are the certificate's own: checked once
+                check_usage(leaf)
+                authority_id = _check_subject(leaf, country)
+                _remember(profiles, leaf, authority_id)
+            self._check_not_revoked(country, leaf, revocation_at)
+        except (x509.ExtensionNotFound, ValueError, TypeError) as exc:  # what cryptography cannot parse
             raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
-        return SignerIdentity(authority_id=authority_id, country=country, certificate=cert)
+        return SignerIdentity(authority_id=authority_id, country=country, certificate=leaf)
 
     def _find_issuer(self, leaf: x509.Certificate) -> tuple[str, x509.Certificate]:
         # The issuer's signature over a certificate never changes, so it is checked once per store;
@@ -234,6 +243,17 @@ def _check_signing_usage(leaf: x509.Certificate) -> None:
         raise VerificationError(Reason.CERT_MALFORMED, f"unreadable public key: {exc}") from exc
     if not isinstance(public_key, Ed25519PublicKey):
         raise VerificationError(Reason.CERT_USAGE, "the signer key is not Ed25519")
+
+
+def _check_key_agreement_usage(cert: x509.Certificate) -> None:
+    key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    if not key_usage.key_agreement or not isinstance(cert.public_key(), X25519PublicKey):
+        raise VerificationError(Reason.CERT_USAGE, "not an X25519 key-agreement certificate")
+
+
+def _require_time_zone(at: datetime) -> None:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigError(Reason.CONFIG_INVALID, f"verification time {at} has no time zone")
 
 
 def _check_subject(leaf: x509.Certificate, ca_country: str) -> str:
