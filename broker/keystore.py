@@ -138,8 +138,25 @@ class KeyStore:
     def _issue(
         self, authority_id: str, country: str, *, now: datetime, validity_days: int, name: str | None
     ) -> x509.Certificate:
+        return self._certify_and_store(
+            authority_id, country, key=Ed25519PrivateKey.generate(), directory=self._authority_dir(authority_id),
+            now=now, validity_days=validity_days, display_name=name, usage=CertificateUsage.SIGNING,
+        )  # fmt: skip
+
+    def _certify_and_store(
+        self,
+        authority_id: str,
+        country: str,
+        *,
+        key: Ed25519PrivateKey | X25519PrivateKey,
+        directory: Path,
+        now: datetime,
+        validity_days: int,
+        display_name: str | None,
+        usage: CertificateUsage,
+    ) -> x509.Certificate:
+        """Certify `key` for the authority with the country's current CA; keep both under `directory`."""
         ca_key, ca_cert = self._current_ca(country, now=now)
-        key = Ed25519PrivateKey.generate()
         cert = issue_authority_certificate(
             ca_key=ca_key,
             ca_cert=ca_cert,
@@ -149,9 +166,9 @@ class KeyStore:
             not_before=now,
             # A certificate outliving its CA would never verify past the CA's end anyway.
             not_after=min(now + timedelta(days=validity_days), ca_cert.not_valid_after_utc),
-            display_name=name,
+            display_name=display_name,
+            usage=usage,
         )
-        directory = self._authority_dir(authority_id)
         serial = f"{cert.serial_number:x}"
         _write_private(self._root, directory / "private" / f"{serial}.key.pem", _private_pem(key))
         _write_public(self._root, directory / f"{serial}.cert.pem", _cert_pem(cert))
@@ -163,24 +180,11 @@ class KeyStore:
         self, authority_id: str, *, now: datetime, validity_days: int = 365
     ) -> x509.Certificate:
         """A new X25519 key-agreement certificate; earlier ones stay, so data sealed to them still opens."""
-        country = authority_country(authority_id)
-        ca_key, ca_cert = self._current_ca(country, now=now)
-        key = X25519PrivateKey.generate()
-        cert = issue_authority_certificate(
-            ca_key=ca_key,
-            ca_cert=ca_cert,
-            authority_id=authority_id,
-            country=country,
-            public_key=key.public_key(),
-            not_before=now,
-            not_after=min(now + timedelta(days=validity_days), ca_cert.not_valid_after_utc),
-            usage=CertificateUsage.KEY_AGREEMENT,
-        )
-        directory = self._encryption_dir(authority_id)
-        serial = f"{cert.serial_number:x}"
-        _write_private(self._root, directory / "private" / f"{serial}.key.pem", _private_pem(key))
-        _write_public(self._root, directory / f"{serial}.cert.pem", _cert_pem(cert))
-        return cert
+        return self._certify_and_store(
+            authority_id, authority_country(authority_id), key=X25519PrivateKey.generate(),
+            directory=self._encryption_dir(authority_id), now=now, validity_days=validity_days,
+            display_name=None, usage=CertificateUsage.KEY_AGREEMENT,
+        )  # fmt: skip
 
     def encryption_certificates(self, authority_id: str) -> list[x509.Certificate]:
         """Every key-agreement certificate of the authority, oldest first."""
