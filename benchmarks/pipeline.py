@@ -20,7 +20,6 @@ from benchmarks.common import (
     CpuMeter,
     LoadShape,
     offer_at_rate,
-    process_cpu_seconds,
     publish_all,
     throughput,
 )
@@ -36,7 +35,8 @@ RECIPIENT = "RU-MVD"
 
 
 class PeerProcess:
-    """The receiving gateway's process: its events go into `events`; its CPU and memory are read from /proc."""
+    """The receiving gateway's process: its events go into `events`; its memory is read from /proc
+    (its CPU by `CpuMeter`, from its `pid`)."""
 
     def __init__(self, process: asyncio.subprocess.Process, events: EventClock) -> None:
         self._process = process
@@ -68,9 +68,6 @@ class PeerProcess:
     @property
     def pid(self) -> int:
         return self._process.pid
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self._process.pid)
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self._process.pid}/status").read_text().splitlines():
