@@ -109,6 +109,11 @@ class FakeTransport:
         target.messages.clear()
         return purged
 
+    @property
+    def deliveries_in_flight(self) -> int:
+        """Messages handed to a consumer whose handler has not returned yet."""
+        return len(self._deliveries)
+
     async def queue_counts(self, queue: str) -> tuple[int, int]:
         target = self._queue(queue)
         return len(target.messages), len(target.consumers)

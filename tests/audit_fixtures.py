@@ -130,14 +130,16 @@ async def _settle(tj: Side, ru: Side, run: ExchangeRun) -> None:
     every countersignature those receipts caused is logged by the side it vouches for."""
     waiting = [(ru, message_id) for message_id in run.sent_by_ru] + [(tj, m) for m in run.sent_by_tj]
     for _ in range(3000):
-        await _shovel(tj, ru)
-        await _shovel(ru, tj)
+        # Quiet means: no handler was running, and then nothing was left to carry either way. A
+        # handler still running could yet countersign and send back after the counts matched.
+        idle = tj.transport.deliveries_in_flight == 0 and ru.transport.deliveries_in_flight == 0
+        moved = await _shovel(tj, ru) + await _shovel(ru, tj)
         waiting = [
             (side, message_id)
             for side, message_id in waiting
             if not await side.store.find(message_id, kinds=[EntryKind.RECEIPT_RECEIVED])
         ]
-        if not waiting and await _witnesses_landed(tj, ru):
+        if idle and moved == 0 and not waiting and await _witnesses_landed(tj, ru):
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"the fake exchange did not settle: {len(waiting)} receipts missing")
