@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from broker.catalogue import Payload
-from broker.errors import ExchangeError, LocalError, Reason
+from broker.core.catalogue import Payload
+from broker.core.errors import ExchangeError, LocalError, Reason
 
 # What ministries exchange under the agreement; receipts and trust updates are the gateways' own.
 MINISTRY_TYPES = frozenset(

@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from adapters.base import AdapterError
-from broker.errors import AuditError, ExchangeError, LocalError, Reason, TransportError
+from broker.core.errors import AuditError, ExchangeError, LocalError, Reason, TransportError
 
 log = structlog.get_logger("adapters.folder_drop")
 

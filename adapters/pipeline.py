@@ -19,8 +19,8 @@ import structlog
 
 import adapters
 from adapters.base import MAX_FILE_BYTES, AdapterError, NationalAdapter, check_size
-from broker.catalogue import Payload
-from broker.errors import ConfigError, LocalError, Reason
+from broker.core.catalogue import Payload
+from broker.core.errors import ConfigError, LocalError, Reason
 
 log = structlog.get_logger("adapters.pipeline")
 
@@ -31,7 +31,7 @@ class SentMessage(Protocol):
 
 
 class Sender(Protocol):
-    """What a pipeline needs of a gateway (`broker.gateway.Gateway` is one)."""
+    """What a pipeline needs of a gateway (`broker.exchange.gateway.Gateway` is one)."""
 
     async def send(
         self, payload: Payload, *, to: str, sender: str | None = None, wait_receipt: bool = False

@@ -20,7 +20,7 @@ from pathlib import Path
 from uuid import UUID
 
 from broker.audit import EntryDraft, EntryKind, entry_leaf_hash, root_from_leaf_hashes, verify_inclusion
-from broker.audit.sqlite_store import SqliteAuditStore, select_entries
+from broker.audit.stores.sqlite import SqliteAuditStore, select_entries
 
 CHUNK_LEAVES = 1 << 12
 BUILD_BATCH = 1024

@@ -23,7 +23,7 @@ from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
 from benchmarks.report import percentile, print_table, ratio
-from broker.devkit import provision_dev_exchange
+from broker.exchange.devkit import provision_dev_exchange
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labour-exchange-bench"
 

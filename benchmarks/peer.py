@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.events import WATCHED, drop_info_events, watch_log_events
-from broker.gateway import gateway_from_settings
-from broker.settings import ExchangeSettings
+from broker.exchange.gateway import gateway_from_settings
+from broker.state.settings import ExchangeSettings
 
 
 def _report(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -2,7 +2,7 @@
 
 The sending gateway runs in this process and the receiving one in a process of its own
 (`benchmarks.peer`), as two countries' gateways run; each is assembled by
-`broker.gateway.gateway_from_settings` exactly as `broker gateway` assembles it. When things happen
+`broker.exchange.gateway.gateway_from_settings` exactly as `broker gateway` assembles it. When things happen
 is read from their log events (`events`; the peer reports its own over a pipe).
 """
 
@@ -24,10 +24,10 @@ from benchmarks.common import (
     throughput,
 )
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
-from broker.catalogue import sample_payloads
-from broker.devkit import DevExchange
-from broker.gateway import Gateway, gateway_from_settings
-from broker.settings import ExchangeSettings
+from broker.core.catalogue import sample_payloads
+from broker.exchange.devkit import DevExchange
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.state.settings import ExchangeSettings
 
 MESSAGE_TYPE = "work_permit.cancellation"  # about 1 KiB of payload, like the baselines' bodies
 SENDER = "TJ-MVD"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.catalogue import sample_payloads
-from broker.catalogue.jsonschema import schema_files
-from broker.catalogue.xmlform import payload_to_xml
+from broker.core.catalogue import sample_payloads
+from broker.core.catalogue.jsonschema import schema_files
+from broker.core.catalogue.xmlform import payload_to_xml
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_DIR = ROOT / "schemas" / "json"

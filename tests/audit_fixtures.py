@@ -16,20 +16,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
-from broker.agreement import Agreement
-from broker.audit.checkpointer import Checkpointer
 from broker.audit.entry import EntryKind
-from broker.audit.store import AuditStore
-from broker.catalogue.samples import sample_payloads
-from broker.fake_transport import FakeTransport
-from broker.gateway import Gateway
-from broker.keystore import KeyStore
-from broker.outbox import Outbox
-from broker.settings import ExchangeSettings
-from broker.topology import INBOUND, outbound_queue, vhost_declarations
-from broker.trust import TrustStore
-from broker.trust_update import TrustChange
-from broker.witnessing import WITNESS_TYPE
+from broker.audit.stores.base import AuditStore
+from broker.audit.stores.checkpointer import Checkpointer
+from broker.audit.witnessing import WITNESS_TYPE
+from broker.core.agreement import Agreement
+from broker.core.catalogue.samples import sample_payloads
+from broker.core.trust import TrustStore
+from broker.core.trust_update import TrustChange
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.gateway import Gateway
+from broker.exchange.topology import INBOUND, outbound_queue, vhost_declarations
+from broker.state.keystore import KeyStore
+from broker.state.outbox import Outbox
+from broker.state.settings import ExchangeSettings
 
 WORKER_DOCUMENT = "400123456"  # the worker of the catalogue's samples
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.agreement import Agreement, load_agreement
-from broker.keystore import KeyStore
-from broker.trust import TrustStore
+from broker.core.agreement import Agreement, load_agreement
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 # Every CA and authority certificate of the session PKI starts here; authority certificates last a
 # year (KeyStore's default), CAs ten years.

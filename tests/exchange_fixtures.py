@@ -24,16 +24,16 @@ import pytest
 import pytest_asyncio
 import structlog
 
-from broker.demo import CONSULATE, ROUTES
-from broker.devkit import DevExchange, provision_dev_exchange
-from broker.errors import Reason, TransportError
-from broker.gateway import Gateway, gateway_from_settings
-from broker.rabbit_admin import RabbitAdmin
-from broker.settings import ExchangeSettings
-from broker.subscriber import Subscription
-from broker.topology import INBOUND, QUARANTINE, CountryBroker, outbound_queue, subscriber_queue
-from broker.transport import RabbitTransport
-from broker.trust import TrustStore
+from broker.cli.demo import CONSULATE, ROUTES
+from broker.core.errors import Reason, TransportError
+from broker.core.trust import TrustStore
+from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.exchange.subscriber import Subscription
+from broker.exchange.topology import INBOUND, QUARANTINE, CountryBroker, outbound_queue, subscriber_queue
+from broker.exchange.transport import RabbitTransport
+from broker.state.settings import ExchangeSettings
 
 T = TypeVar("T")
 

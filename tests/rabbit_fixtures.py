@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from broker.cli_topology import apply_topology, needed_users, plans_for
-from broker.rabbit_admin import RabbitAdmin
-from broker.topology import BrokerPlan, CountryBroker
-from broker.transport import RabbitTransport
+from broker.exchange.provisioning import apply_topology, needed_users, plans_for
+from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.exchange.topology import BrokerPlan, CountryBroker
+from broker.exchange.transport import RabbitTransport
 
 RABBIT_HOST = "127.0.0.1:5672"
 

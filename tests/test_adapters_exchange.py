@@ -21,12 +21,12 @@ import pytest_asyncio
 from adapters.base import MINISTRY_TYPES, NationalAdapter
 from adapters.folder_drop import FolderDrop
 from adapters.pipeline import import_file, load_adapter
-from broker.catalogue import Payload, payload_to_json
-from broker.catalogue.receipt import Verdict
-from broker.devkit import DevExchange, provision_dev_exchange
-from broker.gateway import Gateway, SendResult, gateway_from_settings
-from broker.subscriber import Alert, Subscription
-from broker.transport import RabbitTransport
+from broker.core.catalogue import Payload, payload_to_json
+from broker.core.catalogue.receipt import Verdict
+from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.gateway import Gateway, SendResult, gateway_from_settings
+from broker.exchange.subscriber import Alert, Subscription
+from broker.exchange.transport import RabbitTransport
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -18,9 +18,9 @@ from adapters.folder_drop import FolderDrop
 from adapters.pipeline import import_file, load_adapter
 from adapters.ru import RussianAdapter
 from adapters.ru.parse import xsd_for
-from broker.catalogue import Payload, sample_payloads
-from broker.catalogue.xmlform import hardened_parser
-from broker.errors import Reason
+from broker.core.catalogue import Payload, sample_payloads
+from broker.core.catalogue.xmlform import hardened_parser
+from broker.core.errors import Reason
 
 SAMPLES = Path(__file__).resolve().parent.parent / "adapters" / "ru" / "samples"
 RU = RussianAdapter()

@@ -23,9 +23,9 @@ from adapters.pipeline import import_file, load_adapter
 from adapters.tj import TajikAdapter, adapter
 from adapters.tj.labels import FIELD_OF_LABEL, Language, normal
 from adapters.tj.registry import AGENCIES, render_row
-from broker.catalogue import Payload, payload_class, sample_payloads
-from broker.catalogue.employer import PermissionStatus
-from broker.errors import Reason, TransportError
+from broker.core.catalogue import Payload, payload_class, sample_payloads
+from broker.core.catalogue.employer import PermissionStatus
+from broker.core.errors import Reason, TransportError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "adapters" / "tj" / "samples"
 

@@ -21,7 +21,6 @@ import pytest
 from audit_fixtures import WORKER_DOCUMENT, run_exchange
 from test_audit_cli import BaseLogs, Logs, _copy_store, _drop_schemas, _locators, _open_store
 
-from broker.agreement import Agreement
 from broker.audit.archive import (
     COMPACTION_MIN_AGE,
     ArchivedRange,
@@ -35,11 +34,12 @@ from broker.audit.archive import (
 )
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import EntryKind
-from broker.audit.source import SqliteSource
-from broker.audit.sqlite_store import SqliteAuditStore
-from broker.errors import AuditError, ExchangeError, Reason
-from broker.keystore import KeyStore
-from broker.trust import TrustStore
+from broker.audit.stores.source import SqliteSource
+from broker.audit.stores.sqlite import SqliteAuditStore
+from broker.core.agreement import Agreement
+from broker.core.errors import AuditError, ExchangeError, Reason
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 ROUNDS = 25  # about 270 entries in TJ's log, 250 in RU's
 

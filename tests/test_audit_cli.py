@@ -27,17 +27,17 @@ from audit_fixtures import WORKER_DOCUMENT, ExchangeRun, run_exchange
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from broker.agreement import Agreement
 from broker.audit.checkpoint import CheckpointBody, SignedCheckpoint, sign_checkpoint
 from broker.audit.entry import EntryDraft, EntryKind, entry_leaf_hash, format_time
-from broker.audit.postgres_store import PostgresAuditStore
-from broker.audit.sqlite_store import SqliteAuditStore
-from broker.audit.store import StoreBase
-from broker.cli_audit import audit_app
-from broker.keystore import KeyStore
-from broker.pki import Signer, create_ca, issue_authority_certificate
-from broker.trust import TrustStore
-from broker.witnessing import WITNESS_TYPE
+from broker.audit.stores.base import StoreBase
+from broker.audit.stores.postgres import PostgresAuditStore
+from broker.audit.stores.sqlite import SqliteAuditStore
+from broker.audit.witnessing import WITNESS_TYPE
+from broker.cli.audit import audit_app
+from broker.core.agreement import Agreement
+from broker.core.pki import Signer, create_ca, issue_authority_certificate
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 PG_DSN = os.environ.get("AUDIT_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("AUDIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

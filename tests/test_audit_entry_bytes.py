@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.audit.entry import EntryDraft, EntryKind, entry_bytes, entry_record, format_time
-from broker.canonical import canonical_bytes
+from broker.core.canonical import canonical_bytes
 
 # Any text a column may hold (no lone surrogates: drafts refuse those), control characters included.
 _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)

@@ -21,10 +21,10 @@ import pytest
 
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, CompactRange, verify_consistency, verify_inclusion
-from broker.audit.postgres_store import PostgresAuditStore
-from broker.audit.sqlite_store import SqliteAuditStore, nodes_query
-from broker.audit.store import READ_PAGE, GroupCommitter, StoreBase, plan_batch
-from broker.errors import AuditError, ConfigError, Reason
+from broker.audit.stores.base import READ_PAGE, GroupCommitter, StoreBase, plan_batch
+from broker.audit.stores.postgres import PostgresAuditStore
+from broker.audit.stores.sqlite import SqliteAuditStore, nodes_query
+from broker.core.errors import AuditError, ConfigError, Reason
 
 PG_DSN = os.environ.get("AUDIT_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)

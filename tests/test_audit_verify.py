@@ -28,12 +28,12 @@ from broker.audit.proofs import (
 )
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.verify import ExternalCheckpoint, LogVerifier, UnreadableRow, verify_log
-from broker.catalogue.samples import sample_payloads
-from broker.errors import ExchangeError, Reason, VerificationError
-from broker.keystore import KeyStore
-from broker.pki import Signer
-from broker.sealing import seal
-from broker.trust import TrustStore
+from broker.core.catalogue.samples import sample_payloads
+from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.pki import Signer
+from broker.core.sealing import seal
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 WORKER = "400123456"
 

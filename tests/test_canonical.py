@@ -1,4 +1,4 @@
-"""Strict JSON parsing and RFC 8785 canonical serialisation (`broker.canonical`)."""
+"""Strict JSON parsing and RFC 8785 canonical serialisation (`broker.core.canonical`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.canonical import MAX_DEPTH, canonical_bytes, strict_loads
-from broker.errors import Reason, VerificationError
+from broker.core.canonical import MAX_DEPTH, canonical_bytes, strict_loads
+from broker.core.errors import Reason, VerificationError
 
 
 def _malformed(raw: bytes) -> VerificationError:

@@ -13,7 +13,7 @@ import pydantic
 import pytest
 import rfc8785
 
-from broker.catalogue import (
+from broker.core.catalogue import (
     CATALOGUE,
     Payload,
     citizenship_of,
@@ -22,12 +22,12 @@ from broker.catalogue import (
     payload_to_json,
     sample_payloads,
 )
-from broker.catalogue.base import Attachment
-from broker.catalogue.death import WorkerDeath
-from broker.catalogue.employer import EmployerPermit
-from broker.catalogue.fields import add_years, age_on
-from broker.catalogue.receipt import Receipt
-from broker.errors import Reason, ValidationError
+from broker.core.catalogue.base import Attachment
+from broker.core.catalogue.death import WorkerDeath
+from broker.core.catalogue.employer import EmployerPermit
+from broker.core.catalogue.fields import add_years, age_on
+from broker.core.catalogue.receipt import Receipt
+from broker.core.errors import Reason, ValidationError
 
 JsonDict = dict[str, Any]
 

@@ -14,7 +14,6 @@ import pytest
 from audit_fixtures import run_exchange
 from structlog.testing import capture_logs
 
-from broker.agreement import Agreement
 from broker.audit.checkpoint import (
     CheckpointBody,
     SignedCheckpoint,
@@ -24,15 +23,16 @@ from broker.audit.checkpoint import (
     verify_checkpoint,
     verify_witness,
 )
-from broker.audit.checkpointer import Checkpointer
 from broker.audit.entry import EntryDraft, EntryKind
-from broker.audit.sqlite_store import SqliteAuditStore
-from broker.catalogue.receipt import Checkpoint, Receipt
-from broker.errors import Reason, VerificationError
-from broker.jws import sign_detached
-from broker.keystore import KeyStore
-from broker.pki import Signer
-from broker.trust import TrustStore
+from broker.audit.stores.checkpointer import Checkpointer
+from broker.audit.stores.sqlite import SqliteAuditStore
+from broker.core.agreement import Agreement
+from broker.core.catalogue.receipt import Checkpoint, Receipt
+from broker.core.errors import Reason, VerificationError
+from broker.core.jws import sign_detached
+from broker.core.pki import Signer
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 AUDIT_CORE = (
     "broker.audit.checkpoint",

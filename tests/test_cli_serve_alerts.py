@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from broker.agreement import Agreement
-from broker.catalogue import sample_payloads
-from broker.cli_common import serve_alerts
-from broker.fake_transport import FakeTransport
-from broker.keystore import KeyStore
-from broker.sealing import seal
-from broker.subscriber import Alert, Subscription
-from broker.topology import DELIVERY, delivery_routing_key, vhost_declarations
-from broker.trust import TrustStore
+from broker.cli.common import serve_alerts
+from broker.core.agreement import Agreement
+from broker.core.catalogue import sample_payloads
+from broker.core.sealing import seal
+from broker.core.trust import TrustStore
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.subscriber import Alert, Subscription
+from broker.exchange.topology import DELIVERY, delivery_routing_key, vhost_declarations
+from broker.state.keystore import KeyStore
 
 
 async def test_serving_stops_after_count_and_leaves_the_rest_queued(

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from typer.main import get_command
 
-from broker.cli import app
-from broker.settings import ExchangeSettings
+from broker.cli.app import app
+from broker.state.settings import ExchangeSettings
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 

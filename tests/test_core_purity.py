@@ -10,17 +10,17 @@ import subprocess
 import sys
 
 CORE_MODULES = (
-    "broker.canonical",
-    "broker.jws",
-    "broker.envelope",
-    "broker.sealing",
-    "broker.agreement",
-    "broker.catalogue",
-    "broker.pki",
-    "broker.trust",
+    "broker.core.canonical",
+    "broker.core.jws",
+    "broker.core.envelope",
+    "broker.core.sealing",
+    "broker.core.agreement",
+    "broker.core.catalogue",
+    "broker.core.pki",
+    "broker.core.trust",
     "broker.audit.merkle",
     "broker.audit.entry",
-    "broker.witnessing",
+    "broker.audit.witnessing",
     "broker.audit.archive",
 )
 FORBIDDEN = ("aio_pika", "aiormq", "asyncio", "sqlite3", "asyncpg")

@@ -15,8 +15,8 @@ from rich.console import Console
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from broker.cli import app
-from broker.demo import ROUTES, run_demo
+from broker.cli.app import app
+from broker.cli.demo import ROUTES, run_demo
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -56,7 +56,7 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert "TJ-CONSULATE-MOSCOW received 2 alert(s)" in output
 
     # The CLI would point logging at the stream CliRunner lends it; keep this process's logging as is.
-    monkeypatch.setattr("broker.cli.configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr("broker.cli.app.configure_logging", lambda *_, **__: None)
     runner = CliRunner()
     for _, direction, _, _, _, message_id in rows:
         country = direction[:2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from broker.devkit import write_settings_file
-from broker.settings import ExchangeSettings
+from broker.exchange.devkit import write_settings_file
+from broker.state.settings import ExchangeSettings
 
 
 def test_settings_file_round_trips_overrides(tmp_path: Path) -> None:

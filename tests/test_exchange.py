@@ -22,19 +22,19 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
 from broker.audit import AuditEntry, EntryKind
-from broker.catalogue import Payload, payload_to_json, sample_payloads
-from broker.catalogue.receipt import Receipt, Verdict
-from broker.cli import app
-from broker.demo import CONSULATE, CONSULATE_TYPES, ROUTES
-from broker.envelope import Envelope, sha256_hex
-from broker.errors import PolicyError, Reason, TransportError
-from broker.gateway import Gateway
-from broker.ids import uuid7
-from broker.keystore import KeyStore
-from broker.outbox import OutboxRecord, SendState
-from broker.sealing import SealedMessage, open_message, seal, seal_envelope, verify_envelope
-from broker.subscriber import Subscription
-from broker.topology import INBOUND, QUARANTINE, subscriber_queue
+from broker.cli.app import app
+from broker.cli.demo import CONSULATE, CONSULATE_TYPES, ROUTES
+from broker.core.catalogue import Payload, payload_to_json, sample_payloads
+from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.envelope import Envelope, sha256_hex
+from broker.core.errors import PolicyError, Reason, TransportError
+from broker.core.ids import uuid7
+from broker.core.sealing import SealedMessage, open_message, seal, seal_envelope, verify_envelope
+from broker.exchange.gateway import Gateway
+from broker.exchange.subscriber import Subscription
+from broker.exchange.topology import INBOUND, QUARANTINE, subscriber_queue
+from broker.state.keystore import KeyStore
+from broker.state.outbox import OutboxRecord, SendState
 
 if TYPE_CHECKING:
     from exchange_fixtures import ExchangeHarness
@@ -519,7 +519,7 @@ async def test_quarantine_commands_list_show_requeue_and_purge(
 ) -> None:
     # The CLI points structlog at the stdout CliRunner lends it and closes afterwards; inside this
     # process the gateways keep logging, so the CLI may not reconfigure logging, and nothing prints.
-    monkeypatch.setattr("broker.cli.configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr("broker.cli.app.configure_logging", lambda *_, **__: None)
     with capture_logs():
         await _quarantine_commands(exchange, gateways, tmp_path)
 

@@ -25,19 +25,19 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.agreement import Agreement
 from broker.audit import EntryKind
-from broker.audit.sqlite_store import SqliteAuditStore
-from broker.errors import Reason, RemoteError
-from broker.fake_transport import FakeTransport
-from broker.gateway import Gateway
-from broker.keystore import KeyStore
-from broker.outbox import Outbox
-from broker.sealing import open_message
-from broker.settings import ExchangeSettings
-from broker.topology import QUARANTINE, vhost_declarations
-from broker.transport_api import Disposition, Handler, IncomingMessage
-from broker.trust import TrustStore
+from broker.audit.stores.sqlite import SqliteAuditStore
+from broker.core.agreement import Agreement
+from broker.core.errors import Reason, RemoteError
+from broker.core.sealing import open_message
+from broker.core.trust import TrustStore
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.gateway import Gateway
+from broker.exchange.topology import QUARANTINE, vhost_declarations
+from broker.exchange.transport_api import Disposition, Handler, IncomingMessage
+from broker.state.keystore import KeyStore
+from broker.state.outbox import Outbox
+from broker.state.settings import ExchangeSettings
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
 INDEX: dict[str, Any] = json.loads((ATTACKS / "index.json").read_text(encoding="utf-8"))

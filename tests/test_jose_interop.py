@@ -20,13 +20,13 @@ from joserfc.errors import BadSignatureError, SecurityWarning, UnsupportedAlgori
 from joserfc.jwk import OKPKey
 from joserfc.jws import JWSRegistry
 
-from broker.agreement import Agreement
-from broker.canonical import canonical_bytes
-from broker.catalogue import sample_payloads
-from broker.errors import Reason, VerificationError
-from broker.keystore import KeyStore
-from broker.sealing import MAX_MESSAGE_BYTES, SealedMessage, open_message, seal
-from broker.trust import TrustStore
+from broker.core.agreement import Agreement
+from broker.core.canonical import canonical_bytes
+from broker.core.catalogue import sample_payloads
+from broker.core.errors import Reason, VerificationError
+from broker.core.sealing import MAX_MESSAGE_BYTES, SealedMessage, open_message, seal
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 SENDERS = {
     "worker.death": ("RU-MVD", "TJ-MOL"),

@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from typer.testing import CliRunner
 
-from broker.cli_keys import keys_app
-from broker.errors import ConfigError, Reason, VerificationError
-from broker.keystore import KeyStore
+from broker.cli.keys import keys_app
+from broker.core.errors import ConfigError, Reason, VerificationError
+from broker.state.keystore import KeyStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

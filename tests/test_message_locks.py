@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from uuid import uuid4
 
-from broker.gateway import PerMessageLocks
+from broker.exchange.gateway import PerMessageLocks
 
 
 async def test_third_copy_waits_for_the_first_even_after_the_second_queued() -> None:

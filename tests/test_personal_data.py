@@ -10,18 +10,18 @@ from uuid import UUID
 import pytest
 from cryptography import x509
 
-from broker.agreement import Agreement
-from broker.canonical import canonical_bytes, strict_loads
-from broker.catalogue import sample_payloads
-from broker.envelope import Envelope
-from broker.errors import Reason, RemoteError, VerificationError
-from broker.key_vault import KeyVault
-from broker.keystore import KeyStore
-from broker.personal import Decryptor, decode_key_header, encode_key_header, new_data_key, wrap_data_key
-from broker.personal_keys import PersonalDataKeys
-from broker.pki import create_ca, cross_sign
-from broker.sealing import DataKeySource, SealedMessage, open_message, seal, verify_envelope
-from broker.trust_update import EncryptionDirectory, apply_trust_update, build_trust_update
+from broker.core.agreement import Agreement
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.catalogue import sample_payloads
+from broker.core.envelope import Envelope
+from broker.core.errors import Reason, RemoteError, VerificationError
+from broker.core.personal import Decryptor, decode_key_header, encode_key_header, new_data_key, wrap_data_key
+from broker.core.pki import create_ca, cross_sign
+from broker.core.sealing import DataKeySource, SealedMessage, open_message, seal, verify_envelope
+from broker.core.trust_update import EncryptionDirectory, apply_trust_update, build_trust_update
+from broker.exchange.personal_keys import PersonalDataKeys
+from broker.state.key_vault import KeyVault
+from broker.state.keystore import KeyStore
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 SENT = T0 + timedelta(days=1)

@@ -13,17 +13,18 @@ from uuid import UUID
 import pytest
 import pytest_asyncio
 
-from broker.audit import AuditStore, EntryKind, entry_leaf_hash, root_from_leaf_hashes
-from broker.catalogue import sample_payloads
-from broker.catalogue.receipt import Verdict
-from broker.devkit import DevExchange, provision_dev_exchange
-from broker.errors import Reason, VerificationError
-from broker.gateway import Gateway, gateway_from_settings
-from broker.personal import decode_key_header
-from broker.sealing import open_message, seal, verify_envelope
-from broker.subscriber import Subscription
-from broker.transport import RabbitTransport
-from broker.trust_update import build_trust_update
+from broker.audit import EntryKind, entry_leaf_hash, root_from_leaf_hashes
+from broker.audit.stores import AuditStore
+from broker.core.catalogue import sample_payloads
+from broker.core.catalogue.receipt import Verdict
+from broker.core.errors import Reason, VerificationError
+from broker.core.personal import decode_key_header
+from broker.core.sealing import open_message, seal, verify_envelope
+from broker.core.trust_update import build_trust_update
+from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.subscriber import Subscription
+from broker.exchange.transport import RabbitTransport
 
 pytestmark = pytest.mark.rabbitmq
 

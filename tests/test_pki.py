@@ -1,4 +1,4 @@
-"""The certificate profile that broker.trust relies on: built exactly, refused when inconsistent."""
+"""The certificate profile that broker.core.trust relies on: built exactly, refused when inconsistent."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from broker.errors import ConfigError, Reason
-from broker.pki import (
+from broker.core.errors import ConfigError, Reason
+from broker.core.pki import (
     CertificateUsage,
     authority_country,
     build_crl,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from broker.errors import Reason
+from broker.core.errors import Reason
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reason-codes.md"
 _ROW = re.compile(r"^\|\s*`(?P<code>[^`]+)`\s*\|(?P<rest>.*)\|\s*$")

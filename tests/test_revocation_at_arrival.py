@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from broker.agreement import Agreement
-from broker.catalogue import sample_payloads
-from broker.errors import Reason, VerificationError
-from broker.keystore import KeyStore
-from broker.sealing import open_message, seal
+from broker.core.agreement import Agreement
+from broker.core.catalogue import sample_payloads
+from broker.core.errors import Reason, VerificationError
+from broker.core.sealing import open_message, seal
+from broker.state.keystore import KeyStore
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ import pytest
 from lxml import etree
 from pydantic import BaseModel
 
-from broker.catalogue import CATALOGUE, payload_to_json, sample_payloads
-from broker.catalogue.jsonschema import schema_files
-from broker.catalogue.xmlform import hardened_parser, namespace, parse_payload_xml, payload_to_xml
-from broker.errors import Reason, ValidationError
+from broker.core.catalogue import CATALOGUE, payload_to_json, sample_payloads
+from broker.core.catalogue.jsonschema import schema_files
+from broker.core.catalogue.xmlform import hardened_parser, namespace, parse_payload_xml, payload_to_xml
+from broker.core.errors import Reason, ValidationError
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 JSON_DIR = SCHEMAS / "json"

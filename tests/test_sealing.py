@@ -23,11 +23,11 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from broker.agreement import Agreement
-from broker.canonical import canonical_bytes
-from broker.catalogue import Payload, payload_to_json, sample_payloads
-from broker.envelope import Envelope
-from broker.errors import (
+from broker.core.agreement import Agreement
+from broker.core.canonical import canonical_bytes
+from broker.core.catalogue import Payload, payload_to_json, sample_payloads
+from broker.core.envelope import Envelope
+from broker.core.errors import (
     PolicyError,
     Reason,
     RemoteError,
@@ -35,11 +35,10 @@ from broker.errors import (
     ValidationError,
     VerificationError,
 )
-from broker.ids import uuid7
-from broker.jws import ALGORITHM, TYP, b64url
-from broker.keystore import KeyStore
-from broker.pki import Signer, certificate_thumbprint, create_ca, issue_authority_certificate
-from broker.sealing import (
+from broker.core.ids import uuid7
+from broker.core.jws import ALGORITHM, TYP, b64url
+from broker.core.pki import Signer, certificate_thumbprint, create_ca, issue_authority_certificate
+from broker.core.sealing import (
     MAX_MESSAGE_BYTES,
     SealedMessage,
     check_freshness,
@@ -47,7 +46,8 @@ from broker.sealing import (
     seal,
     seal_envelope,
 )
-from broker.trust import TrustStore
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 # Who sends each sample across the border, as the agreement allows (the samples describe a Tajik
 # worker in Russia, Russian permits and reports, and a Tajik recruitment agency).

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import AuditError, Reason
-from broker.sqlite_state import SqliteState
+from broker.core.errors import AuditError, Reason
+from broker.state.sqlite_state import SqliteState
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);"
 

@@ -6,14 +6,14 @@ import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from broker.agreement import Agreement
-from broker.catalogue import sample_payloads
-from broker.fake_transport import FakeTransport
-from broker.keystore import KeyStore
-from broker.sealing import SealedMessage, seal
-from broker.subscriber import Alert, HandledLedger, Subscription
-from broker.topology import DELIVERY, delivery_routing_key, vhost_declarations
-from broker.trust import TrustStore
+from broker.core.agreement import Agreement
+from broker.core.catalogue import sample_payloads
+from broker.core.sealing import SealedMessage, seal
+from broker.core.trust import TrustStore
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.subscriber import Alert, HandledLedger, Subscription
+from broker.exchange.topology import DELIVERY, delivery_routing_key, vhost_declarations
+from broker.state.keystore import KeyStore
 
 
 async def test_redelivered_alert_is_not_handed_over_again_after_a_restart(

@@ -20,18 +20,18 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from broker.cli_topology import (
+from broker.cli.topology import topology_app
+from broker.core.errors import ConfigError, Reason, TransportError
+from broker.exchange.fake_transport import _topic_matches
+from broker.exchange.provisioning import (
     apply_topology,
     describe,
     load_passwords,
     needed_users,
     parse_brokers,
     plans_for,
-    topology_app,
 )
-from broker.errors import ConfigError, Reason, TransportError
-from broker.fake_transport import _topic_matches
-from broker.topology import (
+from broker.exchange.topology import (
     DELIVERY_LIMIT,
     CountryBroker,
     Declarations,
@@ -44,7 +44,7 @@ from broker.topology import (
     subscriber_declarations,
     vhost_declarations,
 )
-from broker.transport import RabbitTransport
+from broker.exchange.transport import RabbitTransport
 
 if TYPE_CHECKING:
     from rabbit_fixtures import RabbitLink
@@ -205,7 +205,7 @@ class TestPlan:
 
     def test_pure_modules_do_not_import_the_broker_library(self) -> None:
         code = (
-            "import sys, broker.topology, broker.transport_api, broker.fake_transport;"
+            "import sys, broker.exchange.topology, broker.exchange.transport_api, broker.exchange.fake_transport;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aio_pika', 'aiormq', 'pamqp')))"
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

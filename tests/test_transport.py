@@ -16,11 +16,11 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from broker.errors import Reason, TransportError
-from broker.fake_transport import FakeTransport
-from broker.topology import DELIVERY_LIMIT, Declarations, vhost_declarations
-from broker.transport import RabbitTransport
-from broker.transport_api import Disposition, IncomingMessage, Transport
+from broker.core.errors import Reason, TransportError
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.topology import DELIVERY_LIMIT, Declarations, vhost_declarations
+from broker.exchange.transport import RabbitTransport
+from broker.exchange.transport_api import Disposition, IncomingMessage, Transport
 
 if TYPE_CHECKING:
     from rabbit_fixtures import RabbitLink

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from broker.errors import ConfigError, Reason, VerificationError
-from broker.pki import build_crl, create_ca, issue_authority_certificate
-from broker.trust import TrustStore
+from broker.core.errors import ConfigError, Reason, VerificationError
+from broker.core.pki import build_crl, create_ca, issue_authority_certificate
+from broker.core.trust import TrustStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import Reason, VerificationError
-from broker.keystore import KeyStore
-from broker.trust import TrustStore
+from broker.core.errors import Reason, VerificationError
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
 
 
 def test_a_remembered_certificate_still_expires(

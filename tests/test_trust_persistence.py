@@ -11,14 +11,14 @@ import pytest
 from audit_fixtures import FakeClock, Side, build_side
 from cryptography import x509
 
-from broker.agreement import Agreement
 from broker.audit.entry import EntryKind
-from broker.audit.sqlite_store import SqliteAuditStore
-from broker.errors import Reason, VerificationError
-from broker.keystore import KeyStore
-from broker.sealing import seal
-from broker.topology import INBOUND
-from broker.trust_update import EncryptionDirectory, TrustChange, apply_trust_update, build_trust_update
+from broker.audit.stores.sqlite import SqliteAuditStore
+from broker.core.agreement import Agreement
+from broker.core.errors import Reason, VerificationError
+from broker.core.sealing import seal
+from broker.core.trust_update import EncryptionDirectory, TrustChange, apply_trust_update, build_trust_update
+from broker.exchange.topology import INBOUND
+from broker.state.keystore import KeyStore
 
 T0_OFFSET = timedelta(hours=1)
 

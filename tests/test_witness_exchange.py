@@ -22,14 +22,14 @@ from broker.audit import AuditEntry, EntryKind
 from broker.audit.checkpoint import CheckpointBody, cosign, sign_checkpoint
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.verify import verify_log
-from broker.catalogue import sample_payloads
-from broker.catalogue.witness import CheckpointWitness
-from broker.envelope import sha256_hex
-from broker.errors import Reason
-from broker.gateway import Gateway
-from broker.sealing import SealedMessage, open_message
-from broker.topology import INBOUND, QUARANTINE, outbound_queue
-from broker.witnessing import WITNESS_TYPE, countersigned_record, seal_witness
+from broker.audit.witnessing import WITNESS_TYPE, countersigned_record, seal_witness
+from broker.core.catalogue import sample_payloads
+from broker.core.catalogue.witness import CheckpointWitness
+from broker.core.envelope import sha256_hex
+from broker.core.errors import Reason
+from broker.core.sealing import SealedMessage, open_message
+from broker.exchange.gateway import Gateway
+from broker.exchange.topology import INBOUND, QUARANTINE, outbound_queue
 
 if TYPE_CHECKING:
     from exchange_fixtures import ExchangeHarness

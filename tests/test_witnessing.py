@@ -1,6 +1,6 @@
 """Countersignatures handed back: the `checkpoint.witness` payload, its checks, and gateways carrying it.
 
-The pure core (`broker.witnessing`), then one gateway over the in-memory broker fed a peer's receipt,
+The pure core (`broker.audit.witnessing`), then one gateway over the in-memory broker fed a peer's receipt,
 then two gateways exchanging real messages (tests/audit_fixtures.py). The same over the real
 RabbitMQ is in tests/test_witness_exchange.py.
 """
@@ -18,25 +18,25 @@ import pytest
 from audit_fixtures import FakeClock, Side, build_side, run_exchange
 from structlog.testing import capture_logs
 
-from broker.agreement import Agreement
 from broker.audit.checkpoint import CheckpointBody, SignedCheckpoint, WitnessRecord, cosign, sign_checkpoint
 from broker.audit.entry import AuditEntry, EntryKind
 from broker.audit.reconcile import digest, reconcile
-from broker.audit.sqlite_store import SqliteAuditStore
+from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.audit.verify import verify_log
-from broker.canonical import canonical_bytes
-from broker.catalogue import payload_to_json
-from broker.catalogue.receipt import Receipt, Verdict
-from broker.catalogue.witness import CheckpointWitness
-from broker.errors import PolicyError, Reason, TransportError, VerificationError
-from broker.fake_transport import FakeTransport
-from broker.ids import uuid7
-from broker.keystore import KeyStore
-from broker.sealing import open_message, seal
-from broker.topology import INBOUND, outbound_queue
-from broker.transport_api import NO_HEADERS, HeaderValue
-from broker.trust import TrustStore
-from broker.witnessing import WITNESS_TYPE, check_against_log, countersigned_record, seal_witness
+from broker.audit.witnessing import WITNESS_TYPE, check_against_log, countersigned_record, seal_witness
+from broker.core.agreement import Agreement
+from broker.core.canonical import canonical_bytes
+from broker.core.catalogue import payload_to_json
+from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.catalogue.witness import CheckpointWitness
+from broker.core.errors import PolicyError, Reason, TransportError, VerificationError
+from broker.core.ids import uuid7
+from broker.core.sealing import open_message, seal
+from broker.core.trust import TrustStore
+from broker.exchange.fake_transport import FakeTransport
+from broker.exchange.topology import INBOUND, outbound_queue
+from broker.exchange.transport_api import NO_HEADERS, HeaderValue
+from broker.state.keystore import KeyStore
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from adapters.base import MINISTRY_TYPES
 from adapters.ru.parse import parse_document
 from adapters.ru.render import XML, render_document
-from broker.catalogue import Payload
-from broker.errors import LocalError, Reason
+from broker.core.catalogue import Payload
+from broker.core.errors import LocalError, Reason
 
 __all__ = ["RussianAdapter", "adapter"]
 

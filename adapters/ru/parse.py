@@ -14,9 +14,9 @@ from pathlib import Path
 from lxml import etree
 
 from adapters.base import MINISTRY_TYPES, AdapterError, check_size, decode_utf8
-from broker.catalogue import CATALOGUE, Payload
-from broker.catalogue.xmlform import ROOT, hardened_parser, namespace, parse_payload_xml
-from broker.errors import Reason, ValidationError
+from broker.core.catalogue import CATALOGUE, Payload
+from broker.core.catalogue.xmlform import ROOT, hardened_parser, namespace, parse_payload_xml
+from broker.core.errors import Reason, ValidationError
 
 XSD_DIR = Path(__file__).resolve().parents[2] / "schemas" / "xsd"
 

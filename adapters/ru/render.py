@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from broker.catalogue import Payload
-from broker.catalogue.xmlform import payload_to_xml
+from broker.core.catalogue import Payload
+from broker.core.catalogue.xmlform import payload_to_xml
 
 XML = "xml"
 

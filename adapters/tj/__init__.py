@@ -14,8 +14,8 @@ from adapters.tj.parse import parse_file
 from adapters.tj.registry import REGISTRIES
 from adapters.tj.render import FORMATS, render_notice
 from adapters.tj.sync import SyncState, changes
-from broker.catalogue import Payload
-from broker.errors import LocalError, Reason
+from broker.core.catalogue import Payload
+from broker.core.errors import LocalError, Reason
 
 __all__ = ["TajikAdapter", "adapter"]
 

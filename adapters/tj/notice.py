@@ -15,8 +15,8 @@ from pydantic import BaseModel
 
 from adapters.base import MINISTRY_TYPES, AdapterError
 from adapters.tj.labels import FIELD_OF_LABEL, TYPE_LABEL, TYPE_LABELS, Language, label, normal
-from broker.catalogue import CATALOGUE, Payload, parse_payload, payload_class, payload_to_json
-from broker.errors import Reason, ValidationError
+from broker.core.catalogue import CATALOGUE, Payload, parse_payload, payload_class, payload_to_json
+from broker.core.errors import Reason, ValidationError
 
 PATH_SEPARATOR = "."
 _TRUE = frozenset({"true", "ҳа", "да"})

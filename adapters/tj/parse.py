@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from adapters.base import MAX_FILE_BYTES, AdapterError, check_size, decode_utf8
 from adapters.tj.notice import is_notice_header, notice_from_json, notice_from_row
 from adapters.tj.registry import Registry, Row, read_rows, registry_of
-from broker.catalogue import Payload
-from broker.errors import Reason
+from broker.core.catalogue import Payload
+from broker.core.errors import Reason
 
 
 @dataclass(frozen=True)

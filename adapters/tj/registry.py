@@ -15,11 +15,11 @@ from typing import TypeVar
 
 from adapters.base import AdapterError
 from adapters.tj.labels import Language, normal
-from broker.catalogue import Payload, parse_payload
-from broker.catalogue.base import PartyKind
-from broker.catalogue.employer import EmployerPermit, PermissionStatus
-from broker.catalogue.recruitment import RecruitmentAgencyLicense
-from broker.errors import Reason, ValidationError
+from broker.core.catalogue import Payload, parse_payload
+from broker.core.catalogue.base import PartyKind
+from broker.core.catalogue.employer import EmployerPermit, PermissionStatus
+from broker.core.catalogue.recruitment import RecruitmentAgencyLicense
+from broker.core.errors import Reason, ValidationError
 
 TJ_MINISTRY = "Вазорати меҳнат, муҳоҷират ва шуғли аҳолии Ҷумҳурии Тоҷикистон"
 ROW_NUMBER = ("№", "№ п/п", "№ т/р")  # spreadsheets number their rows; the column carries nothing

@@ -8,7 +8,7 @@ import json
 
 from adapters.tj.labels import Language
 from adapters.tj.notice import notice_to_json, notice_to_row
-from broker.catalogue import Payload
+from broker.core.catalogue import Payload
 
 FORMATS: dict[str, tuple[str, Language]] = {
     "json-tg": ("json", Language.TAJIK),

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.tj.registry import Registry
-from broker.catalogue import Payload, parse_payload, payload_to_json
-from broker.catalogue.employer import PermissionStatus
-from broker.errors import AuditError, Reason
+from broker.core.catalogue import Payload, parse_payload, payload_to_json
+from broker.core.catalogue.employer import PermissionStatus
+from broker.core.errors import AuditError, Reason
 
 ACTIVE = frozenset({PermissionStatus.GRANTED, PermissionStatus.RENEWED})
 

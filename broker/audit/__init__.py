@@ -1,12 +1,13 @@
-"""Tamper-evident audit log: canonical entries under an RFC 9162 Merkle tree, in SQLite or PostgreSQL.
+"""The audit log's pure core: canonical entries, the RFC 9162 Merkle tree, signed checkpoints, proofs.
 
-Importing this package loads only the pure core (entries and the tree). The store interface is
-loaded on first use, so `import broker.audit.merkle` never pulls in asyncio; the backends are
-imported from their own modules (`broker.audit.sqlite_store`, `broker.audit.postgres_store`) so
-that using one never loads the other's driver.
+Lives here: entries and their bytes, the tree, checkpoints and witness records, inclusion and
+consistency proofs, whole-log verification, evidence bundles, archive segments, reconciliation.
+Nothing here does I/O: importing `broker.audit` never loads asyncio or a database driver. Where the
+log is kept (SQLite, PostgreSQL, archive files) and the component that signs checkpoints over a live
+store are in `broker.audit.stores`.
+
+May import: `broker.core`. Never `broker.state`, `broker.exchange` or `broker.cli`.
 """
-
-from typing import TYPE_CHECKING, Any
 
 from broker.audit.entry import (
     ENTRY_FORMAT,
@@ -36,32 +37,15 @@ from broker.audit.merkle import (
     verify_inclusion,
 )
 
-if TYPE_CHECKING:
-    from broker.audit.store import AuditStore, GroupCommitter, StoreBase
-
-_STORE_NAMES = frozenset({"AuditStore", "GroupCommitter", "StoreBase"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _STORE_NAMES:
-        from broker.audit import store  # noqa: PLC0415 - deferred so the core stays free of asyncio
-
-        return getattr(store, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "EMPTY_ROOT",
     "ENTRY_FORMAT",
     "HASH_SIZE",
     "AuditEntry",
-    "AuditStore",
     "CompactRange",
     "EntryDraft",
     "EntryKind",
-    "GroupCommitter",
     "NodeId",
-    "StoreBase",
     "consistency_path",
     "consistency_ranges",
     "entry_bytes",

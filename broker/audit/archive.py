@@ -29,9 +29,9 @@ from broker.audit.checkpoint import SignedCheckpoint, parse_hash, verify_checkpo
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, entry_bytes
 from broker.audit.merkle import CompactRange, leaf_hash, verify_consistency
 from broker.audit.proofs import decode_entry
-from broker.canonical import canonical_bytes, strict_loads
-from broker.errors import AuditError, ExchangeError, Reason, VerificationError
-from broker.trust import TrustStore
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.errors import AuditError, ExchangeError, Reason, VerificationError
+from broker.core.trust import TrustStore
 
 SEGMENT_FORMAT = "labour-exchange-audit-segment/1"
 

@@ -18,9 +18,9 @@ from typing import Any
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import EntryKind
 from broker.audit.proofs import InclusionProof, ProvenEntry, check_inclusion
-from broker.canonical import canonical_bytes, strict_loads
-from broker.errors import ExchangeError, Reason, VerificationError
-from broker.trust import TrustStore
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.trust import TrustStore
 
 BUNDLE_FORMAT = "labour-exchange-audit-bundle/1"
 MANIFEST = "manifest.json"

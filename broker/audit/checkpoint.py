@@ -19,13 +19,13 @@ from typing import Any
 
 from broker.audit.entry import format_time
 from broker.audit.merkle import HASH_SIZE
-from broker.canonical import canonical_bytes, strict_loads
-from broker.catalogue.receipt import Checkpoint
-from broker.catalogue.witness import CheckpointWitness
-from broker.errors import Reason, VerificationError
-from broker.jws import b64url, b64url_decode, sign_detached, verify_detached
-from broker.pki import Signer
-from broker.trust import SignerIdentity, TrustStore
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.catalogue.receipt import Checkpoint
+from broker.core.catalogue.witness import CheckpointWitness
+from broker.core.errors import Reason, VerificationError
+from broker.core.jws import b64url, b64url_decode, sign_detached, verify_detached
+from broker.core.pki import Signer
+from broker.core.trust import SignerIdentity, TrustStore
 
 CHECKPOINT_FORMAT = "labour-exchange-checkpoint/1"
 WITNESS_FORMAT = "labour-exchange-witness/1"

@@ -15,7 +15,7 @@ from json.encoder import encode_basestring
 from uuid import UUID
 
 from broker.audit.merkle import leaf_hash
-from broker.canonical import canonical_bytes
+from broker.core.canonical import canonical_bytes
 
 # Bumped if the record layout ever changes, so old leaves stay verifiable under their own rules.
 ENTRY_FORMAT = 1

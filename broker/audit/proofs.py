@@ -18,9 +18,9 @@ from broker.audit.checkpoint import SignedCheckpoint, parse_hash, parse_time, ve
 from broker.audit.entry import EntryDraft, EntryKind, entry_bytes
 from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from broker.audit.verify import SIGNED_KINDS, verify_envelope
-from broker.canonical import canonical_bytes, strict_loads
-from broker.errors import ExchangeError, Reason, VerificationError
-from broker.trust import TrustStore
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.trust import TrustStore
 
 INCLUSION_FORMAT = "labour-exchange-inclusion-proof/1"
 CONSISTENCY_FORMAT = "labour-exchange-consistency-proof/1"

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from broker.audit.entry import AuditEntry, EntryKind
 from broker.audit.verify import UnreadableRow
-from broker.witnessing import UNANSWERED_TYPES
+from broker.audit.witnessing import UNANSWERED_TYPES
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,14 +21,14 @@ from typing import Any
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_checkpoint, verify_witness
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, fold_cover
-from broker.canonical import canonical_bytes, strict_loads
-from broker.catalogue import parse_payload
-from broker.catalogue.witness import CheckpointWitness
-from broker.envelope import Envelope
-from broker.errors import ExchangeError, Reason, VerificationError
-from broker.jws import verify_detached
-from broker.trust import SignerIdentity, TrustStore
-from broker.witnessing import WITNESS_TYPE, countersigned_record
+from broker.audit.witnessing import WITNESS_TYPE, countersigned_record
+from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.catalogue import parse_payload
+from broker.core.catalogue.witness import CheckpointWitness
+from broker.core.envelope import Envelope
+from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.jws import verify_detached
+from broker.core.trust import SignerIdentity, TrustStore
 
 # How far behind its own position a checkpoint may name the tree: entries appended by other writers
 # while it was being signed. The checkpointer keeps this to a handful.

@@ -25,14 +25,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from broker.agreement import load_agreement
-from broker.canonical import canonical_bytes
-from broker.catalogue import payload_to_json, sample_payloads
-from broker.envelope import Envelope
-from broker.ids import uuid7
-from broker.jws import ALGORITHM, TYP, b64url
-from broker.pki import Signer, build_crl, certificate_thumbprint, create_ca, issue_authority_certificate
-from broker.sealing import seal_envelope
+from broker.core.agreement import load_agreement
+from broker.core.canonical import canonical_bytes
+from broker.core.catalogue import payload_to_json, sample_payloads
+from broker.core.envelope import Envelope
+from broker.core.ids import uuid7
+from broker.core.jws import ALGORITHM, TYP, b64url
+from broker.core.pki import Signer, build_crl, certificate_thumbprint, create_ca, issue_authority_certificate
+from broker.core.sealing import seal_envelope
 
 HERE = Path(__file__).resolve().parent
 VALID_FROM = datetime(2026, 1, 1, tzinfo=UTC)

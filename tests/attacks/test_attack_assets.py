@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from broker.agreement import Agreement
-from broker.errors import RemoteError
-from broker.sealing import open_message
-from broker.trust import TrustStore
+from broker.core.agreement import Agreement
+from broker.core.errors import RemoteError
+from broker.core.sealing import open_message
+from broker.core.trust import TrustStore
 
 HERE = Path(__file__).resolve().parent
 INDEX: dict[str, Any] = json.loads((HERE / "index.json").read_text(encoding="utf-8"))

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.devkit import DevExchange, provision_dev_exchange, write_settings_file
-from broker.settings import ExchangeSettings
-from broker.topology import subscriber_queue
-from broker.transport import RabbitTransport
+from broker.exchange.devkit import DevExchange, provision_dev_exchange, write_settings_file
+from broker.exchange.topology import subscriber_queue
+from broker.exchange.transport import RabbitTransport
+from broker.state.settings import ExchangeSettings
 
 from .node import ChaosNode
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import structlog
 
-from broker.catalogue.samples import sample_payloads
-from broker.errors import LocalError
-from broker.gateway import Gateway
-from broker.logs import configure_logging
-from broker.settings import ExchangeSettings
+from broker.cli.logs import configure_logging
+from broker.core.catalogue.samples import sample_payloads
+from broker.core.errors import LocalError
+from broker.exchange.gateway import Gateway
+from broker.state.settings import ExchangeSettings
 
 log = structlog.get_logger("chaos.gateway_worker")
 

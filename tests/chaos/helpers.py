@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from broker.catalogue.labour_market import LabourMarketReport
-from broker.catalogue.samples import sample_payloads
-from broker.sealing import SealedMessage, seal
-from broker.transport import RabbitTransport
+from broker.core.catalogue.labour_market import LabourMarketReport
+from broker.core.catalogue.samples import sample_payloads
+from broker.core.sealing import SealedMessage, seal
+from broker.exchange.transport import RabbitTransport
 
 from .conftest import ChaosExchange
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from broker.rabbit_admin import RabbitAdmin
+from broker.exchange.rabbit_admin import RabbitAdmin
 
 START_TIMEOUT_S = 90
 

@@ -18,12 +18,12 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from broker.agreement import load_agreement
-from broker.keystore import KeyStore
-from broker.logs import configure_logging
-from broker.settings import ExchangeSettings
-from broker.subscriber import Alert, Subscription
-from broker.transport import RabbitTransport
+from broker.cli.logs import configure_logging
+from broker.core.agreement import load_agreement
+from broker.exchange.subscriber import Alert, Subscription
+from broker.exchange.transport import RabbitTransport
+from broker.state.keystore import KeyStore
+from broker.state.settings import ExchangeSettings
 
 LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL);

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from broker.catalogue.samples import sample_payloads
-from broker.errors import Reason, TransportError
-from broker.gateway import Gateway
-from broker.outbox import SendState
-from broker.transport import RabbitTransport
-from broker.transport_api import Disposition, IncomingMessage
+from broker.core.catalogue.samples import sample_payloads
+from broker.core.errors import Reason, TransportError
+from broker.exchange.gateway import Gateway
+from broker.exchange.transport import RabbitTransport
+from broker.exchange.transport_api import Disposition, IncomingMessage
+from broker.state.outbox import SendState
 
 from .conftest import ChaosExchange
 from .helpers import eventually, queue_state, via_proxy

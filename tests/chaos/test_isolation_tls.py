@@ -17,8 +17,8 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
-from broker.errors import TransportError
-from broker.transport import RabbitTransport
+from broker.core.errors import TransportError
+from broker.exchange.transport import RabbitTransport
 
 from .conftest import ChaosExchange
 from .node import make_tls_files

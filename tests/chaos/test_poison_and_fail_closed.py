@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from broker.audit import AuditEntry, EntryDraft, EntryKind
-from broker.catalogue import Payload, citizenship_of
-from broker.catalogue.labour_market import LabourMarketReport
-from broker.errors import AuditError, Reason
-from broker.gateway import Gateway, gateway_from_settings
-from broker.sealing import SealedMessage
-from broker.topology import DELIVERY_LIMIT
-from broker.transport import RabbitTransport
+from broker.core.catalogue import Payload, citizenship_of
+from broker.core.catalogue.labour_market import LabourMarketReport
+from broker.core.errors import AuditError, Reason
+from broker.core.sealing import SealedMessage
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.topology import DELIVERY_LIMIT
+from broker.exchange.transport import RabbitTransport
 
 from .conftest import ChaosExchange
 from .helpers import eventually, put_in_tj_inbound, queue_state, report_from_russia
@@ -48,7 +48,7 @@ async def test_poison_is_quarantined_after_bounded_deliveries_and_audited(
             raise RuntimeError("a bug this payload triggers")
         return citizenship_of(payload)
 
-    monkeypatch.setattr("broker.gateway.citizenship_of", crashing_citizenship_of)
+    monkeypatch.setattr("broker.exchange.gateway.citizenship_of", crashing_citizenship_of)
     poison = report_from_russia(exchange, living_conditions=POISON)
     behind = [report_from_russia(exchange) for _ in range(5)]
     await put_in_tj_inbound(exchange, [poison, *behind])

@@ -1,0 +1,197 @@
+"""`broker adapt <country> ...`: national files in and out, one sub-command group per adapter package.
+
+broker adapt ru import FILE.xml --to TJ-MOL --sender RU-MINTRUD
+broker adapt tj import FILE.csv --to RU-MVD
+broker adapt tj watch INBOX --to RU-MVD          (done/ and failed/ appear inside INBOX)
+broker adapt ru render --as RU-MVD --out DIR      (received alerts as national files; --out - prints)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from adapters.base import NationalAdapter
+from adapters.pipeline import country_codes, import_file, load_adapter, read_file, render_to_folder
+from broker.cli.common import ConfigOption, err_console, load_settings, run, serve_alerts
+from broker.core.agreement import Agreement, load_agreement
+from broker.core.errors import PolicyError
+from broker.state.settings import ExchangeSettings
+
+adapt_app = typer.Typer(
+    help="National adapters: import Russian XML or Tajik registry files, watch an inbox, render alerts",
+    no_args_is_help=True,
+)
+console = Console()
+
+ToOption = Annotated[
+    str, typer.Option("--to", help="recipient authority in the partner country, e.g. RU-MVD")
+]
+SenderOption = Annotated[
+    str | None,
+    typer.Option("--sender", help="signing authority (default: the only one allowed for the type)"),
+]
+
+
+def _adapter(country: str, settings: ExchangeSettings) -> NationalAdapter:
+    return load_adapter(country, state_dir=settings.country_state_dir)
+
+
+def _country_app(country: str) -> typer.Typer:
+    group = typer.Typer(help=f"{country} national files", no_args_is_help=True)
+
+    @group.command("import")
+    def import_command(
+        file: Annotated[Path, typer.Argument(help="national file", exists=True, dir_okay=False)],
+        to: ToOption,
+        sender: SenderOption = None,
+        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for each signed receipt")] = True,
+        config: ConfigOption = None,
+    ) -> None:
+        """Validate a national file and send what it holds (for a registry export: what changed)."""
+        from broker.exchange.gateway import Gateway  # noqa: PLC0415 - aio-pika only for commands that send
+
+        async def go() -> None:
+            settings = load_settings(country, config)
+            adapter = _adapter(country, settings)
+            adapter.parse(read_file(file), filename=file.name)  # a bad file fails before any connection
+            async with Gateway.from_settings(settings) as gateway:
+                result = await import_file(
+                    file, adapter=adapter, gateway=gateway, to=to, sender=sender, wait_receipt=wait
+                )
+            for message_type, message_id in result.sent:
+                console.print(f"sent {message_type} {message_id}")
+            console.print(f"{file.name}: {len(result.sent)} message(s) sent")
+
+        run(go)
+
+    @group.command("watch")
+    def watch_command(
+        inbox: Annotated[Path, typer.Argument(help="folder the ministry system drops files into")],
+        to: ToOption,
+        sender: SenderOption = None,
+        interval: Annotated[float, typer.Option("--interval", help="seconds between polls")] = 2.0,
+        once: Annotated[bool, typer.Option("--once", help="process what is there, then stop")] = False,
+        config: ConfigOption = None,
+    ) -> None:
+        """Send every file dropped into INBOX; move it to done/ or to failed/ with a reason file."""
+        from adapters.folder_drop import FolderDrop  # noqa: PLC0415
+        from broker.exchange.gateway import Gateway  # noqa: PLC0415
+
+        async def go() -> None:
+            settings = load_settings(country, config)
+            adapter = _adapter(country, settings)
+            async with Gateway.from_settings(settings) as gateway:
+
+                async def handle(path: Path) -> None:
+                    await import_file(path, adapter=adapter, gateway=gateway, to=to, sender=sender)
+
+                drop = FolderDrop(inbox=inbox, handle=handle, poll_interval_s=interval)
+                if once:
+                    for outcome in await drop.process_once():
+                        status = "done" if outcome.error is None else f"[{outcome.error.reason}]"
+                        console.print(f"{outcome.name}: {status}", highlight=False)
+                    return
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                console.print(f"watching {inbox} for {country} files; Ctrl-C stops")
+                await drop.run(stop=stop)
+
+        run(go)
+
+    @group.command("render")
+    def render_command(
+        authority: Annotated[
+            str, typer.Option("--as", help="subscriber authority of this country, e.g. TJ-MOL")
+        ],
+        out: Annotated[str, typer.Option("--out", help="folder for the rendered files, or - for stdout")],
+        fmt: Annotated[
+            str | None, typer.Option("--fmt", help="output format (default: the adapter's first)")
+        ] = None,
+        types: Annotated[
+            str | None, typer.Option("--types", help="comma-separated (default: all allowed)")
+        ] = None,
+        count: Annotated[int | None, typer.Option("--count", help="stop after this many")] = None,
+        config: ConfigOption = None,
+    ) -> None:
+        """Receive alerts on this authority's durable queue and write each as a national file."""
+        wanted = [t.strip() for t in types.split(",")] if types else None
+
+        async def go() -> None:
+            settings = load_settings(country, config)
+            adapter = _adapter(country, settings)
+            chosen_fmt = fmt or adapter.render_formats[0]
+            await _render(
+                settings, adapter, authority=authority, out=out, fmt=chosen_fmt, types=wanted, count=count
+            )
+
+        run(go)
+
+    return group
+
+
+async def _render(
+    settings: ExchangeSettings,
+    adapter: NationalAdapter,
+    *,
+    authority: str,
+    out: str,
+    fmt: str,
+    types: list[str] | None,
+    count: int | None,
+) -> None:
+    from broker.exchange.subscriber import Alert, Subscription  # noqa: PLC0415
+    from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
+    from broker.state.keystore import KeyStore  # noqa: PLC0415
+
+    agreement = load_agreement(settings.agreement_file)
+    keystore = KeyStore(root=settings.keys_dir)
+    trust = keystore.trust_store(agreement.countries)
+    if types is None:
+        types = [t for t in sorted(adapter.supported_types) if _may_receive(agreement, authority, t)]
+    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{authority}-adapter-render")
+    try:
+        subscription = Subscription(
+            transport=transport,
+            agreement=agreement,
+            trust=trust,
+            authority_id=authority,
+            types=types,
+            decryptor=keystore.decryptor(authority),  # personal payloads arrive sealed for us
+        )
+        await subscription.declare()
+
+        async def write(alert: Alert) -> None:
+            if out == "-":
+                sys.stdout.buffer.write(adapter.render(alert.payload, fmt=fmt) + b"\n")
+                sys.stdout.flush()
+            else:
+                path = render_to_folder(
+                    adapter, alert.payload, message_id=alert.message_id, out_dir=Path(out), fmt=fmt
+                )
+                err_console.print(f"{alert.message_type} {alert.message_id} → {path}", highlight=False)
+
+        await serve_alerts(subscription, write, count=count)
+    finally:
+        await transport.close()
+
+
+def _may_receive(agreement: Agreement, authority: str, message_type: str) -> bool:
+    country = agreement.authority(authority).country
+    try:
+        agreement.check_subscriber(subscriber_id=authority, message_type=message_type, country=country)
+    except PolicyError:
+        return False
+    return True
+
+
+for _code in country_codes():
+    adapt_app.add_typer(_country_app(_code), name=_code.lower())

@@ -1,0 +1,72 @@
+"""What every `broker` command group shares: settings loading, the async runner, common options."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from broker.cli.logs import configure_logging
+from broker.core.errors import ExchangeError
+from broker.exchange.subscriber import Alert, AlertHandler, Subscription
+from broker.state.settings import ExchangeSettings
+
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="settings file (default: var/<country>/gateway.toml if present)"),
+]
+
+
+def load_settings(country: str, config: Path | None) -> ExchangeSettings:
+    """The country's settings: the given file, else var/<country>/gateway.toml if present, then env."""
+    path = config or Path("var") / country.lower() / "gateway.toml"
+    settings = ExchangeSettings.load(path if path.exists() else None, country=country)
+    configure_logging(settings.log_format)
+    return settings
+
+
+def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run one async command; our errors print their reason code and exit 1, never a traceback."""
+
+    async def main() -> T:
+        return await coro_factory()
+
+    try:
+        return asyncio.run(main())
+    except ExchangeError as error:
+        # Diagnostics quote file names and codes in brackets: never let rich read them as markup.
+        err_console.print(
+            f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False
+        )
+        raise typer.Exit(1) from None
+
+
+async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, count: int | None) -> None:
+    """Hand each alert to `handler` until `count` alerts were handled, or SIGINT/SIGTERM."""
+    done = asyncio.Event()
+    handled = 0
+
+    async def counted(alert: Alert) -> None:
+        nonlocal handled
+        await handler(alert)
+        handled += 1
+        if count is not None and handled >= count:
+            done.set()
+
+    consumer = await subscription.run(counted)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        await consumer.cancel()

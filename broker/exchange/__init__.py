@@ -1,0 +1,9 @@
+"""The exchange over RabbitMQ: the gateway, subscribers and everything that crosses the broker.
+
+Lives here: the transport interface, its aio-pika implementation (the only module that imports
+aio-pika) and its in-memory fake, RabbitMQ names and set-up (topology, broker admin), the gateway
+split by role (sending, receiving, receipts and witnessing, trust updates), subscribers, quarantine,
+personal-data keys in transit, metrics, and the development exchange kit.
+
+May import: `broker.audit`, `broker.state` and `broker.core`. Never `broker.cli`.
+"""

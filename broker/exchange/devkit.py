@@ -1,0 +1,121 @@
+"""A complete development exchange on one RabbitMQ node: PKI, topology, settings for both gateways.
+
+Used by `broker demo` and by the integration tests. Production sets the same things up with
+`broker keys ...` and `broker topology apply --local <country>` on each side.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from broker.core.agreement import Agreement, load_agreement
+from broker.exchange.provisioning import apply_topology, needed_users, plans_for
+from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.exchange.topology import BrokerPlan, CountryBroker
+from broker.state.keystore import KeyStore
+from broker.state.settings import ExchangeSettings
+
+
+@dataclass(frozen=True)
+class DevExchange:
+    agreement: Agreement
+    keystore: KeyStore
+    brokers: dict[str, CountryBroker]  # by upper-case country code
+    plans: tuple[BrokerPlan, ...]
+    passwords: dict[str, str]
+    settings: dict[str, ExchangeSettings]  # by upper-case country code
+
+    def gateway_url(self, country: str) -> str:
+        broker = self.brokers[country]
+        return broker.uri_for(user=broker.gateway_user, password=self.passwords[broker.gateway_user])
+
+    def teardown(self, admin: RabbitAdmin | None = None) -> None:
+        admin = admin or RabbitAdmin()
+        for broker in self.brokers.values():
+            admin.delete_vhost(broker.vhost)
+        for user in self.passwords:
+            admin.delete_user(user)
+
+
+def create_dev_pki(keystore: KeyStore, agreement: Agreement, *, now: datetime) -> None:
+    """A CA per country and a certificate for every authority of the agreement (valid from an hour ago)."""
+    start = now - timedelta(hours=1)
+    for country in agreement.countries:
+        keystore.init_country(country, now=start)
+    for authority in agreement.authorities:
+        keystore.issue(authority.id, authority.country, now=start, display_name=authority.name)
+        keystore.issue_encryption(authority.id, now=start)  # personal data is sealed to this key
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def write_settings_file(path: Path, settings: ExchangeSettings) -> None:
+    """A gateway.toml the CLI reads (`broker gateway --config ...`) with every setting that differs from
+    its default, so a gateway started from it behaves like the one built in-process. It holds a
+    password, so 0600."""
+    values = settings.model_dump(exclude_defaults=True)
+    for always in ("country", "amqp_url", "keys_dir", "state_dir"):
+        values[always] = getattr(settings, always)
+    lines = [f"{name} = {_toml_value(value)}" for name, value in values.items() if value is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+async def provision_dev_exchange(
+    workdir: Path,
+    *,
+    vhost_prefix: str = "",
+    rabbit_host: str = "127.0.0.1:5672",
+    admin: RabbitAdmin | None = None,
+    now: datetime | None = None,
+    **setting_overrides: object,
+) -> DevExchange:
+    """Keys under `workdir/keys`, state under `workdir/<cc>/`, vhosts `<prefix>tj` and `<prefix>ru`."""
+    agreement = load_agreement()
+    keystore = KeyStore(root=workdir / "keys")
+    create_dev_pki(keystore, agreement, now=now or datetime.now(UTC))
+    brokers = {
+        country: CountryBroker(
+            country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
+        )
+        for country in agreement.countries
+    }
+    plans = tuple(plans_for(list(brokers.values()), None))
+    passwords = {user: secrets.token_urlsafe(18) for user in needed_users(plans)}
+    secrets_path = workdir / "rabbitmq-secrets.json"
+    secrets_path.touch(mode=0o600, exist_ok=True)
+    secrets_path.write_text(json.dumps(passwords, indent=2), encoding="utf-8")
+    await apply_topology(plans=plans, passwords=passwords, admin=admin or RabbitAdmin())
+    exchange_settings: dict[str, ExchangeSettings] = {}
+    for country, broker in brokers.items():
+        settings = ExchangeSettings.load(
+            None,
+            country=country,
+            amqp_url=broker.uri_for(user=broker.gateway_user, password=passwords[broker.gateway_user]),
+            keys_dir=workdir / "keys",
+            state_dir=workdir,
+            **setting_overrides,
+        )
+        write_settings_file(workdir / country.lower() / "gateway.toml", settings)
+        exchange_settings[country] = settings
+    return DevExchange(
+        agreement=agreement,
+        keystore=keystore,
+        brokers=brokers,
+        plans=plans,
+        passwords=passwords,
+        settings=exchange_settings,
+    )

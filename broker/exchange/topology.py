@@ -1,0 +1,304 @@
+"""RabbitMQ topology of one bilateral link, computed from a description of the two brokers.
+
+Pure: names, arguments, permissions and shovel definitions only. `rabbit_admin` applies the
+broker-wide parts with rabbitmqctl and `transport` declares exchanges and queues over AMQP.
+
+Each country is its own broker (in development: its own vhost on one node), so every function
+takes a `CountryBroker` carrying that country's AMQP URL. User names follow the vhost name, which
+lets a test run with vhosts `t-<random>-tj` share a node with the demo's `tj` and `ru`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from broker.core.errors import ConfigError, Reason
+
+INBOUND = "inbound"
+QUARANTINE = "quarantine"
+OUTBOUND = "outbound"
+DELIVERY = "delivery"
+NO_CITIZENSHIP = "-"
+
+# Poison messages are redelivered this many times before the broker dead-letters them.
+DELIVERY_LIMIT = 5
+# Seconds a shovel waits before reconnecting to a broker that went away.
+SHOVEL_RECONNECT_DELAY = 1
+
+_COUNTRY = re.compile(r"^[a-z]{2}$")
+_VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_AUTHORITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_BINDING_WORD = re.compile(r"^([A-Za-z0-9_]+|\*|#|-)$")
+_ROUTING_WORD = re.compile(r"^([A-Za-z0-9_]+|-)$")
+
+ArgumentValue = str | int
+
+
+class ExchangeKind(StrEnum):
+    DIRECT = "direct"
+    FANOUT = "fanout"
+    TOPIC = "topic"
+
+
+@dataclass(frozen=True)
+class ExchangeDeclaration:
+    name: str
+    kind: ExchangeKind
+
+
+@dataclass(frozen=True)
+class QueueDeclaration:
+    name: str
+    # Pairs rather than a dict so declarations stay hashable and compare by value.
+    arguments: tuple[tuple[str, ArgumentValue], ...]
+
+    def argument_map(self) -> dict[str, ArgumentValue]:
+        return dict(self.arguments)
+
+
+@dataclass(frozen=True)
+class BindingDeclaration:
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Declarations:
+    """Everything declared inside one vhost, in the order it must be declared."""
+
+    exchanges: tuple[ExchangeDeclaration, ...]
+    queues: tuple[QueueDeclaration, ...]
+    bindings: tuple[BindingDeclaration, ...]
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """rabbitmqctl set_permissions regexes of one user in one vhost."""
+
+    user: str
+    vhost: str
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True)
+class CountryBroker:
+    """One country's broker as the other side reaches it: `amqp[s]://host:port/vhost`, no credentials."""
+
+    country: str
+    url: str
+
+    def __post_init__(self) -> None:
+        if not _COUNTRY.fullmatch(self.country):
+            raise ConfigError(
+                Reason.CONFIG_INVALID, f"country code {self.country!r} must be two lowercase letters"
+            )
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ConfigError(
+                Reason.CONFIG_INVALID, f"broker URL {self.url!r} must be amqp://host:port/vhost"
+            )
+        if parts.username or parts.password:
+            raise ConfigError(Reason.CONFIG_INVALID, "broker URL must not carry credentials")
+        if not _VHOST.fullmatch(self.vhost):
+            raise ConfigError(
+                Reason.CONFIG_INVALID,
+                f"vhost {self.vhost!r} in {self.url!r} must be lowercase letters, digits, '-'",
+            )
+
+    @property
+    def vhost(self) -> str:
+        return unquote(urlsplit(self.url).path.removeprefix("/"))
+
+    @property
+    def gateway_user(self) -> str:
+        return f"{self.vhost}-gateway"
+
+    @property
+    def link_user(self) -> str:
+        """The user this country's shovel logs in as on the peer's broker."""
+        return f"{self.vhost}-link"
+
+    def uri_for(self, *, user: str, password: str) -> str:
+        parts = urlsplit(self.url)
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
+        return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), parts.query, ""))
+
+
+@dataclass(frozen=True)
+class ShovelSpec:
+    """A dynamic shovel on the source broker pushing `outbound.<dest>` into the peer's `inbound`."""
+
+    source: CountryBroker
+    destination: CountryBroker
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.country}-to-{self.destination.country}"
+
+    @property
+    def vhost(self) -> str:
+        return self.source.vhost
+
+    @property
+    def users(self) -> tuple[str, str]:
+        return (self.source.gateway_user, self.source.link_user)
+
+    def definition(self, passwords: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "src-protocol": "amqp091",
+            "src-uri": self.source.uri_for(
+                user=self.source.gateway_user, password=_password(passwords, self.source.gateway_user)
+            ),
+            "src-queue": outbound_queue(self.destination.country),
+            "dest-protocol": "amqp091",
+            "dest-uri": self.destination.uri_for(
+                user=self.source.link_user, password=_password(passwords, self.source.link_user)
+            ),
+            "dest-exchange": INBOUND,
+            "dest-exchange-key": self.destination.country,
+            # Ack the source only once the destination confirmed: an outage loses nothing.
+            "ack-mode": "on-confirm",
+            "src-delete-after": "never",
+            "dest-add-forward-headers": False,
+            "reconnect-delay": SHOVEL_RECONNECT_DELAY,
+        }
+
+
+@dataclass(frozen=True)
+class BrokerPlan:
+    """What one country's broker needs: its vhost, users, permissions, declarations and shovels."""
+
+    broker: CountryBroker
+    users: tuple[str, ...]
+    permissions: tuple[Permissions, ...]
+    declarations: Declarations
+    shovels: tuple[ShovelSpec, ...]
+
+    @property
+    def vhost(self) -> str:
+        return self.broker.vhost
+
+
+def outbound_queue(peer_country: str) -> str:
+    return f"{OUTBOUND}.{peer_country}"
+
+
+def subscriber_queue(authority_id: str) -> str:
+    if not _AUTHORITY.fullmatch(authority_id):
+        raise ConfigError(Reason.CONFIG_INVALID, f"authority id {authority_id!r} cannot name a queue")
+    return f"sub.{authority_id}"
+
+
+def delivery_routing_key(message_type: str, citizenship: str | None) -> str:
+    """`worker.death.TJ`; `legislation.change.-` when the message concerns no particular worker."""
+    key = f"{message_type}.{citizenship or NO_CITIZENSHIP}"
+    if not all(_ROUTING_WORD.fullmatch(word) for word in key.split(".")):
+        raise ConfigError(Reason.CONFIG_INVALID, f"delivery routing key {key!r} has an invalid word")
+    return key
+
+
+def _quorum_arguments(*, dead_letter: bool) -> tuple[tuple[str, ArgumentValue], ...]:
+    arguments: tuple[tuple[str, ArgumentValue], ...] = (("x-queue-type", "quorum"),)
+    if dead_letter:
+        arguments += (
+            ("x-dead-letter-exchange", QUARANTINE),
+            # at-least-once dead-lettering keeps a message until quarantine confirmed it, and
+            # RabbitMQ only allows that strategy together with reject-publish overflow.
+            ("x-dead-letter-strategy", "at-least-once"),
+            ("x-overflow", "reject-publish"),
+            ("x-delivery-limit", DELIVERY_LIMIT),
+        )
+    return arguments
+
+
+def subscriber_declarations(authority_id: str, binding_keys: Sequence[str]) -> Declarations:
+    """A consulate's or ministry's own durable queue on the local `delivery` exchange."""
+    queue = subscriber_queue(authority_id)
+    if not binding_keys:
+        raise ConfigError(Reason.CONFIG_INVALID, f"subscriber {authority_id} needs at least one binding key")
+    for key in binding_keys:
+        if not all(_BINDING_WORD.fullmatch(word) for word in key.split(".")):
+            raise ConfigError(Reason.CONFIG_INVALID, f"binding key {key!r} has an invalid word")
+    return Declarations(
+        exchanges=(ExchangeDeclaration(DELIVERY, ExchangeKind.TOPIC),),
+        queues=(QueueDeclaration(queue, _quorum_arguments(dead_letter=True)),),
+        bindings=tuple(BindingDeclaration(DELIVERY, queue, key) for key in binding_keys),
+    )
+
+
+def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Declarations:
+    exchanges = (
+        ExchangeDeclaration(INBOUND, ExchangeKind.DIRECT),
+        ExchangeDeclaration(QUARANTINE, ExchangeKind.FANOUT),
+        ExchangeDeclaration(OUTBOUND, ExchangeKind.DIRECT),
+        ExchangeDeclaration(DELIVERY, ExchangeKind.TOPIC),
+    )
+    queues = (
+        QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
+        QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
+        *(
+            QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
+            for peer in peer_countries
+        ),
+    )
+    bindings = (
+        BindingDeclaration(INBOUND, INBOUND, local_country),
+        BindingDeclaration(QUARANTINE, QUARANTINE, ""),
+        *(BindingDeclaration(OUTBOUND, outbound_queue(peer), peer) for peer in peer_countries),
+    )
+    return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
+
+
+def gateway_permissions(broker: CountryBroker) -> Permissions:
+    # Only this topology's names, and only in the country's own vhost.
+    own_resources = r"^(inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|sub\..+)$"
+    return Permissions(
+        user=broker.gateway_user,
+        vhost=broker.vhost,
+        configure=own_resources,
+        write=own_resources,
+        read=own_resources,
+    )
+
+
+def link_permissions(*, source: CountryBroker, destination: CountryBroker) -> Permissions:
+    """The peer's shovel may publish to our `inbound` exchange and do nothing else."""
+    return Permissions(
+        user=source.link_user,
+        vhost=destination.vhost,
+        configure="^$",
+        write=f"^{INBOUND}$",
+        read="^$",
+    )
+
+
+def broker_plan(local: CountryBroker, peers: Sequence[CountryBroker]) -> BrokerPlan:
+    if any(peer.country == local.country for peer in peers):
+        raise ConfigError(Reason.CONFIG_INVALID, f"country {local.country} cannot be its own peer")
+    incoming_links = tuple(link_permissions(source=peer, destination=local) for peer in peers)
+    return BrokerPlan(
+        broker=local,
+        users=(local.gateway_user, *(permission.user for permission in incoming_links)),
+        permissions=(gateway_permissions(local), *incoming_links),
+        declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
+        shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
+    )
+
+
+def bilateral_plans(first: CountryBroker, second: CountryBroker) -> tuple[BrokerPlan, BrokerPlan]:
+    return broker_plan(first, [second]), broker_plan(second, [first])
+
+
+def _password(passwords: Mapping[str, str], user: str) -> str:
+    try:
+        return passwords[user]
+    except KeyError:
+        raise ConfigError(Reason.CONFIG_INVALID, f"no password given for RabbitMQ user {user}") from None

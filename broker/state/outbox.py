@@ -1,0 +1,173 @@
+"""The sender's record of each message it sent: sent → confirmed → receipted | rejected.
+
+A small SQLite table beside the audit log. The audit log proves what happened; this table answers
+"what is still waiting for a receipt, and since when" without scanning the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from broker.state.sqlite_state import SqliteState
+
+
+class SendState(StrEnum):
+    SENT = "sent"
+    CONFIRMED = "confirmed"
+    RECEIPTED = "receipted"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    message_id: UUID
+    message_type: str
+    recipient: str
+    raw: bytes
+    sha256: str
+    state: SendState
+    sent_at: datetime
+    deadline: datetime
+    attempts: int
+    reason: str | None
+    receipt_at: datetime | None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    message_type TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    reason TEXT,
+    receipt_at TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, deadline);
+"""
+_COLUMNS = (
+    "message_id, message_type, recipient, raw, sha256, state, sent_at, deadline, attempts, reason, receipt_at"
+)
+
+
+def _row(row: tuple[Any, ...]) -> OutboxRecord:
+    (
+        message_id,
+        message_type,
+        recipient,
+        raw,
+        sha256,
+        state,
+        sent_at,
+        deadline,
+        attempts,
+        reason,
+        receipt_at,
+    ) = row
+    return OutboxRecord(
+        message_id=UUID(str(message_id)),
+        message_type=str(message_type),
+        recipient=str(recipient),
+        raw=bytes(raw),
+        sha256=str(sha256),
+        state=SendState(str(state)),
+        sent_at=datetime.fromisoformat(str(sent_at)),
+        deadline=datetime.fromisoformat(str(deadline)),
+        attempts=int(attempts),
+        reason=None if reason is None else str(reason),
+        receipt_at=None if receipt_at is None else datetime.fromisoformat(str(receipt_at)),
+    )
+
+
+class Outbox:
+    def __init__(self, *, state: SqliteState) -> None:
+        self._state = state
+
+    @classmethod
+    def open(cls, path: Path) -> Outbox:
+        return cls(state=SqliteState.open(path, name="outbox", schema=_SCHEMA))
+
+    async def _run(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        return await self._state.query(sql, params)
+
+    async def record_sent(
+        self,
+        *,
+        message_id: UUID,
+        message_type: str,
+        recipient: str,
+        raw: bytes,
+        sha256: str,
+        deadline: datetime,
+    ) -> None:
+        now = datetime.now(UTC).isoformat()
+        await self._run(
+            f"INSERT OR IGNORE INTO outbox ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - constant
+            (
+                str(message_id),
+                message_type,
+                recipient,
+                raw,
+                sha256,
+                SendState.SENT,
+                now,
+                deadline.isoformat(),
+                1,
+                None,
+                None,
+            ),
+        )
+
+    async def mark_confirmed(self, message_id: UUID) -> None:
+        await self._run(
+            "UPDATE outbox SET state=? WHERE message_id=? AND state=?",
+            (SendState.CONFIRMED, str(message_id), SendState.SENT),
+        )
+
+    async def mark_receipt(
+        self, message_id: UUID, *, accepted: bool, reason: str | None, at: datetime
+    ) -> None:
+        state = SendState.RECEIPTED if accepted else SendState.REJECTED
+        await self._run(
+            "UPDATE outbox SET state=?, reason=?, receipt_at=? WHERE message_id=?",
+            (state, reason, at.isoformat(), str(message_id)),
+        )
+
+    async def mark_resent(self, message_id: UUID, *, deadline: datetime) -> None:
+        await self._run(
+            "UPDATE outbox SET attempts=attempts+1, deadline=? WHERE message_id=?",
+            (deadline.isoformat(), str(message_id)),
+        )
+
+    async def get(self, message_id: UUID) -> OutboxRecord | None:
+        rows = await self._run(f"SELECT {_COLUMNS} FROM outbox WHERE message_id=?", (str(message_id),))  # noqa: S608
+        return _row(rows[0]) if rows else None
+
+    async def overdue(self, now: datetime) -> list[OutboxRecord]:
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) AND deadline < ? ORDER BY deadline",  # noqa: S608
+            (SendState.SENT, SendState.CONFIRMED, now.isoformat()),
+        )
+        return [_row(r) for r in rows]
+
+    async def outstanding_count(self) -> int:
+        rows = await self._run(
+            "SELECT count(*) FROM outbox WHERE state IN (?, ?)", (SendState.SENT, SendState.CONFIRMED)
+        )
+        return int(rows[0][0])
+
+    async def records(self, limit: int = 100) -> list[OutboxRecord]:
+        rows = await self._run(f"SELECT {_COLUMNS} FROM outbox ORDER BY sent_at DESC LIMIT ?", (limit,))  # noqa: S608
+        return [_row(r) for r in rows]
+
+    def close(self) -> None:
+        self._state.close()
