@@ -48,7 +48,7 @@ async def test_poison_is_quarantined_after_bounded_deliveries_and_audited(
             raise RuntimeError("a bug this payload triggers")
         return citizenship_of(payload)
 
-    monkeypatch.setattr("broker.exchange.gateway.citizenship_of", crashing_citizenship_of)
+    monkeypatch.setattr("broker.exchange.gateway.receiving.citizenship_of", crashing_citizenship_of)
     poison = report_from_russia(exchange, living_conditions=POISON)
     behind = [report_from_russia(exchange) for _ in range(5)]
     await put_in_tj_inbound(exchange, [poison, *behind])

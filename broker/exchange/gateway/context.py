@@ -1,0 +1,105 @@
+"""What every role of a gateway shares: its identity, its dependencies, and how it talks to the peer.
+
+Trust material and the gateway's own signer are replaced at run time (trust updates, key rotation);
+the roles read them from here at each use, so a replacement reaches all of them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from broker.audit import EntryDraft, EntryKind
+from broker.audit.stores import AuditStore
+from broker.audit.stores.checkpointer import Checkpointer
+from broker.core.agreement import Agreement
+from broker.core.pki import Signer
+from broker.core.sealing import OpenedMessage
+from broker.core.trust import TrustStore
+from broker.exchange.metrics import GatewayMetrics
+from broker.exchange.personal_keys import PersonalDataKeys, sealed_key_headers
+from broker.exchange.topology import OUTBOUND
+from broker.exchange.transport_api import Transport
+from broker.state.outbox import Outbox
+from broker.state.settings import ExchangeSettings
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class GatewayContext:
+    country: str
+    agreement: Agreement
+    trust: TrustStore
+    gateway_signer: Signer
+    signer_for: Callable[[str], Signer]
+    transport: Transport
+    audit: AuditStore
+    outbox: Outbox
+    settings: ExchangeSettings
+    metrics: GatewayMetrics
+    clock: Clock
+    checkpointer: Checkpointer | None
+    # Without it, personal payloads travel in clear (a development setup without key agreement).
+    personal: PersonalDataKeys | None
+    log: Any = field(init=False)  # a structlog logger bound to this gateway and its peer
+    peer_country: str = field(init=False)
+    gateway_id: str = field(init=False)
+    peer_gateway_id: str = field(init=False)
+    # Set while stopping: an own failure is no longer retried but raised.
+    stopping: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.peer_country = self.agreement.peer_country(self.country)
+        self.gateway_id = self.agreement.gateway(self.country).id
+        self.peer_gateway_id = self.agreement.gateway(self.peer_country).id
+        self.log = structlog.get_logger("broker.exchange.gateway").bind(
+            gateway=self.gateway_id, peer=self.peer_gateway_id
+        )
+
+    async def publish_to_peer(
+        self, raw: bytes, *, message_id: UUID, message_type: str, sealed_key: str | None = None
+    ) -> None:
+        await self.transport.publish(
+            exchange=OUTBOUND,
+            routing_key=self.peer_country.lower(),
+            body=raw,
+            message_id=str(message_id),
+            headers={"x-type": message_type, **sealed_key_headers(sealed_key)},
+            timeout=self.settings.confirm_timeout_s,
+        )
+
+    def draft(
+        self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None
+    ) -> EntryDraft:
+        """An audit entry about a message that arrived: its exact bytes unless `envelope` says otherwise."""
+        return EntryDraft(
+            kind=kind,
+            time=self.clock(),
+            message_id=opened.envelope.id,
+            message_type=opened.envelope.type,
+            peer=opened.envelope.sender,
+            envelope=opened.raw if envelope is None else envelope,
+            verdict=verdict,
+        )
+
+
+def sent_draft(time: datetime, message_id: UUID, message_type: str, recipient: str, raw: bytes) -> EntryDraft:
+    """The SENT entry: the exact bytes that left, to whom."""
+    return EntryDraft(
+        kind=EntryKind.SENT,
+        time=time,
+        message_id=message_id,
+        message_type=message_type,
+        peer=recipient,
+        envelope=raw,
+    )

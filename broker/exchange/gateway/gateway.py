@@ -1,0 +1,215 @@
+"""A country's gateway: the one object that wires its roles together and owns start and stop.
+
+The roles, each in its own module: `Sender` (send, outbox, re-send, receipts coming back),
+`Receiver` (verify, accept, deliver, reject), `Receipts` (answering the peer), `Witnessing`
+(countersigning checkpoints both ways) and `TrustUpdates` (the peer CA's updates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+from uuid import UUID
+
+from broker.audit import AuditEntry
+from broker.audit.stores import AuditStore
+from broker.audit.stores.checkpointer import Checkpointer
+from broker.core.agreement import Agreement
+from broker.core.catalogue import Payload
+from broker.core.pki import Signer
+from broker.core.sealing import SealedMessage
+from broker.core.trust import TrustStore
+from broker.exchange.gateway.context import Clock, GatewayContext, utc_now
+from broker.exchange.gateway.receipts import Receipts
+from broker.exchange.gateway.receiving import Receiver
+from broker.exchange.gateway.sending import Sender, SendResult
+from broker.exchange.gateway.trust_updates import RememberTrust, TrustUpdates
+from broker.exchange.gateway.witnessing import Witnessing
+from broker.exchange.metrics import GatewayMetrics
+from broker.exchange.personal_keys import PersonalDataKeys
+from broker.exchange.topology import INBOUND
+from broker.exchange.transport_api import ConsumerHandle, Transport
+from broker.state.outbox import Outbox
+from broker.state.settings import ExchangeSettings
+
+if TYPE_CHECKING:
+    from broker.exchange.gateway.assembly import GatewayRun
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        country: str,
+        agreement: Agreement,
+        trust: TrustStore,
+        gateway_signer: Signer,
+        signer_for: Callable[[str], Signer],
+        transport: Transport,
+        audit: AuditStore,
+        outbox: Outbox,
+        settings: ExchangeSettings,
+        metrics: GatewayMetrics | None = None,
+        clock: Clock = utc_now,
+        checkpointer: Checkpointer | None = None,
+        personal: PersonalDataKeys | None = None,
+        remember_trust: RememberTrust | None = None,
+    ) -> None:
+        self._ctx = ctx = GatewayContext(
+            country=country,
+            agreement=agreement,
+            trust=trust,
+            gateway_signer=gateway_signer,
+            signer_for=signer_for,
+            transport=transport,
+            audit=audit,
+            outbox=outbox,
+            settings=settings,
+            metrics=metrics or GatewayMetrics(),
+            clock=clock,
+            checkpointer=checkpointer,
+            personal=personal,
+        )
+        self.country = country
+        self.peer_country = ctx.peer_country
+        self.agreement = agreement
+        self.gateway_id = ctx.gateway_id
+        self.peer_gateway_id = ctx.peer_gateway_id
+        self.metrics = ctx.metrics
+        receipts = Receipts(ctx)
+        witnessing = Witnessing(ctx)
+        self._sender = Sender(ctx, witnessing=witnessing)
+        self._receiver = Receiver(
+            ctx,
+            sender=self._sender,
+            receipts=receipts,
+            witnessing=witnessing,
+            trust_updates=TrustUpdates(
+                ctx, receipts=receipts, replace_trust=self.replace_trust, remember=remember_trust
+            ),
+        )
+        self._consumer: ConsumerHandle | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
+    ) -> GatewayRun:
+        """`async with Gateway.from_settings(settings) as gw:` assembles, starts, and finally closes."""
+        from broker.exchange.gateway.assembly import GatewayRun  # noqa: PLC0415 - assembly imports us
+
+        return GatewayRun(settings=settings, metrics=metrics)
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._ctx.trust
+
+    def replace_trust(self, trust: TrustStore) -> None:
+        """Swap in new trust material (a trust update, a re-imported bundle) without a restart."""
+        self._ctx.trust = trust
+        if self._ctx.checkpointer is not None:
+            self._ctx.checkpointer.replace_trust(trust)
+
+    def replace_gateway_signer(self, signer: Signer) -> None:
+        """Sign receipts, checkpoints and countersignatures with a rotated gateway key from now on."""
+        self._ctx.gateway_signer = signer
+        if self._ctx.checkpointer is not None:
+            self._ctx.checkpointer.replace_signer(signer)
+
+    @property
+    def personal(self) -> PersonalDataKeys | None:
+        return self._ctx.personal
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._ctx.outbox
+
+    @property
+    def audit(self) -> AuditStore:
+        return self._ctx.audit
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        ctx = self._ctx
+        ctx.stopping = False
+        self._consumer = await ctx.transport.consume(
+            INBOUND, self._receiver.on_inbound, prefetch=ctx.settings.prefetch
+        )
+        self._sender.start()
+        if ctx.checkpointer is not None:
+            await ctx.checkpointer.start()
+        ctx.log.info("gateway.started")
+
+    async def stop(self) -> None:
+        ctx = self._ctx
+        if ctx.stopping:
+            return  # already stopped (close() after `async with`, or a second signal)
+        ctx.stopping = True
+        await self._sender.stop_resending()
+        if self._consumer is not None:
+            await self._consumer.cancel()
+            self._consumer = None
+        self._sender.cancel_waiters()
+        if ctx.checkpointer is not None:
+            await ctx.checkpointer.stop()  # last: its final checkpoint covers everything logged
+        ctx.log.info("gateway.stopped")
+
+    async def close(self) -> None:
+        """Stop, then release the broker connection, the audit store and the outbox."""
+        await self.stop()
+        await self._ctx.transport.close()
+        await self._ctx.audit.close()
+        self._ctx.outbox.close()
+        if self._ctx.personal is not None:
+            self._ctx.personal.vault.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- sending -------------------------------------------------------------------------------
+    async def send(
+        self,
+        payload: Payload,
+        *,
+        to: str,
+        sender: str | None = None,
+        wait_receipt: bool = False,
+        receipt_timeout_s: float | None = None,
+        correlation_id: UUID | None = None,
+    ) -> SendResult:
+        """Seal `payload` as `sender`, publish it to the peer and optionally wait for its receipt.
+
+        Without `sender`, the one authority of this country that may send this type signs it.
+        """
+        return await self._sender.send(
+            payload,
+            to=to,
+            sender=sender,
+            wait_receipt=wait_receipt,
+            receipt_timeout_s=receipt_timeout_s,
+            correlation_id=correlation_id,
+        )
+
+    async def publish_sealed(self, sealed: SealedMessage) -> None:
+        """Send bytes sealed elsewhere (a ministry system that signs with its own keys) and track them.
+
+        The gateway does not re-check them: the peer verifies, and a fault comes back as a negative
+        receipt, which is what the ministry needs to see.
+        """
+        await self._sender.record_and_publish(sealed)
+
+    async def resend_overdue(self) -> int:
+        """Re-send, with the same id and bytes, every message whose receipt deadline has passed."""
+        return await self._sender.resend_overdue()
+
+    async def trail(self, message_id: UUID) -> list[AuditEntry]:
+        return await self._ctx.audit.find(message_id)
+
+
+__all__ = ["Gateway", "SendResult"]

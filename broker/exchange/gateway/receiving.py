@@ -1,0 +1,288 @@
+"""The receiving side of a gateway: verify what arrives, accept and deliver it, or reject it.
+
+Receive path for every inbound message, in order (STYLE.md 9: ack only when the work is durable):
+open (verify, validate, policy) → freshness → duplicate check → audit RECEIVED (durable) → deliver to
+local subscribers → audit DELIVERED → signed receipt (audited, published) → ack. A crash anywhere
+before the ack means the broker redelivers; the audit markers make every step idempotent, so a
+redelivery is neither delivered twice nor receipted differently.
+
+Rejected messages are audited, copied to the quarantine queue with their reason and original bytes,
+and answered with a signed negative receipt when their id can be read. Errors of our own (audit store
+or broker unavailable) are not rejections: the message is requeued and nothing is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from uuid import UUID
+
+from broker.audit import EntryDraft, EntryKind
+from broker.audit.witnessing import UNANSWERED_TYPES
+from broker.core.catalogue import citizenship_of
+from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.catalogue.trust import TrustUpdate
+from broker.core.catalogue.witness import CheckpointWitness
+from broker.core.envelope import sha256_hex
+from broker.core.errors import LocalError, Reason, RemoteError, ReplayError
+from broker.core.personal import SEALED_KEY_HEADER, WrappedKey
+from broker.core.sealing import OpenedMessage, check_freshness, open_message, peek
+from broker.exchange.gateway.context import GatewayContext
+from broker.exchange.gateway.receipts import Receipts
+from broker.exchange.gateway.sending import Sender
+from broker.exchange.gateway.trust_updates import TrustUpdates
+from broker.exchange.gateway.witnessing import Witnessing
+from broker.exchange.personal_keys import sealed_key_headers
+from broker.exchange.topology import DELIVERY, DELIVERY_LIMIT, QUARANTINE, delivery_routing_key
+from broker.exchange.transport_api import Disposition, IncomingMessage
+
+# Pauses between retries of a message our own side failed on (audit store or broker unavailable).
+OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class PerMessageLocks:
+    """One lock per message id, kept while any copy of that message is being handled.
+
+    Copies of one message (broker redeliveries, a peer's re-send) are handled one at a time, so the
+    duplicate check always sees the audit entries the previous copy wrote.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, message_id: UUID) -> AsyncIterator[None]:
+        lock, holders = self._locks.get(message_id, (asyncio.Lock(), 0))
+        self._locks[message_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._locks[message_id]
+            if holders == 1:
+                del self._locks[message_id]
+            else:
+                self._locks[message_id] = (lock, holders - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class Receiver:
+    def __init__(
+        self,
+        ctx: GatewayContext,
+        *,
+        sender: Sender,
+        receipts: Receipts,
+        witnessing: Witnessing,
+        trust_updates: TrustUpdates,
+    ) -> None:
+        self._ctx = ctx
+        self._sender = sender
+        self._receipts = receipts
+        self._witnessing = witnessing
+        self._trust_updates = trust_updates
+        self._locks = PerMessageLocks()
+
+    async def on_inbound(self, incoming: IncomingMessage) -> Disposition:
+        """Handle one inbound message: fail closed on our own faults, quarantine poison.
+
+        Our own failure (a LocalError: audit store or broker unavailable) is retried here while the
+        message stays unacked, so it stays queued, is not audited as rejected, and does not use up
+        the broker's delivery limit in a tight requeue loop. Any other exception is a bug this
+        message triggers (poison): it is requeued, and on its DELIVERY_LIMIT-th delivery rejected as
+        handler.crashed (audited, quarantined, answered) rather than dead-lettered unaudited.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._handle(incoming)
+            except LocalError as error:
+                if self._ctx.stopping:
+                    raise
+                pause = OWN_FAILURE_PAUSES_S[min(attempt, len(OWN_FAILURE_PAUSES_S) - 1)]
+                attempt += 1
+                self._ctx.log.warning(
+                    "inbound.held",
+                    message_id=incoming.message_id,
+                    reason=str(error.reason),
+                    diagnostic=error.diagnostic,
+                    attempt=attempt,
+                    retry_in_s=pause,
+                )
+                await asyncio.sleep(pause)
+            except Exception as exc:
+                if incoming.delivery_count + 1 < DELIVERY_LIMIT:
+                    raise
+                crash = RemoteError(
+                    Reason.HANDLER_CRASHED,
+                    f"the gateway failed on this message {DELIVERY_LIMIT} times, last with {exc!r}"[:1000],
+                )
+                await self.reject(incoming.body, crash)
+                return Disposition.ACK
+
+    async def _handle(self, incoming: IncomingMessage) -> Disposition:
+        ctx = self._ctx
+        raw = incoming.body
+        received_key = None if ctx.personal is None else ctx.personal.data_key_source(incoming.headers)
+        try:
+            opened = open_message(
+                raw,
+                trust=ctx.trust,
+                agreement=ctx.agreement,
+                local_country=ctx.country,
+                max_bytes=ctx.settings.max_message_bytes,
+                received_at=ctx.clock(),
+                data_key_for=received_key,
+                require_sealed=ctx.personal is not None,
+            )
+            self._check_fresh(opened)
+        except RemoteError as error:
+            await self.reject(raw, error)
+            return Disposition.ACK
+        if opened.envelope.type == Receipt.MESSAGE_TYPE:
+            await self._sender.on_receipt(opened)
+            return Disposition.ACK
+        if opened.data_key is not None and ctx.personal is not None:
+            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
+            await ctx.personal.vault.put(
+                opened.envelope.id, str(incoming.headers[SEALED_KEY_HEADER]), at=ctx.clock()
+            )
+        try:
+            async with self._locks.hold(opened.envelope.id):
+                if isinstance(opened.payload, TrustUpdate):
+                    await self._trust_updates.accept(opened)
+                elif isinstance(opened.payload, CheckpointWitness):
+                    await self._witnessing.on_witness(opened)
+                else:
+                    await self._accept(opened, received_wraps=received_key.wraps if received_key else ())
+        except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
+            await self.reject(raw, error)
+        return Disposition.ACK
+
+    def _check_fresh(self, opened: OpenedMessage) -> None:
+        settings = self._ctx.settings
+        check_freshness(
+            opened.envelope,
+            now=self._ctx.clock(),
+            max_age=timedelta(seconds=settings.max_message_age_s),
+            max_skew=timedelta(seconds=settings.max_clock_skew_s),
+        )
+
+    async def _accept(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
+        ctx = self._ctx
+        envelope = opened.envelope
+        bound = ctx.log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
+        trail = await ctx.audit.find(
+            envelope.id, kinds=[EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT]
+        )
+        received = [e for e in trail if e.kind == EntryKind.RECEIVED]
+        if received and sha256_hex(received[0].envelope) != opened.sha256:
+            raise ReplayError(
+                Reason.REPLAY_CONFLICT,
+                f"message id {envelope.id} was already received (audit index {received[0].index}) with different bytes",
+            )
+        if received:
+            received_entry = received[0]
+            bound.info("message.duplicate", audit_index=received_entry.index)
+        else:
+            [received_entry] = await ctx.audit.append(
+                [ctx.draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED)]
+            )
+            ctx.metrics.received.labels(envelope.type).inc()
+            bound.info("message.accepted", audit_index=received_entry.index)
+        delivered: list[EntryDraft] = []
+        if not any(e.kind == EntryKind.DELIVERED for e in trail):
+            await self._deliver(opened, received_wraps=received_wraps)
+            delivered.append(ctx.draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b""))
+        await self._receipts.answer_once(
+            opened,
+            trail,
+            audit_index=received_entry.index,
+            checkpoint=await self._receipts.checkpoint_covering(received_entry.index),
+            along=delivered,
+        )
+
+    async def _deliver(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
+        ctx = self._ctx
+        citizenship = citizenship_of(opened.payload)
+        delivery_key = (
+            None
+            if ctx.personal is None
+            else ctx.personal.delivery_header(
+                opened,
+                agreement=ctx.agreement,
+                country=ctx.country,
+                trust=ctx.trust,
+                at=ctx.clock(),
+                received=received_wraps,
+            )
+        )
+        await ctx.transport.publish(
+            exchange=DELIVERY,
+            routing_key=delivery_routing_key(opened.envelope.type, citizenship),
+            body=opened.raw,
+            message_id=str(opened.envelope.id),
+            headers={
+                "x-type": opened.envelope.type,
+                "x-sender": opened.envelope.sender,
+                "x-citizenship": citizenship or "-",
+                **sealed_key_headers(delivery_key),
+            },
+            timeout=ctx.settings.confirm_timeout_s,
+            mandatory=False,  # a type nobody subscribed to is not an error: the audit log holds it
+        )
+
+    async def reject(self, raw: bytes, error: RemoteError) -> None:
+        """Audit, quarantine and (where the message names its id) answer a message we refuse."""
+        ctx = self._ctx
+        seen = peek(raw)
+        now = ctx.clock()
+        bound = ctx.log.bind(message_id=str(seen.message_id), type=seen.message_type, sender=seen.sender)
+        [entry] = await ctx.audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.REJECTED,
+                    time=now,
+                    message_id=seen.message_id,
+                    message_type=seen.message_type,
+                    peer=seen.sender,
+                    envelope=raw,
+                    verdict=Verdict.REJECTED,
+                    reason=str(error.reason),
+                )
+            ]
+        )
+        sha256 = sha256_hex(raw)
+        await ctx.transport.publish(
+            exchange=QUARANTINE,
+            routing_key="",
+            body=raw,
+            message_id=str(seen.message_id) if seen.message_id else f"sha256:{sha256}",
+            headers={
+                "x-reason": str(error.reason),
+                "x-diagnostic": error.diagnostic[:1000],
+                "x-audit-index": entry.index,
+                "x-rejected-at": now.isoformat(),
+                "x-sha256": sha256,
+            },
+            timeout=ctx.settings.confirm_timeout_s,
+        )
+        ctx.metrics.rejected.labels(str(error.reason)).inc()
+        bound.warning(
+            "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
+        )
+        # A receipt needs the message id; receipts and witness messages are never answered, so two
+        # gateways cannot bounce rejections at each other forever.
+        if seen.message_id is None or seen.message_type in UNANSWERED_TYPES:
+            return
+        await self._receipts.answer_rejection(
+            message_id=seen.message_id,
+            sha256=sha256,
+            audit_index=entry.index,
+            reason=str(error.reason),
+            diagnostic=error.diagnostic[:1000],
+        )

@@ -1,0 +1,250 @@
+"""The sending side of a gateway: seal, record, publish, re-send when overdue, and take receipts back.
+
+Order of durable steps for a message we send: key-vault entry (personal data) → outbox row (the
+durable intent the resend loop acts on) → audit SENT → publish with confirm → outbox `confirmed`.
+A receipt coming back is audited, its checkpoint witnessed, then the outbox row is settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from uuid import UUID
+
+from broker.audit import EntryDraft, EntryKind
+from broker.core.catalogue import Payload
+from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.errors import LocalError, PolicyError, Reason
+from broker.core.ids import uuid7
+from broker.core.sealing import OpenedMessage, SealedMessage, seal
+from broker.exchange.gateway.context import GatewayContext, sent_draft
+from broker.exchange.gateway.witnessing import Witnessing
+from broker.state.outbox import OutboxRecord, SendState
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: UUID
+    sha256: str
+    receipt: Receipt | None
+
+
+class Sender:
+    def __init__(self, ctx: GatewayContext, *, witnessing: Witnessing) -> None:
+        self._ctx = ctx
+        self._witnessing = witnessing
+        self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
+        self._resender: asyncio.Task[None] | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._resender = asyncio.create_task(self._resend_loop(), name=f"{self._ctx.gateway_id}-resend")
+
+    async def stop_resending(self) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resender
+            self._resender = None
+
+    def cancel_waiters(self) -> None:
+        for waiter in self._waiters.values():
+            waiter.cancel()
+
+    # -- sending -------------------------------------------------------------------------------
+    async def send(
+        self,
+        payload: Payload,
+        *,
+        to: str,
+        sender: str | None = None,
+        wait_receipt: bool = False,
+        receipt_timeout_s: float | None = None,
+        correlation_id: UUID | None = None,
+    ) -> SendResult:
+        ctx = self._ctx
+        sender = sender or self._default_sender(payload.MESSAGE_TYPE)
+        try:
+            ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
+        except PolicyError as refused:
+            raise LocalError(
+                refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
+            ) from None
+        if ctx.agreement.authority(sender).country != ctx.country:
+            raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {ctx.country}")
+        message_id = uuid7()
+        data_key, sealed_key = None, None
+        if ctx.personal is not None and payload.PERSONAL:
+            data_key, sealed_key = ctx.personal.wrap_for_sending(
+                message_id=message_id, sender=sender, recipient=to, trust=ctx.trust, at=ctx.clock()
+            )
+        sealed = seal(
+            payload,
+            sender=sender,
+            recipient=to,
+            signer=ctx.signer_for(sender),
+            created_at=ctx.clock(),
+            message_id=message_id,
+            correlation_id=correlation_id,
+            data_key=data_key,
+        )
+        waiter: asyncio.Future[Receipt] | None = None
+        if wait_receipt:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[sealed.envelope.id] = waiter
+        try:
+            await self.record_and_publish(sealed, sealed_key=sealed_key)
+            if waiter is None:
+                return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=None)
+            limit = (
+                receipt_timeout_s
+                if receipt_timeout_s is not None
+                else ctx.settings.receipt_deadline(payload.MESSAGE_TYPE).total_seconds()
+            )
+            receipt = await asyncio.wait_for(waiter, limit)
+            return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=receipt)
+        finally:
+            self._waiters.pop(sealed.envelope.id, None)
+
+    async def record_and_publish(self, sealed: SealedMessage, *, sealed_key: str | None = None) -> None:
+        ctx = self._ctx
+        envelope = sealed.envelope
+        now = ctx.clock()
+        if sealed_key is not None and ctx.personal is not None:
+            await ctx.personal.vault.put(envelope.id, sealed_key, at=now)
+        # The outbox row first: it is the durable intent the resend loop acts on. A crash before the
+        # `sent` entry is repaired there (`_audit_sent_once`); the other order left `sent` entries
+        # for messages that never left and never would.
+        await ctx.outbox.record_sent(
+            message_id=envelope.id,
+            message_type=envelope.type,
+            recipient=envelope.recipient,
+            raw=sealed.raw,
+            sha256=sealed.sha256,
+            deadline=now + ctx.settings.receipt_deadline(envelope.type),
+        )
+        await ctx.audit.append([sent_draft(now, envelope.id, envelope.type, envelope.recipient, sealed.raw)])
+        await ctx.publish_to_peer(
+            sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
+        )
+        await ctx.outbox.mark_confirmed(envelope.id)
+        ctx.metrics.sent.labels(envelope.type).inc()
+        ctx.metrics.confirmed.labels(envelope.type).inc()
+        ctx.log.info("message.sent", message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
+
+    # -- re-sending ----------------------------------------------------------------------------
+    async def resend_overdue(self) -> int:
+        ctx = self._ctx
+        now = ctx.clock()
+        overdue = await ctx.outbox.overdue(now)
+        for record in overdue:
+            await self._audit_sent_once(record)
+            sealed_key = await ctx.personal.vault.get(record.message_id) if ctx.personal is not None else None
+            await ctx.publish_to_peer(
+                record.raw,
+                message_id=record.message_id,
+                message_type=record.message_type,
+                sealed_key=sealed_key,
+            )
+            await ctx.outbox.mark_resent(
+                record.message_id, deadline=now + ctx.settings.receipt_deadline(record.message_type)
+            )
+            ctx.metrics.resent.labels(record.message_type).inc()
+            ctx.log.warning(
+                "receipt.overdue",
+                message_id=str(record.message_id),
+                type=record.message_type,
+                peer=record.recipient,
+                attempts=record.attempts + 1,
+                sent_at=record.sent_at.isoformat(),
+            )
+        ctx.metrics.receipts_outstanding.set(await ctx.outbox.outstanding_count())
+        return len(overdue)
+
+    async def _audit_sent_once(self, record: OutboxRecord) -> None:
+        """Add the `sent` entry a crash between the outbox row and the audit append left out."""
+        ctx = self._ctx
+        if await ctx.audit.find(record.message_id, kinds=[EntryKind.SENT]):
+            return
+        await ctx.audit.append(
+            [sent_draft(ctx.clock(), record.message_id, record.message_type, record.recipient, record.raw)]
+        )
+
+    async def _resend_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ctx.settings.resend_check_interval_s)
+            try:
+                await self.resend_overdue()
+            except LocalError as error:
+                # The broker or store is down; the next round tries again.
+                self._ctx.log.warning("resend.failed", reason=str(error.reason), diagnostic=error.diagnostic)
+
+    # -- receipts coming back ------------------------------------------------------------------
+    async def on_receipt(self, opened: OpenedMessage) -> None:
+        ctx = self._ctx
+        receipt = opened.payload
+        assert isinstance(receipt, Receipt)  # open_message parsed it by its declared type
+        bound = ctx.log.bind(
+            message_id=str(receipt.message_id), type=Receipt.MESSAGE_TYPE, sender=opened.envelope.sender
+        )
+        await ctx.audit.append(
+            [
+                EntryDraft(
+                    kind=EntryKind.RECEIPT_RECEIVED,
+                    time=ctx.clock(),
+                    message_id=receipt.message_id,
+                    message_type=Receipt.MESSAGE_TYPE,
+                    peer=opened.envelope.sender,
+                    envelope=opened.raw,
+                    verdict=receipt.verdict,
+                    reason=receipt.reason,
+                )
+            ]
+        )
+        await self._witnessing.witness(receipt, peer=opened.envelope.sender)
+        record = await ctx.outbox.get(receipt.message_id)
+        if record is None:
+            bound.warning("receipt.unknown_message")
+            return
+        if record.sha256 != receipt.sha256:
+            # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our own
+            # message's state is not changed by it.
+            bound.warning(
+                "receipt.other_bytes",
+                receipt_sha256=receipt.sha256,
+                verdict=receipt.verdict,
+                reason=receipt.reason,
+            )
+            return
+        accepted = receipt.verdict == Verdict.ACCEPTED
+        if record.state in (SendState.SENT, SendState.CONFIRMED):
+            await ctx.outbox.mark_receipt(
+                receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
+            )
+            ctx.metrics.receipt_latency.observe(max(0.0, (ctx.clock() - record.sent_at).total_seconds()))
+        bound.info(
+            "receipt.received",
+            verdict=receipt.verdict,
+            reason=receipt.reason,
+            audit_index=receipt.audit_index,
+        )
+        waiter = self._waiters.get(receipt.message_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(receipt)
+
+    def _default_sender(self, message_type: str) -> str:
+        ctx = self._ctx
+        rule = ctx.agreement.rule(message_type)
+        candidates = [
+            a.id
+            for a in ctx.agreement.authorities
+            if a.country == ctx.country and set(a.roles) & set(rule.senders)
+        ]
+        if len(candidates) != 1:
+            raise LocalError(
+                Reason.POLICY_SENDER_NOT_ALLOWED,
+                f"name the sender of {message_type}: {ctx.country} has {len(candidates)} authorities allowed "
+                f"to send it ({', '.join(candidates) or 'none'})",
+            )
+        return candidates[0]
