@@ -1,0 +1,200 @@
+"""What the `broker audit` commands share: options, exit codes, opening a log, reading trust anchors.
+
+Exit codes: 0 all checks passed; 1 something does not verify (the first bad index and why are
+printed); 2 the command could not run (a missing file, an unreachable database, bad options).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from cryptography import x509
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from broker.audit.checkpoint import SignedCheckpoint
+from broker.audit.entry import AuditEntry, EntryKind, entry_bytes
+from broker.audit.proofs import (
+    InclusionProof,
+)
+from broker.audit.stores.archive_files import (
+    ArchiveDirectory,
+)
+from broker.audit.stores.source import LogSource, inclusion_proof, open_source
+from broker.core.agreement import load_agreement
+from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
+from broker.core.pki import country_of
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
+
+audit_app = typer.Typer(
+    help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
+    no_args_is_help=True,
+)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+SUBSCRIBER_QUEUE_PREFIX = "sub."
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
+
+StoreOption = Annotated[Path | None, typer.Option("--store", help="A copy of a SQLite audit store.")]
+DsnOption = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL URL of an audit database.")]
+SchemaOption = Annotated[
+    str, typer.Option("--schema", help="PostgreSQL schema of the log (gateways use audit_tj, audit_ru).")
+]
+KeysOption = Annotated[
+    Path | None, typer.Option("--keys", help="A keys directory holding both countries' CA certificates.")
+]
+BundleOption = Annotated[
+    list[Path] | None, typer.Option("--trust-bundle", help="A country's trust bundle (PEM); repeatable.")
+]
+OriginOption = Annotated[
+    str | None, typer.Option("--origin", help="The gateway whose log this is, e.g. RU-GATEWAY.")
+]
+ArchiveOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive", help="The directory holding the log's archive segments (what `archive` wrote)."
+    ),
+]
+
+
+class VerificationFailed(Exception):
+    """A check failed: printed and turned into exit code 1."""
+
+
+def run_audit(work: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_call(work))
+    except VerificationFailed as failed:
+        err_console.print(f"[red]FAILED[/red] {escape(str(failed))}")
+        raise typer.Exit(EXIT_FAILED) from None
+    except LocalError as error:
+        err_console.print(f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except ExchangeError as error:  # a remote-family error: something did not verify
+        err_console.print(f"[red]FAILED[/red] {escape(f'[{error.reason}] {error.diagnostic}')}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+async def _call(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+def log_locator(store: Path | None, dsn: str | None, schema: str) -> str:
+    if (store is None) == (dsn is None):
+        raise ConfigError(Reason.CONFIG_INVALID, "name the log with exactly one of --store or --dsn")
+    return str(store) if store is not None else f"{dsn}#{schema}"
+
+
+@asynccontextmanager
+async def opened_source(locator: str, schema: str = "audit") -> AsyncIterator[LogSource]:
+    source = await open_source(locator, schema=schema)
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+def load_trust(keys: Path | None, bundles: list[Path] | None) -> TrustStore:
+    """Anchors from a keys directory, or from trust bundle files grouped by their CA's country."""
+    if keys is not None:
+        return KeyStore(root=keys).trust_store(load_agreement().countries)
+    if not bundles:
+        raise ConfigError(
+            Reason.CONFIG_INVALID, "give the trust anchors with --keys DIR or --trust-bundle FILE"
+        )
+    anchors: dict[str, list[x509.Certificate]] = {}
+    crls: dict[str, list[x509.CertificateRevocationList]] = {}
+    for path in bundles:
+        try:
+            data = path.read_bytes()
+            certs = x509.load_pem_x509_certificates(data)
+            bundle_crls = [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(data)]
+        except (OSError, ValueError) as exc:
+            raise ConfigError(Reason.CONFIG_INVALID, f"trust bundle {path}: {exc}") from exc
+        countries = {country_of(cert) for cert in certs}
+        if len(countries) != 1 or None in countries:
+            raise ConfigError(Reason.CONFIG_INVALID, f"trust bundle {path}: not the CAs of one country")
+        [country] = countries
+        assert country is not None
+        anchors.setdefault(country, []).extend(certs)
+        crls.setdefault(country, []).extend(bundle_crls)
+    return TrustStore(anchors=anchors, crls=crls)
+
+
+def archive_dir(directory: Path | None, trust: TrustStore | None = None) -> ArchiveDirectory | None:
+    return None if directory is None else ArchiveDirectory(directory, trust=trust)
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc}") from exc
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
+
+
+async def entries_of(source: LogSource, **where: Any) -> list[AuditEntry]:
+    """Readable entries selected by kind and/or message id (unreadable rows are `verify`'s business)."""
+    return [row async for row in source.select(**where) if isinstance(row, AuditEntry)]
+
+
+async def checkpoints_of(source: LogSource) -> list[SignedCheckpoint]:
+    found = []
+    for entry in await entries_of(source, kind=EntryKind.CHECKPOINT):
+        try:
+            found.append(SignedCheckpoint.from_bytes(entry.envelope))
+        except ExchangeError:
+            continue  # a broken checkpoint is reported by `verify`, not used here
+    return found
+
+
+async def covering_checkpoint(source: LogSource, index: int) -> SignedCheckpoint:
+    candidates = [cp for cp in await checkpoints_of(source) if cp.body.tree_size > index]
+    if not candidates:
+        raise AuditError(
+            Reason.AUDIT_NOT_COVERED,
+            f"entry {index} is newer than every signed checkpoint in {source.name}; "
+            f"copy the store again after the gateway's next checkpoint",
+        )
+    return max(candidates, key=lambda cp: cp.body.tree_size)
+
+
+async def prove_entry(source: LogSource, entry: AuditEntry, checkpoint: SignedCheckpoint) -> InclusionProof:
+    size = checkpoint.body.tree_size
+    return InclusionProof(
+        entry=entry_bytes(entry),
+        index=entry.index,
+        tree_size=size,
+        path=tuple(await inclusion_proof(source, entry.index, size)),
+        checkpoint=checkpoint,
+    )
+
+
+def progress_bar(*, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not enabled,
+        transient=True,
+    )
