@@ -56,7 +56,7 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert "TJ-CONSULATE-MOSCOW received 2 alert(s)" in output
 
     # The CLI would point logging at the stream CliRunner lends it; keep this process's logging as is.
-    monkeypatch.setattr("broker.cli.app.configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr("broker.cli.common.configure_logging", lambda *_, **__: None)
     runner = CliRunner()
     for _, direction, _, _, _, message_id in rows:
         country = direction[:2]

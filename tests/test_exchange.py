@@ -519,7 +519,7 @@ async def test_quarantine_commands_list_show_requeue_and_purge(
 ) -> None:
     # The CLI points structlog at the stdout CliRunner lends it and closes afterwards; inside this
     # process the gateways keep logging, so the CLI may not reconfigure logging, and nothing prints.
-    monkeypatch.setattr("broker.cli.app.configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr("broker.cli.common.configure_logging", lambda *_, **__: None)
     with capture_logs():
         await _quarantine_commands(exchange, gateways, tmp_path)
 

@@ -17,9 +17,11 @@ from broker.core.errors import ExchangeError
 from broker.exchange.subscriber import Alert, AlertHandler, Subscription
 from broker.state.settings import ExchangeSettings
 
+console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
+CountryOption = Annotated[str, typer.Option("--country", "-c", help="TJ or RU", callback=lambda v: v.upper())]
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="settings file (default: var/<country>/gateway.toml if present)"),

@@ -13,10 +13,14 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from broker.cli.common import console, run
+from broker.cli.logs import configure_logging
 from broker.core.catalogue import sample_payloads
 from broker.core.errors import ExchangeError, Reason, TransportError
 from broker.exchange.gateway import Gateway, SendResult, gateway_from_settings
@@ -154,3 +158,12 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
         f"Trail of a message: broker status <message id> --country RU --config {workdir}/ru/gateway.toml"
     )
     return ok
+
+
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where keys and state of the demo live")] = Path("var/demo"),
+) -> None:
+    """A full exchange between TJ and RU on the local RabbitMQ."""
+    configure_logging("console", level=30)
+    ok = run(lambda: run_demo(workdir=workdir, console=console))
+    raise typer.Exit(0 if ok else 1)
