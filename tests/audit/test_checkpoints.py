@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_fixtures import run_exchange
 from structlog.testing import capture_logs
 
 from broker.audit.checkpoint import (
@@ -33,6 +32,7 @@ from broker.core.jws import sign_detached
 from broker.core.pki import Signer
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from tests.support.audit_run import run_exchange
 
 AUDIT_CORE = (
     "broker.audit.checkpoint",

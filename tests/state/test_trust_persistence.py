@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_fixtures import FakeClock, Side, build_side
 from cryptography import x509
 
 from broker.audit.entry import EntryKind
@@ -19,6 +18,7 @@ from broker.core.sealing import seal
 from broker.core.trust_update import EncryptionDirectory, TrustChange, apply_trust_update, build_trust_update
 from broker.exchange.topology import INBOUND
 from broker.state.keystore import KeyStore
+from tests.support.audit_run import FakeClock, Side, build_side
 
 T0_OFFSET = timedelta(hours=1)
 

@@ -18,8 +18,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from audit_fixtures import WORKER_DOCUMENT, run_exchange
-from test_audit_cli import BaseLogs, Logs, _copy_store, _drop_schemas, _locators, _open_store
 
 from broker.audit.archive import (
     COMPACTION_MIN_AGE,
@@ -40,6 +38,8 @@ from broker.core.agreement import Agreement
 from broker.core.errors import AuditError, ExchangeError, Reason
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from tests.support.audit_logs import BaseLogs, Logs, copy_store, drop_schemas, locators, open_store
+from tests.support.audit_run import WORKER_DOCUMENT, run_exchange
 
 ROUNDS = 25  # about 270 entries in TJ's log, 250 in RU's
 
@@ -55,10 +55,10 @@ def long_logs(
 ) -> Iterator[BaseLogs]:
     backend = request.param
     tmp_path = tmp_path_factory.mktemp(f"archive-{backend}")
-    locator = _locators(backend, tmp_path, uuid4().hex[:12])
+    locator = locators(backend, tmp_path, uuid4().hex[:12])
 
     async def build() -> Any:
-        stores = {country: await _open_store(backend, place) for country, place in locator.items()}
+        stores = {country: await open_store(backend, place) for country, place in locator.items()}
         try:
             return await run_exchange(
                 tj_store=stores["TJ"],
@@ -78,21 +78,21 @@ def long_logs(
         yield BaseLogs(backend=backend, locator=locator, run=asyncio.run(build()))
     finally:
         if backend == "postgres":
-            _drop_schemas([place.partition("#")[2] for place in locator.values()])
+            drop_schemas([place.partition("#")[2] for place in locator.values()])
 
 
 @pytest.fixture
 def logs(long_logs: BaseLogs, tmp_path: Path, dev_pki: KeyStore) -> Iterator[Logs]:
-    locator = _locators(long_logs.backend, tmp_path, uuid4().hex[:12])
+    locator = locators(long_logs.backend, tmp_path, uuid4().hex[:12])
     for country, place in locator.items():
-        _copy_store(long_logs.backend, long_logs.locator[country], place)
+        copy_store(long_logs.backend, long_logs.locator[country], place)
     try:
         yield Logs(
             backend=long_logs.backend, locator=locator, run=long_logs.run, keys_dir=dev_pki.root, tmp=tmp_path
         )
     finally:
         if long_logs.backend == "postgres":
-            _drop_schemas([place.partition("#")[2] for place in locator.values()])
+            drop_schemas([place.partition("#")[2] for place in locator.values()])
 
 
 def _output(result: Any) -> str:

@@ -1,6 +1,6 @@
 """`broker audit ...` on real logs, stored in SQLite and in PostgreSQL, tampered the way an operator could.
 
-Each test runs a small exchange between the two gateways (tests/audit_fixtures.py) into a fresh pair
+Each test runs a small exchange between the two gateways (tests/support/audit_run.py) into a fresh pair
 of stores, tampers with one of them behind the store's back (dropping the append-only triggers
 first, as someone with database access would), and runs the auditor's commands on it.
 """
@@ -10,27 +10,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import shutil
-import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import aio_pika
-import asyncpg  # asyncpg ships no type information
 import pytest
-from audit_fixtures import WORKER_DOCUMENT, ExchangeRun, run_exchange
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
 from broker.audit.checkpoint import CheckpointBody, SignedCheckpoint, sign_checkpoint
 from broker.audit.entry import EntryDraft, EntryKind, entry_leaf_hash, format_time
-from broker.audit.stores.base import StoreBase
-from broker.audit.stores.postgres import PostgresAuditStore
 from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.audit.witnessing import WITNESS_TYPE
 from broker.cli.audit import audit_app
@@ -38,99 +29,17 @@ from broker.core.agreement import Agreement
 from broker.core.pki import Signer, create_ca, issue_authority_certificate
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
-
-PG_DSN = os.environ.get("AUDIT_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-RABBIT_URL = os.environ.get("AUDIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-runner = CliRunner()
-TRUSTING_COMMANDS = {"verify", "prove", "check-proof", "consistency", "bundle", "check-bundle"}
-
-ENTRY_GUARDS = {
-    "sqlite": [
-        f"DROP TRIGGER {t}_no_{a}" for t in ("audit_entries", "audit_subtrees") for a in ("update", "delete")
-    ],
-    "postgres": [f"DROP TRIGGER {t}_append_only ON {t}" for t in ("audit_entries", "audit_subtrees")],
-}
-
-
-@dataclass
-class Logs:
-    """Both countries' logs of one exchange, in one backend, with raw SQL access for tampering."""
-
-    backend: str
-    locator: dict[str, str]
-    run: ExchangeRun
-    keys_dir: Path
-    tmp: Path
-
-    def sql(self, country: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        """One statement straight to the database; `?` placeholders in both backends."""
-        if self.backend == "sqlite":
-            connection = sqlite3.connect(self.locator[country])
-            try:
-                rows = connection.execute(statement, params).fetchall()
-                connection.commit()
-            finally:
-                connection.close()
-            return rows
-        numbered = statement
-        for number in range(1, len(params) + 1):
-            numbered = numbered.replace("?", f"${number}", 1)
-        schema = self.locator[country].partition("#")[2]
-
-        async def execute() -> list[tuple[Any, ...]]:
-            connection = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
-            try:
-                return [tuple(row.values()) for row in await connection.fetch(numbered, *params)]
-            finally:
-                await connection.close()
-
-        return asyncio.run(execute())
-
-    def unguard(self, country: str) -> None:
-        for statement in ENTRY_GUARDS[self.backend]:
-            self.sql(country, statement)
-
-    def kinds(self, country: str) -> list[str]:
-        return [kind for (kind,) in self.sql(country, "SELECT kind FROM audit_entries ORDER BY idx")]
-
-    def audit(self, *args: str) -> Any:
-        trusted = args[0] in TRUSTING_COMMANDS
-        return runner.invoke(audit_app, [*args, "--keys", str(self.keys_dir)] if trusted else list(args))
-
-    def verify(self, country: str, *extra: str) -> Any:
-        return self.audit("verify", *self.store_args(country), "--no-progress", *extra)
-
-    def store_args(self, country: str) -> list[str]:
-        if self.backend == "sqlite":
-            return ["--store", self.locator[country]]
-        dsn, _, schema = self.locator[country].partition("#")
-        return ["--dsn", dsn, "--schema", schema]
-
-
-async def _open_store(backend: str, locator: str) -> StoreBase:
-    if backend == "sqlite":
-        return await SqliteAuditStore.open(locator)
-    dsn, _, schema = locator.partition("#")
-    return await PostgresAuditStore.open(dsn, schema=schema)
-
-
-def _drop_schemas(schemas: list[str]) -> None:
-    async def drop() -> None:
-        connection = await asyncpg.connect(PG_DSN)
-        try:
-            for schema in schemas:
-                await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
-
-
-@dataclass(frozen=True)
-class BaseLogs:
-    backend: str
-    locator: dict[str, str]
-    run: ExchangeRun
+from tests.support.audit_logs import (
+    RABBIT_URL,
+    BaseLogs,
+    Logs,
+    copy_store,
+    drop_schemas,
+    locators,
+    open_store,
+    runner,
+)
+from tests.support.audit_run import WORKER_DOCUMENT, ExchangeRun, run_exchange
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -145,10 +54,10 @@ def base_logs(
     """One exchange per backend; each test tampers with its own copy."""
     backend = request.param
     tmp_path = tmp_path_factory.mktemp(f"exchange-{backend}")
-    locator = _locators(backend, tmp_path, uuid4().hex[:12])
+    locator = locators(backend, tmp_path, uuid4().hex[:12])
 
     async def build() -> ExchangeRun:
-        stores = {country: await _open_store(backend, place) for country, place in locator.items()}
+        stores = {country: await open_store(backend, place) for country, place in locator.items()}
         try:
             return await run_exchange(
                 tj_store=stores["TJ"],
@@ -168,41 +77,14 @@ def base_logs(
         yield BaseLogs(backend=backend, locator=locator, run=asyncio.run(build()))
     finally:
         if backend == "postgres":
-            _drop_schemas([place.partition("#")[2] for place in locator.values()])
-
-
-def _locators(backend: str, directory: Path, tag: str) -> dict[str, str]:
-    if backend == "sqlite":
-        return {country: str(directory / f"{country.lower()}.sqlite") for country in ("TJ", "RU")}
-    return {country: f"{PG_DSN}#audit_t{tag}_{country.lower()}" for country in ("TJ", "RU")}
-
-
-def _copy_store(backend: str, source: str, target: str) -> None:
-    """A faithful copy: for PostgreSQL a new schema made by the store (triggers included), then filled."""
-    if backend == "sqlite":
-        shutil.copyfile(source, target)
-        return
-    source_schema, target_schema = source.partition("#")[2], target.partition("#")[2]
-
-    async def copy() -> None:
-        await (await _open_store(backend, target)).close()
-        connection = await asyncpg.connect(PG_DSN)
-        try:
-            for table in ("audit_entries", "audit_subtrees"):
-                await connection.execute(
-                    f"INSERT INTO {target_schema}.{table} SELECT * FROM {source_schema}.{table}"
-                )
-        finally:
-            await connection.close()
-
-    asyncio.run(copy())
+            drop_schemas([place.partition("#")[2] for place in locator.values()])
 
 
 @pytest.fixture
 def logs(base_logs: BaseLogs, tmp_path: Path, dev_pki: KeyStore) -> Iterator[Logs]:
-    locator = _locators(base_logs.backend, tmp_path, uuid4().hex[:12])
+    locator = locators(base_logs.backend, tmp_path, uuid4().hex[:12])
     for country, place in locator.items():
-        _copy_store(base_logs.backend, base_logs.locator[country], place)
+        copy_store(base_logs.backend, base_logs.locator[country], place)
     copy = Logs(
         backend=base_logs.backend,
         locator=dict(locator),
@@ -215,7 +97,7 @@ def logs(base_logs: BaseLogs, tmp_path: Path, dev_pki: KeyStore) -> Iterator[Log
     finally:
         if base_logs.backend == "postgres":
             places = {*locator.values(), *copy.locator.values()}
-            _drop_schemas([place.partition("#")[2] for place in places])
+            drop_schemas([place.partition("#")[2] for place in places])
 
 
 def _first(logs: Logs, country: str, kind: EntryKind) -> int:
@@ -391,7 +273,7 @@ def _rewrite(logs: Logs, country: str, *, signer: Signer, drop_countersignatures
     changed = _first(logs, country, EntryKind.RECEIVED)
 
     async def rebuild() -> None:
-        source, target = await _open_store(logs.backend, original), await _open_store(logs.backend, rebuilt)
+        source, target = await open_store(logs.backend, original), await open_store(logs.backend, rebuilt)
         dropped: list[int] = []
         try:
             async for entry in source.entries():

@@ -4,7 +4,7 @@ One development exchange per test session, built by `provision_dev_exchange` in 
 `t-<hex>-tj` and `t-<hex>-ru` (own users, shovels both ways) and deleted at the end. Each test gets
 gateways assembled afresh, with their own audit logs and outboxes but the session's keys, and every
 queue emptied before and after it. When RabbitMQ is down the session fixture raises, so the tests
-fail rather than skip. Test modules load this file with `pytest_plugins = ["exchange_fixtures"]`.
+fail rather than skip. `tests/exchange/conftest.py` registers its fixtures.
 
 The PKI is issued 60 days in the past, so a test can sign a message "created 30 days ago" under a
 certificate valid at that time: the receiver must then refuse it for its age, not its certificate.

@@ -30,7 +30,7 @@ from broker.exchange.transport import RabbitTransport
 
 pytestmark = pytest.mark.rabbitmq
 
-ADAPTERS = Path(__file__).resolve().parent.parent / "adapters"
+ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
 XXE = b'<?xml version="1.0"?>\n<!DOCTYPE p [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n<p>&x;</p>\n'
 RECEIPT_TIMEOUT_S = 20.0
 

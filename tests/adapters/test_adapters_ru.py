@@ -22,7 +22,7 @@ from broker.core.catalogue import Payload, sample_payloads
 from broker.core.catalogue.xmlform import hardened_parser
 from broker.core.errors import Reason
 
-SAMPLES = Path(__file__).resolve().parent.parent / "adapters" / "ru" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "ru" / "samples"
 RU = RussianAdapter()
 
 

@@ -1,7 +1,7 @@
 """Countersignatures handed back: the `checkpoint.witness` payload, its checks, and gateways carrying it.
 
 The pure core (`broker.audit.witnessing`), then one gateway over the in-memory broker fed a peer's receipt,
-then two gateways exchanging real messages (tests/audit_fixtures.py). The same over the real
+then two gateways exchanging real messages (tests/support/audit_run.py). The same over the real
 RabbitMQ is in tests/test_witness_exchange.py.
 """
 
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from audit_fixtures import FakeClock, Side, build_side, run_exchange
 from structlog.testing import capture_logs
 
 from broker.audit.checkpoint import CheckpointBody, SignedCheckpoint, WitnessRecord, cosign, sign_checkpoint
@@ -37,6 +36,7 @@ from broker.exchange.fake_transport import FakeTransport
 from broker.exchange.topology import INBOUND, outbound_queue
 from broker.exchange.transport_api import NO_HEADERS, HeaderValue
 from broker.state.keystore import KeyStore
+from tests.support.audit_run import FakeClock, Side, build_side, run_exchange
 
 T = TypeVar("T")
 

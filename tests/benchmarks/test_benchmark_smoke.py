@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.rabbitmq
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # The keys issue 7 names, written out here so the test states the contract independently.
 KEYS = (
     "raw_msgs_per_s",

@@ -37,10 +37,8 @@ from broker.state.keystore import KeyStore
 from broker.state.outbox import OutboxRecord, SendState
 
 if TYPE_CHECKING:
-    from exchange_fixtures import ExchangeHarness
+    from tests.support.exchange import ExchangeHarness
 
-# The session's exchange and the per-test gateways (tests/exchange_fixtures.py).
-pytest_plugins = ["exchange_fixtures"]
 pytestmark = pytest.mark.rabbitmq
 
 RECEIPT_WAIT_S = 20.0

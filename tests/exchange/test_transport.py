@@ -23,10 +23,8 @@ from broker.exchange.transport import RabbitTransport
 from broker.exchange.transport_api import Disposition, IncomingMessage, Transport
 
 if TYPE_CHECKING:
-    from rabbit_fixtures import RabbitLink
+    from tests.support.rabbit import RabbitLink
 
-# The real-broker fixtures (session link, gateway transports) live in tests/rabbit_fixtures.py.
-pytest_plugins = ["rabbit_fixtures"]
 
 OWN_COUNTRY = "tj"
 

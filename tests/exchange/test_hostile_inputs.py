@@ -39,7 +39,7 @@ from broker.state.keystore import KeyStore
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
 
-ATTACKS = Path(__file__).resolve().parent / "attacks"
+ATTACKS = Path(__file__).resolve().parents[1] / "attacks"
 INDEX: dict[str, Any] = json.loads((ATTACKS / "index.json").read_text(encoding="utf-8"))
 ARRIVAL = datetime.fromisoformat(INDEX["created_at"]) + timedelta(minutes=1)
 LOCAL = INDEX["local_country"]

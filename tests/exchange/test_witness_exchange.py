@@ -32,9 +32,8 @@ from broker.exchange.gateway import Gateway
 from broker.exchange.topology import INBOUND, QUARANTINE, outbound_queue
 
 if TYPE_CHECKING:
-    from exchange_fixtures import ExchangeHarness
+    from tests.support.exchange import ExchangeHarness
 
-pytest_plugins = ["exchange_fixtures"]
 pytestmark = pytest.mark.rabbitmq
 
 RECEIPT_WAIT_S = 20.0

@@ -27,7 +27,7 @@ from broker.core.catalogue import Payload, payload_class, sample_payloads
 from broker.core.catalogue.employer import PermissionStatus
 from broker.core.errors import Reason, TransportError
 
-SAMPLES = Path(__file__).resolve().parent.parent / "adapters" / "tj" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "adapters" / "tj" / "samples"
 
 
 class RecordingSender:

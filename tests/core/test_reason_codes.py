@@ -7,7 +7,7 @@ from pathlib import Path
 
 from broker.core.errors import Reason
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "reason-codes.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "reason-codes.md"
 _ROW = re.compile(r"^\|\s*`(?P<code>[^`]+)`\s*\|(?P<rest>.*)\|\s*$")
 _COLUMNS = ("meaning", "raised by", "what an operator does")
 

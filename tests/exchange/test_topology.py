@@ -1,6 +1,6 @@
 """Topology of a link: the pure plan, and what applying it does to a real RabbitMQ.
 
-The RabbitMQ half works in the session's `t-<random>-tj`/`t-<random>-ru` vhosts (see rabbit_fixtures).
+The RabbitMQ half works in the session's `t-<random>-tj`/`t-<random>-ru` vhosts (see tests/support/rabbit.py).
 """
 
 from __future__ import annotations
@@ -47,10 +47,8 @@ from broker.exchange.topology import (
 from broker.exchange.transport import RabbitTransport
 
 if TYPE_CHECKING:
-    from rabbit_fixtures import RabbitLink
+    from tests.support.rabbit import RabbitLink
 
-# The real-broker fixtures (session link, gateway transports) live in tests/rabbit_fixtures.py.
-pytest_plugins = ["rabbit_fixtures"]
 
 TJ = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj")
 RU = CountryBroker(country="ru", url="amqp://127.0.0.1:5672/ru")

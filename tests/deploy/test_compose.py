@@ -11,7 +11,7 @@ from typer.main import get_command
 from broker.cli.app import app
 from broker.state.settings import ExchangeSettings
 
-COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
 
 def _services() -> dict[str, Any]:

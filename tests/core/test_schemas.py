@@ -14,7 +14,7 @@ from broker.core.catalogue.jsonschema import schema_files
 from broker.core.catalogue.xmlform import hardened_parser, namespace, parse_payload_xml, payload_to_xml
 from broker.core.errors import Reason, ValidationError
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 JSON_DIR = SCHEMAS / "json"
 XSD_DIR = SCHEMAS / "xsd"
 SAMPLES_DIR = XSD_DIR / "samples"
