@@ -17,7 +17,7 @@ from uuid import UUID
 from broker.audit.checkpoint import SignedCheckpoint, parse_hash, parse_time, verify_checkpoint
 from broker.audit.entry import EntryDraft, EntryKind, entry_bytes
 from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
-from broker.audit.verify import SIGNED_KINDS, verify_envelope
+from broker.audit.stored_envelopes import SIGNED_KINDS, verify_envelope
 from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.errors import ExchangeError, Reason, VerificationError
 from broker.core.trust import TrustStore

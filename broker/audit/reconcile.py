@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 from broker.audit.entry import AuditEntry, EntryKind
-from broker.audit.verify import UnreadableRow
+from broker.audit.rows import UnreadableRow
 from broker.audit.witnessing import UNANSWERED_TYPES
 
 

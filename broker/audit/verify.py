@@ -15,133 +15,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_checkpoint, verify_witness
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, fold_cover
+from broker.audit.rows import ArchivedRow, ExternalCheckpoint, Finding, UnreadableRow, VerifyReport
+from broker.audit.stored_envelopes import SIGNED_KINDS, expected_peer, subject_id, verify_envelope
 from broker.audit.witnessing import WITNESS_TYPE, countersigned_record
-from broker.core.canonical import canonical_bytes, strict_loads
+from broker.core.canonical import canonical_bytes
 from broker.core.catalogue import parse_payload
 from broker.core.catalogue.witness import CheckpointWitness
 from broker.core.envelope import Envelope
 from broker.core.errors import ExchangeError, Reason, VerificationError
-from broker.core.jws import verify_detached
-from broker.core.trust import SignerIdentity, TrustStore
+from broker.core.trust import TrustStore
 
 # How far behind its own position a checkpoint may name the tree: entries appended by other writers
 # while it was being signed. The checkpointer keeps this to a handful.
 CHECKPOINT_LAG_WINDOW = 65536
-
-SIGNED_KINDS = frozenset(
-    {EntryKind.SENT, EntryKind.RECEIVED, EntryKind.RECEIPT_SENT, EntryKind.RECEIPT_RECEIVED}
-)
-
-
-@dataclass(frozen=True)
-class UnreadableRow:
-    """A stored row that cannot even be turned into an entry (an edited kind, time or id), or whose
-    archived record cannot be had (`reason` then says why: a missing or altered segment file)."""
-
-    index: int
-    diagnostic: str
-    reason: Reason = Reason.AUDIT_TAMPERED
-
-
-@dataclass(frozen=True)
-class ArchivedRow:
-    """A compacted entry (broker/audit/archive.py) whose record is in an archive segment not at hand:
-    it counts by its stored leaf hash, which the signed roots still cover, and nothing else is checked.
-    `stored` is the row as the store holds it, its envelope empty."""
-
-    stored: AuditEntry
-    segment: str
-
-    @property
-    def index(self) -> int:
-        return self.stored.index
-
-    @property
-    def leaf_hash(self) -> bytes:
-        return self.stored.leaf_hash
-
-
-@dataclass(frozen=True, kw_only=True)
-class Finding:
-    index: int
-    reason: Reason
-    diagnostic: str
-
-    def __str__(self) -> str:
-        return f"entry {self.index}: [{self.reason}] {self.diagnostic}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExternalCheckpoint:
-    """A checkpoint of this log vouched for outside it: `source` says by whom, for the diagnostic."""
-
-    checkpoint: SignedCheckpoint
-    source: str
-
-
-@dataclass(kw_only=True)
-class VerifyReport:
-    size: int
-    root: bytes
-    origin: str | None
-    checkpoints: int
-    envelopes: int
-    witnesses: int
-    countersigned: int  # our checkpoints the peer countersigned and handed back, matched here
-    external_matched: int
-    latest_checkpoint: SignedCheckpoint | None
-    finding: Finding | None
-    hash_only: int = 0  # compacted entries checked by their leaf hash alone (no archive at hand)
-
-    @property
-    def ok(self) -> bool:
-        return self.finding is None
-
-
-def verify_envelope(raw: bytes, *, trust: TrustStore) -> tuple[Envelope, SignerIdentity]:
-    """Signature and signer trust of stored envelope bytes, at the envelope's own created_at.
-
-    Policy is not re-checked: the agreement may have changed since; what counts here is who signed.
-    """
-    document = strict_loads(raw)
-    if not isinstance(document, dict):
-        raise VerificationError(Reason.MESSAGE_MALFORMED, "the stored envelope is not a JSON object")
-    signature = document.pop("signature", None)
-    if not isinstance(signature, str):
-        raise VerificationError(Reason.SIGNATURE_MISSING, "the stored envelope carries no signature")
-    if canonical_bytes({**document, "signature": signature}) != raw:
-        raise VerificationError(Reason.MESSAGE_MALFORMED, "the stored envelope is not canonical JSON")
-    unsigned = canonical_bytes(document)
-    verified = verify_detached(signature, unsigned)
-    try:
-        envelope = Envelope.model_validate_json(unsigned)
-    except ValueError as exc:
-        raise VerificationError(Reason.SCHEMA_INVALID, f"the stored envelope: {exc}") from None
-    identity = trust.verify_signer(verified.chain, at=envelope.created_at)
-    if identity.authority_id != envelope.sender:
-        raise VerificationError(
-            Reason.CERT_AUTHORITY_MISMATCH,
-            f"signed by {identity.authority_id} but the envelope names sender {envelope.sender}",
-        )
-    return envelope, identity
-
-
-def _expected_peer(kind: EntryKind, envelope: Envelope) -> str:
-    return envelope.recipient if kind in (EntryKind.SENT, EntryKind.RECEIPT_SENT) else envelope.sender
-
-
-def _subject_id(kind: EntryKind, envelope: Envelope) -> str:
-    """The message an entry is about: the envelope itself, or for a receipt the message it answers."""
-    if kind in (EntryKind.RECEIPT_SENT, EntryKind.RECEIPT_RECEIVED):
-        about: Any = envelope.payload.get("message_id")
-        return str(about)
-    return str(envelope.id)
 
 
 class LogVerifier:
@@ -314,9 +204,9 @@ class LogVerifier:
     def _check_envelope(self, entry: AuditEntry) -> Envelope:
         envelope, _ = verify_envelope(entry.envelope, trust=self._trust)
         recorded = {
-            "message id": (str(entry.message_id), _subject_id(entry.kind, envelope)),
+            "message id": (str(entry.message_id), subject_id(entry.kind, envelope)),
             "type": (entry.message_type, envelope.type),
-            "peer": (entry.peer, _expected_peer(entry.kind, envelope)),
+            "peer": (entry.peer, expected_peer(entry.kind, envelope)),
         }
         for name, (stored, signed) in recorded.items():
             if stored != signed:
@@ -439,3 +329,18 @@ def verify_log(
         if on_entry is not None:
             on_entry(verifier.size)
     return verifier.finish()
+
+
+__all__ = [
+    "CHECKPOINT_LAG_WINDOW",
+    "SIGNED_KINDS",
+    "ArchivedRow",
+    "ExternalCheckpoint",
+    "Finding",
+    "LogVerifier",
+    "UnreadableRow",
+    "VerifyReport",
+    "verify_envelope",
+    "verify_log",
+    "witnessed_checkpoints",
+]

@@ -20,8 +20,8 @@ from broker.audit.archive import (
     restore,
 )
 from broker.audit.entry import AuditEntry
+from broker.audit.rows import ArchivedRow, UnreadableRow
 from broker.audit.stores.source import LogSource
-from broker.audit.verify import ArchivedRow, UnreadableRow
 from broker.core.errors import AuditError, ExchangeError, Reason
 from broker.core.trust import TrustStore
 

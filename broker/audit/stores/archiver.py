@@ -30,10 +30,10 @@ from broker.audit.archive import (
 from broker.audit.checkpoint import SignedCheckpoint, verify_checkpoint
 from broker.audit.entry import AuditEntry, EntryKind
 from broker.audit.merkle import perfect_cover
+from broker.audit.rows import UnreadableRow
 from broker.audit.stores.archive_db import ArchiveWriter
 from broker.audit.stores.archive_files import ArchiveDirectory, write_segment_files
 from broker.audit.stores.source import LogSource, consistency_proof, tree_root
-from broker.audit.verify import UnreadableRow
 from broker.core.errors import AuditError, ExchangeError, Reason
 from broker.core.trust import TrustStore
 

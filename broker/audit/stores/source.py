@@ -27,8 +27,8 @@ from broker.audit.merkle import (
     inclusion_ranges,
     perfect_cover,
 )
+from broker.audit.rows import UnreadableRow
 from broker.audit.stores.sqlite import NODE_CHUNK, nodes_query
-from broker.audit.verify import UnreadableRow
 from broker.core.errors import AuditError, ConfigError, Reason
 
 PAGE = 1000
