@@ -139,7 +139,7 @@ def entry_bytes(draft: EntryDraft) -> bytes:
     The record's members are joined in RFC 8785's key order (the keys are ASCII, so plain sorting is
     that order) with only the short strings escaped: serialising the dict whole would scan the
     base64 envelope for characters to escape, and it has none. This is the auditor's and the
-    writer's hottest line; `tests/test_audit_entry_bytes.py` checks it against `canonical_bytes`.
+    writer's hottest line; `tests/audit/test_audit_entry_bytes.py` checks it against `canonical_bytes`.
     """
     record = entry_record(draft)
     members = ",".join(f'"{key}":{_member_value(key, record[key])}' for key in sorted(record))

@@ -1,6 +1,6 @@
 """What a gateway needs to seal and open personal data: key-agreement certificates, private keys, the vault.
 
-Kept out of gateway.py so the gateway only asks three questions: which data key and header go with a
+Kept out of the gateway so the gateway only asks three questions: which data key and header go with a
 message I send, how do I open one I received, and which header lets my subscribers open it.
 """
 

@@ -2,7 +2,7 @@
 
 The pure core (`broker.audit.witnessing`), then one gateway over the in-memory broker fed a peer's receipt,
 then two gateways exchanging real messages (tests/support/audit_run.py). The same over the real
-RabbitMQ is in tests/test_witness_exchange.py.
+RabbitMQ is in tests/exchange/test_witness_exchange.py.
 """
 
 from __future__ import annotations

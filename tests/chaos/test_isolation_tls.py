@@ -1,7 +1,7 @@
 """Isolation the broker enforces for us: no forged `user-id`, and TLS with a locally generated CA.
 
-`tests/test_transport.py` already shows one country's users cannot read, write or configure the
-other's vhost, and `tests/test_compose.py` that the compose deployment takes its admin from secrets
+`tests/exchange/test_transport.py` already shows one country's users cannot read, write or configure the
+other's vhost, and `tests/deploy/test_compose.py` that the compose deployment takes its admin from secrets
 (so no guest). Here, on the chaos node (which has no guest user either): a publisher that claims
 another user's name in the AMQP `user-id` property is refused by the broker, and the transport
 connects over AMQPS, verifying the node's certificate against our own CA and refusing any other.
