@@ -19,7 +19,14 @@ from rich.console import Console
 
 from adapters.base import NationalAdapter
 from adapters.pipeline import country_codes, import_file, load_adapter, read_file, render_to_folder
-from broker.cli.common import ConfigOption, err_console, load_settings, run, serve_alerts
+from broker.cli.common import (
+    ConfigOption,
+    declared_subscription,
+    err_console,
+    load_settings,
+    run,
+    serve_alerts,
+)
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import PolicyError
 from broker.state.settings import ExchangeSettings
@@ -148,40 +155,26 @@ async def _render(
     types: list[str] | None,
     count: int | None,
 ) -> None:
-    from broker.exchange.subscriber import Alert, Subscription  # noqa: PLC0415
-    from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
-    from broker.state.keystore import KeyStore  # noqa: PLC0415
+    from broker.exchange.subscriber import Alert  # noqa: PLC0415
 
-    agreement = load_agreement(settings.agreement_file)
-    keystore = KeyStore(root=settings.keys_dir)
-    trust = keystore.trust_store(agreement.countries)
     if types is None:
+        agreement = load_agreement(settings.agreement_file)
         types = [t for t in sorted(adapter.supported_types) if _may_receive(agreement, authority, t)]
-    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{authority}-adapter-render")
-    try:
-        subscription = Subscription(
-            transport=transport,
-            agreement=agreement,
-            trust=trust,
-            authority_id=authority,
-            types=types,
-            decryptor=keystore.decryptor(authority),  # personal payloads arrive sealed for us
-        )
-        await subscription.declare()
 
-        async def write(alert: Alert) -> None:
-            if out == "-":
-                sys.stdout.buffer.write(adapter.render(alert.payload, fmt=fmt) + b"\n")
-                sys.stdout.flush()
-            else:
-                path = render_to_folder(
-                    adapter, alert.payload, message_id=alert.message_id, out_dir=Path(out), fmt=fmt
-                )
-                err_console.print(f"{alert.message_type} {alert.message_id} → {path}", highlight=False)
+    async def write(alert: Alert) -> None:
+        if out == "-":
+            sys.stdout.buffer.write(adapter.render(alert.payload, fmt=fmt) + b"\n")
+            sys.stdout.flush()
+        else:
+            path = render_to_folder(
+                adapter, alert.payload, message_id=alert.message_id, out_dir=Path(out), fmt=fmt
+            )
+            err_console.print(f"{alert.message_type} {alert.message_id} → {path}", highlight=False)
 
+    async with declared_subscription(
+        settings, authority=authority, types=types, purpose="adapter-render"
+    ) as subscription:
         await serve_alerts(subscription, write, count=count)
-    finally:
-        await transport.close()
 
 
 def _may_receive(agreement: Agreement, authority: str, message_type: str) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -14,7 +15,7 @@ from rich.markup import escape
 
 from broker.cli.logs import configure_logging
 from broker.core.errors import ExchangeError
-from broker.exchange.subscriber import Alert, AlertHandler, Subscription
+from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
 
 console = Console()
@@ -72,3 +73,41 @@ async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, cou
         await done.wait()
     finally:
         await consumer.cancel()
+
+
+@asynccontextmanager
+async def declared_subscription(
+    settings: ExchangeSettings,
+    *,
+    authority: str,
+    types: Sequence[str],
+    citizenship: str | None = None,
+    ledger: HandledLedger | None = None,
+    purpose: str = "subscriber",
+) -> AsyncIterator[Subscription]:
+    """`authority`'s durable queue, declared, on the broker the settings name; closed after the block.
+
+    Personal payloads open with `authority`'s own key-agreement key from the settings' key store.
+    """
+    from broker.core.agreement import load_agreement  # noqa: PLC0415
+    from broker.exchange.transport import RabbitTransport  # noqa: PLC0415 - aio-pika only when needed
+    from broker.state.keystore import KeyStore  # noqa: PLC0415
+
+    agreement = load_agreement(settings.agreement_file)
+    keystore = KeyStore(root=settings.keys_dir)
+    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{authority}-{purpose}")
+    try:
+        subscription = Subscription(
+            transport=transport,
+            agreement=agreement,
+            trust=keystore.trust_store(agreement.countries),
+            authority_id=authority,
+            types=types,
+            citizenship=citizenship,
+            decryptor=keystore.decryptor(authority),  # personal payloads arrive sealed for us
+            ledger=ledger,
+        )
+        await subscription.declare()
+        yield subscription
+    finally:
+        await transport.close()

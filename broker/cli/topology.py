@@ -15,14 +15,7 @@ from typing import Annotated
 import typer
 
 from broker.core.errors import ExchangeError
-from broker.exchange.provisioning import (
-    apply_topology,
-    describe,
-    load_passwords,
-    needed_users,
-    parse_brokers,
-    plans_for,
-)
+from broker.exchange import provisioning
 from broker.exchange.rabbit_admin import RabbitAdmin
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -57,9 +50,11 @@ def apply_command(
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
-        passwords = load_passwords(secrets_file, needed_users(plans))
-        changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node)))
+        plans = provisioning.plans_for(provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
+        changes = asyncio.run(
+            provisioning.apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node))
+        )
     except ExchangeError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from error
@@ -77,8 +72,8 @@ def show_command(
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
-        report = [describe(plan) for plan in plans]
+        plans = provisioning.plans_for(provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        report = [provisioning.describe(plan) for plan in plans]
         if status:
             admin = RabbitAdmin(node=node)
             shovels = admin.shovel_status()

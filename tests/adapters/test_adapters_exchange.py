@@ -7,11 +7,8 @@ arrive in Russia as XML documents. Hostile files dropped beside them send nothin
 
 from __future__ import annotations
 
-import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +20,11 @@ from adapters.folder_drop import FolderDrop
 from adapters.pipeline import import_file, load_adapter
 from broker.core.catalogue import Payload, payload_to_json
 from broker.core.catalogue.receipt import Verdict
-from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, SendResult, gateway_from_settings
 from broker.exchange.subscriber import Alert, Subscription
 from broker.exchange.transport import RabbitTransport
+from tests.support.exchange import dev_exchange_in_thread
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -37,16 +35,8 @@ RECEIPT_TIMEOUT_S = 20.0
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
-    workdir: Path = tmp_path_factory.mktemp("adapters-exchange")
-    # Its own thread and event loop: pytest-asyncio owns the loop of the tests.
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        dev = worker.submit(
-            asyncio.run, provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-")
-        ).result()
-    try:
+    with dev_exchange_in_thread(tmp_path_factory.mktemp("adapters-exchange")) as dev:
         yield dev
-    finally:
-        dev.teardown()
 
 
 @dataclass

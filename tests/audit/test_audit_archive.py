@@ -7,7 +7,6 @@ the segment, and that a damaged or missing segment, or an edit behind the trigge
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import sqlite3
@@ -38,47 +37,20 @@ from broker.core.agreement import Agreement
 from broker.core.errors import AuditError, ExchangeError, Reason
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
-from tests.support.audit_logs import BaseLogs, Logs, copy_store, drop_schemas, locators, open_store
+from tests.support.audit_logs import (
+    BaseLogs,
+    Logs,
+    copy_store,
+    drop_schemas,
+    locators,
+    module_logs_fixture,
+)
 from tests.support.audit_run import WORKER_DOCUMENT, run_exchange
 
 ROUNDS = 25  # about 270 entries in TJ's log, 250 in RU's
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def long_logs(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    dev_pki: KeyStore,
-    agreement: Agreement,
-    trust: TrustStore,
-    pki_now: datetime,
-) -> Iterator[BaseLogs]:
-    backend = request.param
-    tmp_path = tmp_path_factory.mktemp(f"archive-{backend}")
-    locator = locators(backend, tmp_path, uuid4().hex[:12])
-
-    async def build() -> Any:
-        stores = {country: await open_store(backend, place) for country, place in locator.items()}
-        try:
-            return await run_exchange(
-                tj_store=stores["TJ"],
-                ru_store=stores["RU"],
-                state_dir=tmp_path / "state",
-                keys=dev_pki,
-                agreement=agreement,
-                trust=trust,
-                start=pki_now + timedelta(days=30),
-                rounds=ROUNDS,
-            )
-        finally:
-            for store in stores.values():
-                await store.close()
-
-    try:
-        yield BaseLogs(backend=backend, locator=locator, run=asyncio.run(build()))
-    finally:
-        if backend == "postgres":
-            drop_schemas([place.partition("#")[2] for place in locator.values()])
+long_logs = module_logs_fixture(rounds=ROUNDS, tag="archive")
 
 
 @pytest.fixture

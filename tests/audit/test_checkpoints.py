@@ -32,7 +32,7 @@ from broker.core.jws import sign_detached
 from broker.core.pki import Signer
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
-from tests.support.audit_run import run_exchange
+from tests.support.audit_run import sqlite_exchange
 
 AUDIT_CORE = (
     "broker.audit.checkpoint",
@@ -292,12 +292,9 @@ async def test_interleaved_receipts_witness_each_tree_once_and_a_second_root_is_
 async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_other(
     tmp_path: Path, dev_pki: KeyStore, agreement: Agreement, trust: TrustStore, pki_now: datetime
 ) -> None:
-    stores = {c: await SqliteAuditStore.open(tmp_path / f"{c}.sqlite") for c in ("TJ", "RU")}
-    try:
-        await run_exchange(
-            tj_store=stores["TJ"], ru_store=stores["RU"], state_dir=tmp_path, keys=dev_pki,
-            agreement=agreement, trust=trust, start=pki_now + timedelta(days=30), rounds=1,
-        )  # fmt: skip
+    async with sqlite_exchange(
+        tmp_path, keys=dev_pki, agreement=agreement, trust=trust, start=pki_now + timedelta(days=30), rounds=1
+    ) as stores:
         for country, peer_country in (("TJ", "RU"), ("RU", "TJ")):
             peer_gateway = agreement.gateway(peer_country).id
             entries = [entry async for entry in stores[country].entries()]
@@ -318,9 +315,6 @@ async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_ot
                 assert signed.body.tree_size in witnessed
                 # the checkpoint is the peer's real tree at that size
                 assert signed.body.root_hash == await stores[peer_country].root(signed.body.tree_size)
-    finally:
-        for opened in stores.values():
-            await opened.close()
 
 
 def dev_signer_of_another_gateway(keys: KeyStore, at: datetime) -> Signer:

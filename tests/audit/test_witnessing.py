@@ -36,7 +36,7 @@ from broker.exchange.fake_transport import FakeTransport
 from broker.exchange.topology import INBOUND, outbound_queue
 from broker.exchange.transport_api import NO_HEADERS, HeaderValue
 from broker.state.keystore import KeyStore
-from tests.support.audit_run import FakeClock, Side, build_side, run_exchange
+from tests.support.audit_run import FakeClock, Side, build_side, sqlite_exchange
 
 T = TypeVar("T")
 
@@ -306,12 +306,9 @@ async def test_a_countersignature_the_broker_loses_is_logged_and_the_receipt_sti
 async def test_each_log_keeps_the_peers_countersignatures_of_its_own_checkpoints(
     tmp_path: Path, dev_pki: KeyStore, agreement: Agreement, trust: TrustStore, pki_now: datetime
 ) -> None:
-    stores = {c: await SqliteAuditStore.open(tmp_path / f"{c}.sqlite") for c in ("TJ", "RU")}
-    try:
-        await run_exchange(
-            tj_store=stores["TJ"], ru_store=stores["RU"], state_dir=tmp_path, keys=dev_pki,
-            agreement=agreement, trust=trust, start=pki_now + timedelta(days=30), rounds=2,
-        )  # fmt: skip
+    async with sqlite_exchange(
+        tmp_path, keys=dev_pki, agreement=agreement, trust=trust, start=pki_now + timedelta(days=30), rounds=2
+    ) as stores:
         logs = {c: [entry async for entry in store.entries()] for c, store in stores.items()}
         for country, peer_country in (("TJ", "RU"), ("RU", "TJ")):
             own, peer = agreement.gateway(country).id, agreement.gateway(peer_country).id
@@ -340,6 +337,3 @@ async def test_each_log_keeps_the_peers_countersignatures_of_its_own_checkpoints
             assert report.countersigned == len(received)
         # Countersignatures are not receipted, and reconciling the two logs finds nothing missing.
         assert reconcile(digest("TJ", logs["TJ"]), digest("RU", logs["RU"])) == []
-    finally:
-        for opened_store in stores.values():
-            await opened_store.close()

@@ -36,48 +36,14 @@ from tests.support.audit_logs import (
     copy_store,
     drop_schemas,
     locators,
+    module_logs_fixture,
     open_store,
     runner,
 )
-from tests.support.audit_run import WORKER_DOCUMENT, ExchangeRun, run_exchange
+from tests.support.audit_run import WORKER_DOCUMENT, run_exchange
 
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def base_logs(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    dev_pki: KeyStore,
-    agreement: Agreement,
-    trust: TrustStore,
-    pki_now: datetime,
-) -> Iterator[BaseLogs]:
-    """One exchange per backend; each test tampers with its own copy."""
-    backend = request.param
-    tmp_path = tmp_path_factory.mktemp(f"exchange-{backend}")
-    locator = locators(backend, tmp_path, uuid4().hex[:12])
-
-    async def build() -> ExchangeRun:
-        stores = {country: await open_store(backend, place) for country, place in locator.items()}
-        try:
-            return await run_exchange(
-                tj_store=stores["TJ"],
-                ru_store=stores["RU"],
-                state_dir=tmp_path / "state",
-                keys=dev_pki,
-                agreement=agreement,
-                trust=trust,
-                start=pki_now + timedelta(days=30),
-                rounds=2,
-            )
-        finally:
-            for store in stores.values():
-                await store.close()
-
-    try:
-        yield BaseLogs(backend=backend, locator=locator, run=asyncio.run(build()))
-    finally:
-        if backend == "postgres":
-            drop_schemas([place.partition("#")[2] for place in locator.values()])
+# One exchange per backend; each test tampers with its own copy.
+base_logs = module_logs_fixture(rounds=2, tag="exchange")
 
 
 @pytest.fixture

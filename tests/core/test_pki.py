@@ -91,9 +91,10 @@ def test_authority_certificate_names_the_authority_and_may_only_sign() -> None:
     assert aki.key_identifier == ca_ski.digest
 
 
-def test_key_agreement_certificate_holds_an_x25519_key() -> None:
+def _x25519_certificate(**usage: CertificateUsage) -> x509.Certificate:
+    """A year's TJ-GW certificate for a fresh X25519 key, of the usage given (default: signing)."""
     ca_key, ca_cert = _ca()
-    cert = issue_authority_certificate(
+    return issue_authority_certificate(
         ca_key=ca_key,
         ca_cert=ca_cert,
         authority_id="TJ-GW",
@@ -101,25 +102,20 @@ def test_key_agreement_certificate_holds_an_x25519_key() -> None:
         public_key=X25519PrivateKey.generate().public_key(),
         not_before=T0,
         not_after=T0 + YEAR,
-        usage=CertificateUsage.KEY_AGREEMENT,
+        **usage,
     )
+
+
+def test_key_agreement_certificate_holds_an_x25519_key() -> None:
+    cert = _x25519_certificate(usage=CertificateUsage.KEY_AGREEMENT)
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.key_agreement
     assert not usage.digital_signature
 
 
 def test_signing_certificate_refuses_a_non_ed25519_key() -> None:
-    ca_key, ca_cert = _ca()
     with pytest.raises(ConfigError) as caught:
-        issue_authority_certificate(
-            ca_key=ca_key,
-            ca_cert=ca_cert,
-            authority_id="TJ-GW",
-            country="TJ",
-            public_key=X25519PrivateKey.generate().public_key(),
-            not_before=T0,
-            not_after=T0 + YEAR,
-        )
+        _x25519_certificate()
     assert caught.value.reason is Reason.CONFIG_INVALID
 
 

@@ -32,7 +32,7 @@ from broker.core.errors import Reason, RemoteError
 from broker.core.sealing import open_message
 from broker.core.trust import TrustStore
 from broker.exchange.fake_transport import FakeTransport
-from broker.exchange.gateway import Gateway
+from broker.exchange.gateway import Gateway, GatewayContext
 from broker.exchange.topology import QUARANTINE, vhost_declarations
 from broker.exchange.transport_api import Disposition, Handler, IncomingMessage
 from broker.state.keystore import KeyStore
@@ -229,18 +229,20 @@ class Harness:
         audit = await SqliteAuditStore.open(state / "audit.sqlite")
         signing_time = datetime(2025, 6, 1, tzinfo=ARRIVAL.tzinfo)  # inside the session PKI's validity
         gateway = Gateway(
-            country=LOCAL,
-            agreement=agreement,
-            trust=trust,
-            gateway_signer=keys.signer(agreement.gateway(LOCAL).id, at=signing_time),
-            signer_for=lambda authority: keys.signer(authority, at=signing_time),
-            transport=transport,
-            audit=audit,
-            outbox=Outbox.open(state / "outbox.sqlite"),
-            settings=ExchangeSettings(
-                country=LOCAL, amqp_url="amqp://fake/tj", state_dir=state, max_message_bytes=MAX_BYTES
-            ),
-            clock=lambda: ARRIVAL,
+            context=GatewayContext(
+                country=LOCAL,
+                agreement=agreement,
+                trust=trust,
+                gateway_signer=keys.signer(agreement.gateway(LOCAL).id, at=signing_time),
+                signer_for=lambda authority: keys.signer(authority, at=signing_time),
+                transport=transport,
+                audit=audit,
+                outbox=Outbox.open(state / "outbox.sqlite"),
+                settings=ExchangeSettings(
+                    country=LOCAL, amqp_url="amqp://fake/tj", state_dir=state, max_message_bytes=MAX_BYTES
+                ),
+                clock=lambda: ARRIVAL,
+            )
         )
         await gateway.start()
         return cls(gateway=gateway, transport=transport, audit=audit)

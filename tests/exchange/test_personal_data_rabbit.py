@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -21,10 +18,11 @@ from broker.core.errors import Reason, VerificationError
 from broker.core.personal import decode_key_header
 from broker.core.sealing import open_message, seal, verify_envelope
 from broker.core.trust_update import build_trust_update
-from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
 from broker.exchange.subscriber import Subscription
 from broker.exchange.transport import RabbitTransport
+from tests.support.exchange import dev_exchange_in_thread
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -43,16 +41,8 @@ SIGNED_MESSAGE_KINDS = frozenset(
 
 @pytest.fixture(scope="module")
 def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
-    workdir: Path = tmp_path_factory.mktemp("personal")
-    # Its own thread and event loop: pytest-asyncio owns the loop of the tests.
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        dev = worker.submit(
-            asyncio.run, provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-")
-        ).result()
-    try:
+    with dev_exchange_in_thread(tmp_path_factory.mktemp("personal")) as dev:
         yield dev
-    finally:
-        dev.teardown()
 
 
 @pytest_asyncio.fixture

@@ -6,18 +6,26 @@ import asyncio
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import asyncpg  # asyncpg ships no type information
+import pytest
 from typer.testing import CliRunner
 
 from broker.audit.stores.base import StoreBase
 from broker.audit.stores.postgres import PostgresAuditStore
 from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.cli.audit import audit_app
-from tests.support.audit_run import ExchangeRun
+from broker.core.agreement import Agreement
+from broker.core.trust import TrustStore
+from broker.state.keystore import KeyStore
+from tests.support.audit_run import ExchangeRun, exchange_in_stores
 
 PG_DSN = os.environ.get("AUDIT_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 RABBIT_URL = os.environ.get("AUDIT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -138,3 +146,48 @@ def copy_store(backend: str, source: str, target: str) -> None:
             await connection.close()
 
     asyncio.run(copy())
+
+
+@contextmanager
+def exchanged_logs(backend: str, directory: Path, **options: Any) -> Iterator[BaseLogs]:
+    """Both logs of an exchange (`exchange_in_stores` options) in fresh stores of `backend`; PostgreSQL
+    schemas dropped after."""
+    locator = locators(backend, directory, uuid4().hex[:12])
+
+    async def build() -> ExchangeRun:
+        async with exchange_in_stores(
+            lambda country: open_store(backend, locator[country]), directory / "state", **options
+        ) as (_, run):
+            return run
+
+    try:
+        yield BaseLogs(backend=backend, locator=locator, run=asyncio.run(build()))
+    finally:
+        if backend == "postgres":
+            drop_schemas([place.partition("#")[2] for place in locator.values()])
+
+
+def module_logs_fixture(*, rounds: int, tag: str) -> Any:
+    """A module-scoped fixture: one exchange of `rounds` rounds per backend, shared by the module's tests."""
+
+    @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+    def fixture(
+        request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory,
+        dev_pki: KeyStore,
+        agreement: Agreement,
+        trust: TrustStore,
+        pki_now: datetime,
+    ) -> Iterator[BaseLogs]:
+        with exchanged_logs(
+            request.param,
+            tmp_path_factory.mktemp(f"{tag}-{request.param}"),
+            keys=dev_pki,
+            agreement=agreement,
+            trust=trust,
+            start=pki_now + timedelta(days=30),
+            rounds=rounds,
+        ) as logs:
+            yield logs
+
+    return fixture

@@ -10,22 +10,25 @@ inbound exchange. Clocks are fake and start inside the session PKI's validity.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from broker.audit.entry import EntryKind
 from broker.audit.stores.base import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
+from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.audit.witnessing import WITNESS_TYPE
 from broker.core.agreement import Agreement
 from broker.core.catalogue.samples import sample_payloads
 from broker.core.trust import TrustStore
 from broker.core.trust_update import TrustChange
 from broker.exchange.fake_transport import FakeTransport
-from broker.exchange.gateway import Gateway
+from broker.exchange.gateway import Gateway, GatewayContext
 from broker.exchange.topology import INBOUND, outbound_queue, vhost_declarations
 from broker.state.keystore import KeyStore
 from broker.state.outbox import Outbox
@@ -78,17 +81,21 @@ async def build_side(
     )
     await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     gateway = Gateway(
-        country=country,
-        agreement=agreement,
-        trust=trust,
-        gateway_signer=gateway_signer,
-        signer_for=lambda authority: keys.signer(authority, at=at),
-        transport=transport,
-        audit=store,
-        outbox=Outbox.open(state_dir / "outbox.sqlite"),
-        settings=ExchangeSettings.load(None, country=country, amqp_url="amqp://unused", state_dir=state_dir),
-        clock=clock,
-        checkpointer=checkpointer,
+        context=GatewayContext(
+            country=country,
+            agreement=agreement,
+            trust=trust,
+            gateway_signer=gateway_signer,
+            signer_for=lambda authority: keys.signer(authority, at=at),
+            transport=transport,
+            audit=store,
+            outbox=Outbox.open(state_dir / "outbox.sqlite"),
+            settings=ExchangeSettings.load(
+                None, country=country, amqp_url="amqp://unused", state_dir=state_dir
+            ),
+            clock=clock,
+            checkpointer=checkpointer,
+        ),
         remember_trust=remember_trust,
     )
     return Side(country=country, gateway=gateway, transport=transport, store=store, checkpointer=checkpointer)
@@ -195,3 +202,38 @@ async def run_exchange(
             await side.transport.close()
             side.gateway.outbox.close()
     return run
+
+
+@asynccontextmanager
+async def exchange_in_stores(
+    open_store: Callable[[str], Awaitable[AuditStore]],
+    directory: Path,
+    *,
+    keys: KeyStore,
+    agreement: Agreement,
+    trust: TrustStore,
+    start: datetime,
+    rounds: int,
+) -> AsyncIterator[tuple[dict[str, AuditStore], ExchangeRun]]:
+    """Run an exchange into stores `open_store(country)` opens; they stay open inside the block."""
+    stores = {country: await open_store(country) for country in ("TJ", "RU")}
+    try:
+        run = await run_exchange(
+            tj_store=stores["TJ"], ru_store=stores["RU"], state_dir=directory, keys=keys,
+            agreement=agreement, trust=trust, start=start, rounds=rounds,
+        )  # fmt: skip
+        yield stores, run
+    finally:
+        for opened in stores.values():
+            await opened.close()
+
+
+@asynccontextmanager
+async def sqlite_exchange(directory: Path, **options: Any) -> AsyncIterator[dict[str, AuditStore]]:
+    """`exchange_in_stores` into fresh SQLite stores of both countries in `directory`."""
+
+    async def open_store(country: str) -> AuditStore:
+        return await SqliteAuditStore.open(directory / f"{country}.sqlite")
+
+    async with exchange_in_stores(open_store, directory, **options) as (stores, _):
+        yield stores

@@ -16,6 +16,7 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -222,3 +223,19 @@ async def exchange(dev_exchange: DevExchange, tmp_path: Path) -> AsyncIterator[E
 async def gateways(exchange: ExchangeHarness) -> dict[str, Gateway]:
     """Both countries' gateways, running, with default settings."""
     return {country: await exchange.new_gateway(country) for country in COUNTRIES}
+
+
+@contextmanager
+def dev_exchange_in_thread(workdir: Path) -> Iterator[DevExchange]:
+    """A development exchange of its own (keys, vhosts, users, shovels), deleted afterwards.
+
+    Provisioned on its own thread and event loop: pytest-asyncio owns the loop of the tests.
+    """
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        dev = worker.submit(
+            asyncio.run, provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-")
+        ).result()
+    try:
+        yield dev
+    finally:
+        dev.teardown()

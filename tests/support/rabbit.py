@@ -60,24 +60,25 @@ def rabbit_link() -> Iterator[RabbitLink]:
             admin.delete_user(user)
 
 
-@pytest_asyncio.fixture
-async def tj_gateway(rabbit_link: RabbitLink) -> AsyncIterator[RabbitTransport]:
-    """The tj gateway's transport, with its inbound and quarantine queues emptied first."""
+async def _gateway_transport(link: RabbitLink, broker: CountryBroker) -> AsyncIterator[RabbitTransport]:
     transport = await RabbitTransport.connect(
-        url=rabbit_link.gateway_url(rabbit_link.tj), name="test-tj-gateway"
+        url=link.gateway_url(broker), name=f"test-{broker.country}-gateway"
     )
     await transport.purge("inbound")
     await transport.purge("quarantine")
     yield transport
     await transport.close()
+
+
+@pytest_asyncio.fixture
+async def tj_gateway(rabbit_link: RabbitLink) -> AsyncIterator[RabbitTransport]:
+    """The tj gateway's transport, with its inbound and quarantine queues emptied first."""
+    async for transport in _gateway_transport(rabbit_link, rabbit_link.tj):
+        yield transport
 
 
 @pytest_asyncio.fixture
 async def ru_gateway(rabbit_link: RabbitLink) -> AsyncIterator[RabbitTransport]:
-    transport = await RabbitTransport.connect(
-        url=rabbit_link.gateway_url(rabbit_link.ru), name="test-ru-gateway"
-    )
-    await transport.purge("inbound")
-    await transport.purge("quarantine")
-    yield transport
-    await transport.close()
+    """The ru gateway's transport, with its inbound and quarantine queues emptied first."""
+    async for transport in _gateway_transport(rabbit_link, rabbit_link.ru):
+        yield transport

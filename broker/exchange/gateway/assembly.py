@@ -18,7 +18,7 @@ from broker.core.errors import ConfigError, Reason, VerificationError
 from broker.core.personal import Decryptor, WrappedKey
 from broker.core.pki import Signer
 from broker.core.trust_update import EncryptionDirectory
-from broker.exchange.gateway.context import utc_now
+from broker.exchange.gateway.context import GatewayContext, utc_now
 from broker.exchange.gateway.gateway import Gateway
 from broker.exchange.metrics import GatewayMetrics
 from broker.exchange.personal_keys import KeyUnwrapper, PersonalDataKeys
@@ -142,7 +142,7 @@ async def gateway_from_settings(
         vault=KeyVault.open(settings.country_state_dir / "key-vault.sqlite"),
     )
 
-    return Gateway(
+    context = GatewayContext(
         country=settings.country,
         agreement=agreement,
         trust=trust,
@@ -152,7 +152,7 @@ async def gateway_from_settings(
         audit=audit,
         outbox=outbox,
         settings=settings,
-        metrics=metrics,
+        metrics=metrics or GatewayMetrics(),
         checkpointer=Checkpointer(
             store=audit,
             signer=gateway_signer,
@@ -162,6 +162,9 @@ async def gateway_from_settings(
             min_interval_seconds=settings.checkpoint_min_interval_s,
         ),
         personal=personal,
+    )
+    return Gateway(
+        context=context,
         remember_trust=lambda country, change: keystore.remember_peer_trust(
             country, change.trust, key_agreement=change.key_agreement
         ),

@@ -35,8 +35,10 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GatewayContext:
+    """The gateway's dependencies, given once (keyword-only), and what its roles derive from them."""
+
     country: str
     agreement: Agreement
     trust: TrustStore
@@ -46,11 +48,11 @@ class GatewayContext:
     audit: AuditStore
     outbox: Outbox
     settings: ExchangeSettings
-    metrics: GatewayMetrics
-    clock: Clock
-    checkpointer: Checkpointer | None
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    clock: Clock = utc_now
+    checkpointer: Checkpointer | None = None
     # Without it, personal payloads travel in clear (a development setup without key agreement).
-    personal: PersonalDataKeys | None
+    personal: PersonalDataKeys | None = None
     log: Any = field(init=False)  # a structlog logger bound to this gateway and its peer
     peer_country: str = field(init=False)
     gateway_id: str = field(init=False)

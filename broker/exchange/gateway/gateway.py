@@ -7,29 +7,26 @@ The roles, each in its own module: `Sender` (send, outbox, re-send, receipts com
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, Unpack
 from uuid import UUID
 
 from broker.audit import AuditEntry
 from broker.audit.stores import AuditStore
-from broker.audit.stores.checkpointer import Checkpointer
-from broker.core.agreement import Agreement
 from broker.core.catalogue import Payload
 from broker.core.pki import Signer
 from broker.core.sealing import SealedMessage
 from broker.core.trust import TrustStore
-from broker.exchange.gateway.context import Clock, GatewayContext, utc_now
+from broker.exchange.gateway.context import GatewayContext
 from broker.exchange.gateway.receipts import Receipts
 from broker.exchange.gateway.receiving import Receiver
-from broker.exchange.gateway.sending import Sender, SendResult
+from broker.exchange.gateway.sending import Sender, SendOptions, SendResult
 from broker.exchange.gateway.trust_updates import RememberTrust, TrustUpdates
 from broker.exchange.gateway.witnessing import Witnessing
 from broker.exchange.metrics import GatewayMetrics
 from broker.exchange.personal_keys import PersonalDataKeys
 from broker.exchange.topology import INBOUND
-from broker.exchange.transport_api import ConsumerHandle, Transport
+from broker.exchange.transport_api import ConsumerHandle
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
 
@@ -38,42 +35,12 @@ if TYPE_CHECKING:
 
 
 class Gateway:
-    def __init__(
-        self,
-        *,
-        country: str,
-        agreement: Agreement,
-        trust: TrustStore,
-        gateway_signer: Signer,
-        signer_for: Callable[[str], Signer],
-        transport: Transport,
-        audit: AuditStore,
-        outbox: Outbox,
-        settings: ExchangeSettings,
-        metrics: GatewayMetrics | None = None,
-        clock: Clock = utc_now,
-        checkpointer: Checkpointer | None = None,
-        personal: PersonalDataKeys | None = None,
-        remember_trust: RememberTrust | None = None,
-    ) -> None:
-        self._ctx = ctx = GatewayContext(
-            country=country,
-            agreement=agreement,
-            trust=trust,
-            gateway_signer=gateway_signer,
-            signer_for=signer_for,
-            transport=transport,
-            audit=audit,
-            outbox=outbox,
-            settings=settings,
-            metrics=metrics or GatewayMetrics(),
-            clock=clock,
-            checkpointer=checkpointer,
-            personal=personal,
-        )
-        self.country = country
+    def __init__(self, *, context: GatewayContext, remember_trust: RememberTrust | None = None) -> None:
+        """`context` holds every dependency; `remember_trust` keeps applied trust updates on disk."""
+        self._ctx = ctx = context
+        self.country = ctx.country
         self.peer_country = ctx.peer_country
-        self.agreement = agreement
+        self.agreement = ctx.agreement
         self.gateway_id = ctx.gateway_id
         self.peer_gateway_id = ctx.peer_gateway_id
         self.metrics = ctx.metrics
@@ -173,28 +140,9 @@ class Gateway:
         await self.stop()
 
     # -- sending -------------------------------------------------------------------------------
-    async def send(
-        self,
-        payload: Payload,
-        *,
-        to: str,
-        sender: str | None = None,
-        wait_receipt: bool = False,
-        receipt_timeout_s: float | None = None,
-        correlation_id: UUID | None = None,
-    ) -> SendResult:
-        """Seal `payload` as `sender`, publish it to the peer and optionally wait for its receipt.
-
-        Without `sender`, the one authority of this country that may send this type signs it.
-        """
-        return await self._sender.send(
-            payload,
-            to=to,
-            sender=sender,
-            wait_receipt=wait_receipt,
-            receipt_timeout_s=receipt_timeout_s,
-            correlation_id=correlation_id,
-        )
+    async def send(self, payload: Payload, *, to: str, **options: Unpack[SendOptions]) -> SendResult:
+        """Seal `payload`, publish it to the peer and optionally wait for its receipt (`SendOptions`)."""
+        return await self._sender.send(payload, to=to, **options)
 
     async def publish_sealed(self, sealed: SealedMessage) -> None:
         """Send bytes sealed elsewhere (a ministry system that signs with its own keys) and track them.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 from uuid import UUID
 
 from broker.audit import EntryDraft, EntryKind
@@ -21,6 +22,17 @@ from broker.core.sealing import OpenedMessage, SealedMessage, seal
 from broker.exchange.gateway.context import GatewayContext, sent_draft
 from broker.exchange.gateway.witnessing import Witnessing
 from broker.state.outbox import OutboxRecord, SendState
+
+
+class SendOptions(TypedDict, total=False):
+    """How to send: `sender` signs (default: the one authority allowed to send the type); with
+    `wait_receipt` the call returns once the receipt arrived, or raises after `receipt_timeout_s`
+    (default: the type's receipt deadline)."""
+
+    sender: str | None
+    wait_receipt: bool
+    receipt_timeout_s: float | None
+    correlation_id: UUID | None
 
 
 @dataclass(frozen=True)
@@ -53,18 +65,9 @@ class Sender:
             waiter.cancel()
 
     # -- sending -------------------------------------------------------------------------------
-    async def send(
-        self,
-        payload: Payload,
-        *,
-        to: str,
-        sender: str | None = None,
-        wait_receipt: bool = False,
-        receipt_timeout_s: float | None = None,
-        correlation_id: UUID | None = None,
-    ) -> SendResult:
+    async def send(self, payload: Payload, *, to: str, **options: Unpack[SendOptions]) -> SendResult:
         ctx = self._ctx
-        sender = sender or self._default_sender(payload.MESSAGE_TYPE)
+        sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE)
         try:
             ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
         except PolicyError as refused:
@@ -86,22 +89,20 @@ class Sender:
             signer=ctx.signer_for(sender),
             created_at=ctx.clock(),
             message_id=message_id,
-            correlation_id=correlation_id,
+            correlation_id=options.get("correlation_id"),
             data_key=data_key,
         )
         waiter: asyncio.Future[Receipt] | None = None
-        if wait_receipt:
+        if options.get("wait_receipt", False):
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[sealed.envelope.id] = waiter
         try:
             await self.record_and_publish(sealed, sealed_key=sealed_key)
             if waiter is None:
                 return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=None)
-            limit = (
-                receipt_timeout_s
-                if receipt_timeout_s is not None
-                else ctx.settings.receipt_deadline(payload.MESSAGE_TYPE).total_seconds()
-            )
+            limit = options.get("receipt_timeout_s")
+            if limit is None:
+                limit = ctx.settings.receipt_deadline(payload.MESSAGE_TYPE).total_seconds()
             receipt = await asyncio.wait_for(waiter, limit)
             return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=receipt)
         finally:
