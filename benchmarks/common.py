@@ -100,18 +100,51 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def broker_cpu_seconds() -> float | None:
-    """CPU used so far by RabbitMQ's Erlang VM(s) on this machine; None when none runs here."""
-    total, found = 0.0, False
-    for stat in Path("/proc").glob("[0-9]*/comm"):
+def _listening_socket_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on `port` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            if stat.read_text().strip() != "beam.smp":
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def broker_pid(port: int = 5672) -> int | None:
+    """The RabbitMQ node (Erlang VM) listening on `port` on this machine; None when none does.
+
+    Only that node counts: another node starting or stopping nearby (the chaos suite's, another
+    test run's) must not move the figure.
+    """
+    wanted = {f"socket:[{inode}]" for inode in _listening_socket_inodes(port)}
+    if not wanted:
+        return None
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() != "beam.smp":
                 continue
-            total += process_cpu_seconds(int(stat.parent.name))
+            for fd in (comm.parent / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    return int(comm.parent.name)
         except (OSError, ValueError):
             continue  # the process ended while we looked
-        found = True
-    return total if found else None
+    return None
+
+
+def broker_cpu_seconds(pid: int | None) -> float | None:
+    """CPU used so far by the broker process `pid`; None when there is none or it has gone."""
+    if pid is None:
+        return None
+    try:
+        return process_cpu_seconds(pid)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass
@@ -123,12 +156,13 @@ class CpuMeter:
     def __post_init__(self) -> None:
         self._own = own_cpu_seconds()
         self._peer = process_cpu_seconds(self.peer_pid) if self.peer_pid else 0.0
-        self._broker = broker_cpu_seconds()
+        self._broker_pid = broker_pid()
+        self._broker = broker_cpu_seconds(self._broker_pid)
 
     def per_1k(self, messages: int) -> tuple[float, float, float | None]:
         scale = 1000 / messages
         own = (own_cpu_seconds() - self._own) * scale
         peer = ((process_cpu_seconds(self.peer_pid) - self._peer) * scale) if self.peer_pid else 0.0
-        now = broker_cpu_seconds()
+        now = broker_cpu_seconds(self._broker_pid)
         broker = None if now is None or self._broker is None else (now - self._broker) * scale
         return own, peer, broker
