@@ -11,6 +11,7 @@ import asyncio
 import base64
 import csv
 import json
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +60,7 @@ from broker.audit.verify import (
 from broker.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
 from broker.keystore import KeyStore
 from broker.pki import country_of
+from broker.private_files import open_private, write_private
 from broker.trust import TrustStore
 
 audit_app = typer.Typer(
@@ -172,8 +174,9 @@ def _read(path: Path) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Proofs and bundles quote audit entries: written 0600 (`broker.private_files`)."""
     try:
-        path.write_bytes(data)
+        write_private(path, data)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
 
@@ -501,8 +504,10 @@ async def _output(path: Path | None) -> AsyncIterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    try:
-        handle = path.open("w", encoding="utf-8", newline="")
+    try:  # an export holds every entry's envelope: 0600 like the store it comes from
+        handle = os.fdopen(
+            open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8", newline=""
+        )
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
     with handle:
