@@ -7,7 +7,10 @@ escaped (`\\x1b`), never reach the terminal; `--raw FILE` keeps the exact bytes,
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +71,8 @@ async def test_quarantined_escape_sequences_are_shown_escaped_and_kept_exact_wit
         shown = await run_cli("quarantine", "show", message_id, *where)
         raw = tmp_path / "quarantined.bin"
         kept = await run_cli("quarantine", "show", message_id, *where, "--raw", str(raw))
+        piped = await run_cli("quarantine", "show", message_id, *where, "--raw", "-")
+        on_a_terminal = await asyncio.to_thread(show_on_a_terminal, message_id, *where)
 
     assert shown.exit_code == 0, shown.output
     for char in FORBIDDEN:
@@ -82,3 +87,42 @@ async def test_quarantined_escape_sequences_are_shown_escaped_and_kept_exact_wit
     assert "\x1b" not in kept.output
     assert raw.read_bytes() == HOSTILE
     assert stat.S_IMODE(raw.stat().st_mode) == 0o600
+
+    assert piped.exit_code == 0, piped.output
+    assert piped.stdout_bytes == HOSTILE  # a pipe gets the bytes exactly; the headers went to stderr
+
+    code, seen = on_a_terminal
+    assert code == 1
+    assert "error [config.invalid] --raw - writes the exact bytes" in seen
+    assert "\x1b" not in seen
+
+
+def show_on_a_terminal(message_id: str, *where: str) -> tuple[int, str]:
+    """`show --raw -` as a person would type it: standard output is a terminal (a pseudo-terminal)."""
+    broker = Path(sys.executable).parent / "broker"
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.run(
+            [str(broker), "quarantine", "show", message_id, *where, "--raw", "-"],
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "COLUMNS": "250"},
+            check=False,
+            timeout=60,
+        )
+        os.close(terminal)
+        terminal = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal side is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    return process.returncode, (seen + process.stderr).decode("utf-8", errors="replace")
