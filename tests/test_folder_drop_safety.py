@@ -8,6 +8,7 @@ untouched, nothing outside the inbox may be read or written, and no dropped file
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import tempfile
@@ -74,6 +75,7 @@ def drop(
     done: Path | None = None,
     failed: Path | None = None,
     work: Path | None = None,
+    poll_interval_s: float = 2.0,
 ) -> FolderDrop:
     """The folder drop as `broker adapt <country> watch` runs it, sending through `sender`."""
     adapter = load_adapter(country, state_dir=state or inbox.parent / "state")
@@ -82,7 +84,9 @@ def drop(
     async def handle(name: str, data: bytes) -> None:
         await import_bytes(data, filename=name, adapter=adapter, gateway=sender, to=to, sender=authority)
 
-    return FolderDrop(inbox=inbox, handle=handle, done=done, failed=failed, work=work)
+    return FolderDrop(
+        inbox=inbox, handle=handle, done=done, failed=failed, work=work, poll_interval_s=poll_interval_s
+    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -268,6 +272,39 @@ async def test_a_fifo_in_the_inbox_is_refused_without_waiting_for_a_writer(inbox
     assert len(sender.sent) == 1
     assert "a FIFO" in (inbox / "failed" / "pipe.xml.reason.txt").read_text("utf-8")
     assert not (inbox / "pipe.xml").exists()
+
+
+async def until(condition: Callable[[], object], *, what: str) -> None:
+    """Wait for an event of the watch (the deadline only ends a hung test; it asserts no speed)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+async def test_a_running_watch_logs_a_refused_poll_and_carries_on_once_the_link_is_gone(
+    keys: Keys, inbox: Path
+) -> None:
+    (inbox / "done").symlink_to(keys.peer_dir, target_is_directory=True)
+    (inbox / "good.xml").write_bytes(DOCUMENT)
+    sender = Sender()
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        watching = asyncio.create_task(drop(inbox, sender, poll_interval_s=0.01).run(stop=stop))
+        await until(
+            lambda: any(e["event"] == "folder_drop.poll_refused" for e in logs), what="a refused poll"
+        )
+        assert sender.sent == []
+        (inbox / "done").unlink()
+        await until(lambda: sender.sent, what="the file to be sent")
+        stop.set()
+        await watching
+
+    [refused, *_] = [e for e in logs if e["event"] == "folder_drop.poll_refused"]
+    assert refused["reason"] == "adapter.unsafe_path"
+    keys.assert_untouched()
+    assert (inbox / "done" / "good.xml").read_bytes() == DOCUMENT
 
 
 @pytest.fixture
