@@ -11,6 +11,7 @@ import asyncio
 import base64
 import csv
 import json
+import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +38,7 @@ from broker.audit.archive_io import (
     whole_entry,
 )
 from broker.audit.archiver import archive_range, compact_archived
-from broker.audit.bundle import MESSAGE_KINDS, build_bundle, check_bundle, names_worker
+from broker.audit.bundle import MAX_BUNDLE_BYTES, MESSAGE_KINDS, build_bundle, check_bundle, names_worker
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import AuditEntry, EntryKind, entry_bytes, format_time
 from broker.audit.proofs import (
@@ -59,6 +60,7 @@ from broker.audit.verify import (
 from broker.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
 from broker.keystore import KeyStore
 from broker.pki import country_of
+from broker.private_files import open_private, write_private
 from broker.trust import TrustStore
 
 audit_app = typer.Typer(
@@ -164,16 +166,19 @@ def _archive(directory: Path | None, trust: TrustStore | None = None) -> Archive
     return None if directory is None else ArchiveDirectory(directory, trust=trust)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, *, limit: int | None = None) -> bytes:
+    """The file's bytes; with a `limit`, at most one byte more than it is read."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            return handle.read() if limit is None else handle.read(limit + 1)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc}") from exc
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Proofs and bundles quote audit entries: written 0600 (`broker.private_files`)."""
     try:
-        path.write_bytes(data)
+        write_private(path, data)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
 
@@ -501,8 +506,10 @@ async def _output(path: Path | None) -> AsyncIterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    try:
-        handle = path.open("w", encoding="utf-8", newline="")
+    try:  # an export holds every entry's envelope: 0600 like the store it comes from
+        handle = os.fdopen(
+            open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8", newline=""
+        )
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
     with handle:
@@ -729,7 +736,8 @@ def check_bundle_command(
     """Check a worker's archive offline: every proof, signature and the archive's own bytes."""
 
     async def work() -> None:
-        checked = check_bundle(_read(file), trust=load_trust(keys, trust_bundle))
+        data = _read(file, limit=MAX_BUNDLE_BYTES)  # a larger file is refused, not read into memory
+        checked = check_bundle(data, trust=load_trust(keys, trust_bundle))
         for entry in checked.entries:
             draft = entry.draft
             console.print(

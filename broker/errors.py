@@ -62,6 +62,8 @@ class Reason(StrEnum):
     AUDIT_ARCHIVE_REFUSED = "audit.archive_refused"
     ADAPTER_INVALID = "adapter.invalid"
     ADAPTER_ENCODING = "adapter.encoding"
+    ADAPTER_UNSAFE_PATH = "adapter.unsafe_path"
+    AUDIT_BUNDLE_OVERSIZED = "audit.bundle_oversized"
 
 
 class ExchangeError(Exception):

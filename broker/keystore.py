@@ -44,6 +44,7 @@ from broker.pki import (
     display_name_of,
     issue_authority_certificate,
 )
+from broker.private_files import private_directory
 from broker.trust import TrustStore
 
 _CA_FILE = re.compile(r"ca-(\d+)\.cert\.pem")
@@ -530,14 +531,16 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _ensure_dir(root: Path, directory: Path) -> None:
-    """Create `directory` and any missing parent below (and including) `root` with mode 0700."""
+    """Create `directory` and any missing parent below (and including) `root` with mode 0700; one
+    that exists already (made by hand, or under another umask) is tightened to 0700."""
     # os.makedirs applies its mode only to the last component, so walk down ourselves.
     with _io(f"create {directory}"):
         root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        private_directory(root)
         current = root
         for part in directory.relative_to(root).parts:
             current = current / part
-            current.mkdir(mode=_DIR_MODE, exist_ok=True)
+            private_directory(current)
 
 
 def _write_private(root: Path, path: Path, data: bytes) -> None:

@@ -25,6 +25,7 @@ from broker.catalogue.work_permit import WorkPermitCancellation
 from broker.envelope import Envelope
 from broker.errors import LocalError, Reason, RemoteError, VerificationError
 from broker.personal import SEALED_KEY_HEADER, Decryptor, decode_key_header
+from broker.private_files import prepare_database
 from broker.sealing import open_message
 from broker.topology import subscriber_queue
 from broker.transport_api import (
@@ -98,7 +99,7 @@ class HandledLedger:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_database(path)  # 0600 in 0700 before SQLite creates it
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
