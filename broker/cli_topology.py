@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -44,9 +45,18 @@ SecretsOption = Annotated[
     Path, typer.Option("--secrets", help="JSON file of RabbitMQ user passwords; missing ones are generated.")
 ]
 NodeOption = Annotated[str | None, typer.Option("--node", help="RabbitMQ node name for rabbitmqctl.")]
+PlaintextOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plaintext-host",
+        help="A non-local broker host reached with plain amqp:// (a private network only); once per host.",
+    ),
+]
 
 
-def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
+def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ()) -> list[CountryBroker]:
+    """`cc=amqp[s]://host:port/vhost` values; hosts in `plaintext_hosts` may go without TLS."""
+    allowed = {host.lower() for host in plaintext_hosts}
     brokers = []
     for value in values:
         country, separator, url = value.partition("=")
@@ -54,7 +64,10 @@ def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"--broker {value!r} must look like tj=amqp://host:port/tj"
             )
-        brokers.append(CountryBroker(country=country.strip().lower(), url=url.strip()))
+        host = (urlsplit(url.strip()).hostname or "").lower()
+        brokers.append(
+            CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
+        )
     if len(brokers) != 2 or brokers[0].country == brokers[1].country:
         raise ConfigError(
             Reason.CONFIG_INVALID, "a link needs exactly two brokers of two different countries"
@@ -149,10 +162,13 @@ def apply_command(
     local: LocalOption = None,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        plans = plans_for(
+            parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()), local
+        )
         passwords = load_passwords(secrets_file, needed_users(plans))
         changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node)))
     except ExchangeError as error:
@@ -169,10 +185,13 @@ def show_command(
     local: LocalOption = None,
     status: Annotated[bool, typer.Option("--status", help="Add shovel states and queue depths.")] = False,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        plans = plans_for(
+            parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()), local
+        )
         report = [describe(plan) for plan in plans]
         if status:
             admin = RabbitAdmin(node=node)

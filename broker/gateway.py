@@ -947,7 +947,11 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
 
         if not settings.audit_dsn:
             raise ConfigError(Reason.CONFIG_INVALID, "audit_backend=postgres needs audit_dsn")
-        return await PostgresAuditStore.open(settings.audit_dsn, schema=f"audit_{settings.country.lower()}")
+        return await PostgresAuditStore.open(
+            settings.audit_dsn,
+            schema=f"audit_{settings.country.lower()}",
+            plaintext_hosts=settings.plaintext_hosts,
+        )
     from broker.audit.sqlite_store import SqliteAuditStore  # noqa: PLC0415 - keep driver imports at the edge
 
     settings.country_state_dir.mkdir(parents=True, exist_ok=True)

@@ -157,6 +157,13 @@ class RabbitAdmin:
         _log.info("rabbit_admin.shovel_set", shovel=shovel.name, vhost=shovel.vhost)
         return True
 
+    def delete_shovel(self, vhost: str, name: str) -> bool:
+        if name not in self.shovel_definitions(vhost):
+            return False
+        self._ctl(["clear_parameter", "-p", vhost, "shovel", name])
+        _log.info("rabbit_admin.shovel_deleted", shovel=name, vhost=vhost)
+        return True
+
     def shovel_status(self) -> list[ShovelStatus]:
         return [
             ShovelStatus(

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from broker.errors import ConfigError, Reason
 
 PG_VERIFYING_MODE = "verify-full"
+_PLAINTEXT_OPTIONS = "settings plaintext_hosts, `broker topology --plaintext-host`"
 
 
 def is_local_host(host: str | None) -> bool:
@@ -57,8 +58,8 @@ def check_amqp_url(url: str, *, plaintext_hosts: Collection[str] = ()) -> None:
         if _allowed_plaintext(host, plaintext_hosts):
             return
         raise _insecure(
-            f"amqp://{host}: plaintext AMQP to a non-local host; use amqps:// (verified TLS), or list "
-            f"{host} in plaintext_hosts if it is on a private network"
+            f"amqp://{host}: plaintext AMQP to a non-local host; use amqps:// (verified TLS), or allow "
+            f"{host} explicitly ({_PLAINTEXT_OPTIONS}) if it is on a private network"
         )
     query = dict(parse_qsl(parts.query))
     if query.get("no_verify_ssl", "0") != "0":
@@ -138,6 +139,6 @@ def check_postgres_dsn(
             continue
         raise _insecure(
             f"PostgreSQL at {host}: sslmode={mode} does not verify the server's certificate and host "
-            f"name; use sslmode={PG_VERIFYING_MODE} (with sslrootcert=<CA file>), or list {host} in "
-            "plaintext_hosts if it is on a private network"
+            f"name; use sslmode={PG_VERIFYING_MODE} (with sslrootcert=<CA file>), or allow {host} "
+            f"explicitly ({_PLAINTEXT_OPTIONS}) if it is on a private network"
         )

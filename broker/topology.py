@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from broker.errors import ConfigError, Reason
+from broker.tls_policy import shovel_query
 
 INBOUND = "inbound"
 QUARANTINE = "quarantine"
@@ -90,10 +91,16 @@ class Permissions:
 
 @dataclass(frozen=True)
 class CountryBroker:
-    """One country's broker as the other side reaches it: `amqp[s]://host:port/vhost`, no credentials."""
+    """One country's broker as the other side reaches it: `amqp[s]://host:port/vhost`, no credentials.
+
+    A non-local broker needs `amqps://host:port/vhost?cacertfile=<CA on the broker host>`; the shovel
+    URIs then pin peer verification and the host name (`broker.tls_policy.shovel_query`). Plaintext
+    to a non-local host only with `allow_plaintext` (a private network, `--plaintext-host`).
+    """
 
     country: str
     url: str
+    allow_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if not _COUNTRY.fullmatch(self.country):
@@ -112,6 +119,11 @@ class CountryBroker:
                 Reason.CONFIG_INVALID,
                 f"vhost {self.vhost!r} in {self.url!r} must be lowercase letters, digits, '-'",
             )
+        self._query()  # refuses a URL whose connections would not verify the server
+
+    def _query(self) -> str:
+        host = urlsplit(self.url).hostname or ""
+        return shovel_query(self.url, plaintext_hosts=(host,) if self.allow_plaintext else ())
 
     @property
     def vhost(self) -> str:
@@ -129,7 +141,7 @@ class CountryBroker:
     def uri_for(self, *, user: str, password: str) -> str:
         parts = urlsplit(self.url)
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
-        return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), parts.query, ""))
+        return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), self._query(), ""))
 
 
 @dataclass(frozen=True)

@@ -151,17 +151,17 @@ class TestPlan:
             CountryBroker(country="tj", url=url)
 
     def test_users_follow_the_vhost(self) -> None:
-        broker = CountryBroker(country="tj", url="amqps://broker.example:5671/t-abc-tj")
+        broker = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/t-abc-tj")
         assert (broker.vhost, broker.gateway_user, broker.link_user) == (
             "t-abc-tj",
             "t-abc-tj-gateway",
             "t-abc-tj-link",
         )
-        assert broker.uri_for(user="u", password="a b") == "amqps://u:a%20b@broker.example:5671/t-abc-tj"
+        assert broker.uri_for(user="u", password="a b") == "amqp://u:a%20b@127.0.0.1:5672/t-abc-tj"
 
     def test_country_cannot_be_its_own_peer(self) -> None:
         with pytest.raises(ConfigError):
-            broker_plan(TJ, [CountryBroker(country="tj", url="amqp://h/tj2")])
+            broker_plan(TJ, [CountryBroker(country="tj", url="amqp://127.0.0.1/tj2")])
 
     def test_delivery_routing_keys(self) -> None:
         assert delivery_routing_key("worker.death", "TJ") == "worker.death.TJ"
@@ -214,7 +214,10 @@ class TestPlan:
 
 class TestCli:
     def test_parse_brokers_and_pick_local_plans(self) -> None:
-        brokers = parse_brokers(["TJ=amqp://10.0.0.1:5672/tj", "ru=amqp://10.0.0.2:5672/ru"])
+        brokers = parse_brokers(
+            ["TJ=amqp://10.0.0.1:5672/tj", "ru=amqp://10.0.0.2:5672/ru"],
+            plaintext_hosts=["10.0.0.1", "10.0.0.2"],
+        )
         [plan] = plans_for(brokers, ["ru"])
 
         assert plan.broker.url == "amqp://10.0.0.2:5672/ru"
@@ -226,7 +229,12 @@ class TestCli:
         assert needed_users([plan]) == ["ru-gateway", "ru-link", "tj-link"]
 
     @pytest.mark.parametrize(
-        "values", [["tj=amqp://h/tj"], ["tj=amqp://h/tj", "tj=amqp://h/tj2"], ["tj amqp://h/tj"]]
+        "values",
+        [
+            ["tj=amqp://127.0.0.1/tj"],
+            ["tj=amqp://127.0.0.1/tj", "tj=amqp://127.0.0.1/tj2"],
+            ["tj amqp://127.0.0.1/tj"],
+        ],
     )
     def test_a_link_needs_two_countries(self, values: list[str]) -> None:
         with pytest.raises(ConfigError):
@@ -257,7 +265,7 @@ class TestCli:
         assert describe(broker_plan(RU, [TJ]))["permissions"][1]["user"] == "tj-link"
 
     def test_bad_broker_option_exits_with_an_error(self) -> None:
-        result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://h/tj"])
+        result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://127.0.0.1/tj"])
         assert result.exit_code == 1
         assert "config.invalid" in result.output
 
