@@ -21,7 +21,8 @@ import typer
 
 from broker.errors import ConfigError, ExchangeError, Reason
 from broker.rabbit_admin import RabbitAdmin
-from broker.topology import BrokerPlan, CountryBroker, broker_plan
+from broker.settings import DEFAULT_MAX_MESSAGE_BYTES
+from broker.topology import BrokerPlan, CountryBroker, broker_plan, check_message_size_limits
 from broker.transport import RabbitTransport
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -45,6 +46,13 @@ SecretsOption = Annotated[
     Path, typer.Option("--secrets", help="JSON file of RabbitMQ user passwords; missing ones are generated.")
 ]
 NodeOption = Annotated[str | None, typer.Option("--node", help="RabbitMQ node name for rabbitmqctl.")]
+MaxMessageOption = Annotated[
+    int,
+    typer.Option(
+        "--max-message-bytes",
+        help="The gateways' max_message_bytes: the node's max_message_size is checked against it.",
+    ),
+]
 PlaintextOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -156,6 +164,19 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
     }
 
 
+def message_size_status(broker_limit: int, gateway_limit: int) -> dict[str, Any]:
+    """The node's limit against the gateways', for `show --status` (a mismatch is shown, not raised)."""
+    try:
+        verdict = check_message_size_limits(broker_limit=broker_limit, gateway_limit=gateway_limit)
+    except ConfigError as error:
+        verdict = f"error: {error}"
+    return {
+        "broker_max_message_size": broker_limit,
+        "gateway_max_message_bytes": gateway_limit,
+        "verdict": verdict,
+    }
+
+
 @topology_app.command("apply")
 def apply_command(
     broker: BrokerOption = None,
@@ -163,6 +184,7 @@ def apply_command(
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     node: NodeOption = None,
     plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     try:
@@ -170,10 +192,16 @@ def apply_command(
             parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()), local
         )
         passwords = load_passwords(secrets_file, needed_users(plans))
-        changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node)))
+        admin = RabbitAdmin(node=node)
+        # Before changing anything: a node that refuses what the gateways accept is not worth setting up.
+        limits = check_message_size_limits(
+            broker_limit=admin.max_message_size(), gateway_limit=max_message_bytes
+        )
+        changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=admin))
     except ExchangeError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from error
+    typer.echo(limits)
     for change in changes:
         typer.echo(change)
     typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({len(changes)} changes)")
@@ -186,6 +214,7 @@ def show_command(
     status: Annotated[bool, typer.Option("--status", help="Add shovel states and queue depths.")] = False,
     node: NodeOption = None,
     plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
     try:
@@ -196,7 +225,9 @@ def show_command(
         if status:
             admin = RabbitAdmin(node=node)
             shovels = admin.shovel_status()
+            limits = message_size_status(admin.max_message_size(), max_message_bytes)
             for entry, plan in zip(report, plans, strict=True):
+                entry["message_size"] = limits
                 entry["shovel_status"] = {s.name: s.state for s in shovels if s.vhost == plan.vhost}
                 entry["queue_counts"] = {
                     name: {"messages": messages, "consumers": consumers}

@@ -8,6 +8,7 @@ definitions carry credentials in their URIs, which rabbitmqctl only accepts as a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 
 from broker.errors import ConfigError, Reason, TransportError
-from broker.topology import BrokerPlan, Permissions, ShovelSpec
+from broker.topology import RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE, BrokerPlan, Permissions, ShovelSpec
 
 _log = structlog.get_logger(__name__)
 
@@ -197,6 +198,24 @@ class RabbitAdmin:
             entry["name"]: (int(entry.get("messages") or 0), int(entry.get("consumers") or 0))
             for entry in self._ctl_json(["list_queues", "-p", vhost, "name", "messages", "consumers"])
         }
+
+    # Node settings.
+
+    def max_message_size(self) -> int:
+        """The node's effective max_message_size in bytes (RabbitMQ's default when it sets none).
+
+        Read with `rabbitmqctl eval`: RabbitMQ 3.10 has it only node-wide, and its management API
+        does not report it.
+        """
+        output = self._ctl(["eval", "application:get_env(rabbit, max_message_size)."]).strip()
+        if output == "undefined":
+            return RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE
+        match = re.fullmatch(r"\{ok,\s*(\d+)\}", output)
+        if match is None:
+            raise TransportError(
+                Reason.TRANSPORT_UNAVAILABLE, f"cannot read the node's max_message_size from {output[:200]!r}"
+            )
+        return int(match.group(1))
 
     # A whole plan, minus the AMQP declarations (the transport does those).
 

@@ -22,6 +22,10 @@ DEFAULT_RECEIPT_DEADLINES_S: dict[str, float] = {
 }
 
 
+# The largest envelope a gateway opens; RabbitMQ's max_message_size must be above it (topology.py).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
 class ExchangeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="forbid", frozen=True)
 
@@ -48,7 +52,7 @@ class ExchangeSettings(BaseSettings):
         ge=0,
         description="receipts needing a new checkpoint this soon after the last one share the next",
     )
-    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_format: Literal["console", "json"] = "console"
     # Comma-separated in EXCHANGE_PLAINTEXT_HOSTS (NoDecode: not JSON).

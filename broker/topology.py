@@ -30,6 +30,17 @@ NO_CITIZENSHIP = "-"
 DELIVERY_LIMIT = 5
 # Seconds a shovel waits before reconnecting to a broker that went away.
 SHOVEL_RECONNECT_DELAY = 1
+# Bytes of message bodies the quarantine queue holds before it refuses more (reject-publish): the
+# gateway then holds the messages it would reject, unacked, until an operator drains quarantine.
+# Nothing is dropped: a full quarantine stops rejections loudly rather than losing the oldest.
+QUARANTINE_MAX_BYTES = 256 * 1024 * 1024
+# RabbitMQ's own default max_message_size (3.8 and later), used when a node sets none.
+RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# How far the broker's limit must exceed the gateway's: a body a little over the gateway's limit (a
+# peer configured differently) must still reach the gateway, to be answered `message.oversized`,
+# rather than be refused by the broker, which stalls the shovel carrying it. RabbitMQ counts only
+# the body; the margin also covers our headers.
+MESSAGE_SIZE_HEADROOM = 64 * 1024
 
 _COUNTRY = re.compile(r"^[a-z]{2}$")
 _VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -246,7 +257,19 @@ def subscriber_declarations(authority_id: str, binding_keys: Sequence[str]) -> D
     )
 
 
-def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Declarations:
+def _quarantine_arguments(max_bytes: int) -> tuple[tuple[str, ArgumentValue], ...]:
+    if max_bytes < 1:
+        raise ConfigError(Reason.CONFIG_INVALID, f"quarantine byte limit {max_bytes} must be positive")
+    return (
+        *_quorum_arguments(dead_letter=False),
+        ("x-max-length-bytes", max_bytes),
+        ("x-overflow", "reject-publish"),
+    )
+
+
+def vhost_declarations(
+    local_country: str, peer_countries: Sequence[str], *, quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
+) -> Declarations:
     exchanges = (
         ExchangeDeclaration(INBOUND, ExchangeKind.DIRECT),
         ExchangeDeclaration(QUARANTINE, ExchangeKind.FANOUT),
@@ -255,7 +278,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
     )
     queues = (
         QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
-        QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
+        QueueDeclaration(QUARANTINE, _quarantine_arguments(quarantine_max_bytes)),
         *(
             QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
             for peer in peer_countries
@@ -267,6 +290,31 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         *(BindingDeclaration(OUTBOUND, outbound_queue(peer), peer) for peer in peer_countries),
     )
     return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
+
+
+def check_message_size_limits(*, broker_limit: int, gateway_limit: int) -> str:
+    """The operator's line on the node's max_message_size against the gateways' max_message_bytes.
+
+    Refuses a broker limit the gateways' limit does not fit under (with MESSAGE_SIZE_HEADROOM); warns
+    when the broker takes bodies much bigger than any gateway opens (deploy/rabbitmq/rabbitmq.conf
+    sets twice the gateway's default).
+    """
+    wanted = gateway_limit + MESSAGE_SIZE_HEADROOM
+    if broker_limit < wanted:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"the broker's max_message_size is {broker_limit} bytes, below the gateway's "
+            f"max_message_bytes {gateway_limit} + {MESSAGE_SIZE_HEADROOM}: it would refuse messages "
+            f"the gateways accept, and a shovel carrying one would stall; set max_message_size to at "
+            f"least {wanted} in rabbitmq.conf (deploy/rabbitmq/rabbitmq.conf)",
+        )
+    if broker_limit > 2 * gateway_limit:
+        return (
+            f"warning: the broker's max_message_size is {broker_limit} bytes, more than twice the "
+            f"gateway's max_message_bytes {gateway_limit}: it accepts bodies the gateway only rejects; "
+            f"set max_message_size = {2 * gateway_limit} as deploy/rabbitmq/rabbitmq.conf does"
+        )
+    return f"broker max_message_size {broker_limit} bytes fits gateway max_message_bytes {gateway_limit}"
 
 
 def gateway_permissions(broker: CountryBroker) -> Permissions:

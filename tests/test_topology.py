@@ -33,6 +33,7 @@ from broker.errors import ConfigError, Reason, TransportError
 from broker.fake_transport import _topic_matches
 from broker.topology import (
     DELIVERY_LIMIT,
+    QUARANTINE_MAX_BYTES,
     CountryBroker,
     Declarations,
     ExchangeDeclaration,
@@ -63,6 +64,13 @@ INBOUND_ARGUMENTS = {
     "x-delivery-limit": 5,
 }
 
+# Bounded, and refusing rather than dropping when full (docs/decisions.md, "Rejected bodies").
+QUARANTINE_ARGUMENTS = {
+    "x-queue-type": "quorum",
+    "x-max-length-bytes": QUARANTINE_MAX_BYTES,
+    "x-overflow": "reject-publish",
+}
+
 
 # -- the plan (pure) --------------------------------------------------------------------------------
 
@@ -80,7 +88,7 @@ class TestPlan:
         queues = {q.name: q.argument_map() for q in declarations.queues}
         assert queues == {
             "inbound": INBOUND_ARGUMENTS,
-            "quarantine": {"x-queue-type": "quorum"},
+            "quarantine": QUARANTINE_ARGUMENTS,
             "outbound.ru": {"x-queue-type": "quorum"},
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
