@@ -324,6 +324,22 @@ class TestAppliedTopology:
 
         assert result.exit_code == 0, result.output
         assert "(0 changes)" in result.output
+        assert "the broker's max_message_size is" in result.output  # the shared node: RabbitMQ's default
+
+    def test_cli_apply_refuses_a_node_that_would_refuse_what_gateways_accept(
+        self, rabbit_link: RabbitLink, tmp_path: Path
+    ) -> None:
+        secrets_file = tmp_path / "secrets.json"
+        secrets_file.write_text(json.dumps(rabbit_link.passwords))
+        gateway_limit = rabbit_link.admin.max_message_size()  # the node's limit leaves no headroom
+        arguments = ["apply", "--secrets", str(secrets_file), "--max-message-bytes", str(gateway_limit)]
+        arguments += ["--broker", f"tj={rabbit_link.tj.url}", "--broker", f"ru={rabbit_link.ru.url}"]
+
+        result = in_thread(CliRunner().invoke, topology_app, arguments)
+
+        assert result.exit_code == 1
+        assert "config.invalid" in result.output
+        assert "max_message_size" in result.output
 
     def test_queues_are_durable_quorum_queues_with_the_planned_arguments(
         self, rabbit_link: RabbitLink
@@ -336,6 +352,7 @@ class TestAppliedTopology:
         assert {"inbound", "quarantine", "outbound.ru"} <= set(queues)
         assert all(q["type"] == "quorum" and q["durable"] for q in queues.values())
         assert {name: value for name, _, value in queues["inbound"]["arguments"]} == INBOUND_ARGUMENTS
+        assert {name: value for name, _, value in queues["quarantine"]["arguments"]} == QUARANTINE_ARGUMENTS
 
     def test_both_shovels_run(self, rabbit_link: RabbitLink) -> None:
         states = {(s.vhost, s.name): s.state for s in rabbit_link.admin.shovel_status()}
