@@ -161,6 +161,15 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
         "queues": {queue.name: queue.argument_map() for queue in plan.declarations.queues},
         "bindings": [vars(binding) for binding in plan.declarations.bindings],
         "shovels": {shovel.name: shovel.definition(masked) for shovel in plan.shovels},
+        "policies": {
+            policy.name: {
+                "pattern": policy.pattern,
+                "apply-to": policy.apply_to,
+                "priority": policy.priority,
+                "definition": policy.definition_map(),
+            }
+            for policy in plan.policies
+        },
     }
 
 
@@ -228,6 +237,8 @@ def show_command(
             limits = message_size_status(admin.max_message_size(), max_message_bytes)
             for entry, plan in zip(report, plans, strict=True):
                 entry["message_size"] = limits
+                # Only the highest-priority policy applies: shows whether quarantine's limit is in force.
+                entry["queue_policies"] = admin.queue_policies(plan.vhost)
                 entry["shovel_status"] = {s.name: s.state for s in shovels if s.vhost == plan.vhost}
                 entry["queue_counts"] = {
                     name: {"messages": messages, "consumers": consumers}

@@ -32,8 +32,12 @@ DELIVERY_LIMIT = 5
 SHOVEL_RECONNECT_DELAY = 1
 # Bytes of message bodies the quarantine queue holds before it refuses more (reject-publish): the
 # gateway then holds the messages it would reject, unacked, until an operator drains quarantine.
-# Nothing is dropped: a full quarantine stops rejections loudly rather than losing the oldest.
+# Nothing is dropped: a full quarantine stops rejections loudly rather than losing the oldest. Set by
+# a policy, not a queue argument, so that it reaches quarantine queues declared before it existed.
 QUARANTINE_MAX_BYTES = 256 * 1024 * 1024
+QUARANTINE_POLICY = "exchange-quarantine-limit"
+# Only the highest-priority policy matching a queue applies: stay above catch-all operator policies.
+QUARANTINE_POLICY_PRIORITY = 100
 # RabbitMQ's own default max_message_size (3.8 and later), used when a node sets none.
 RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 # How far the broker's limit must exceed the gateway's: a body a little over the gateway's limit (a
@@ -98,6 +102,22 @@ class Permissions:
     configure: str
     write: str
     read: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy of one vhost: limits that, unlike queue arguments, reach existing queues."""
+
+    name: str
+    vhost: str
+    pattern: str
+    # Pairs rather than a dict so policies stay hashable and compare by value.
+    definition: tuple[tuple[str, ArgumentValue], ...]
+    priority: int = 0
+    apply_to: str = "queues"
+
+    def definition_map(self) -> dict[str, ArgumentValue]:
+        return dict(self.definition)
 
 
 @dataclass(frozen=True)
@@ -204,6 +224,7 @@ class BrokerPlan:
     permissions: tuple[Permissions, ...]
     declarations: Declarations
     shovels: tuple[ShovelSpec, ...]
+    policies: tuple[Policy, ...] = ()
 
     @property
     def vhost(self) -> str:
@@ -257,19 +278,7 @@ def subscriber_declarations(authority_id: str, binding_keys: Sequence[str]) -> D
     )
 
 
-def _quarantine_arguments(max_bytes: int) -> tuple[tuple[str, ArgumentValue], ...]:
-    if max_bytes < 1:
-        raise ConfigError(Reason.CONFIG_INVALID, f"quarantine byte limit {max_bytes} must be positive")
-    return (
-        *_quorum_arguments(dead_letter=False),
-        ("x-max-length-bytes", max_bytes),
-        ("x-overflow", "reject-publish"),
-    )
-
-
-def vhost_declarations(
-    local_country: str, peer_countries: Sequence[str], *, quarantine_max_bytes: int = QUARANTINE_MAX_BYTES
-) -> Declarations:
+def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Declarations:
     exchanges = (
         ExchangeDeclaration(INBOUND, ExchangeKind.DIRECT),
         ExchangeDeclaration(QUARANTINE, ExchangeKind.FANOUT),
@@ -278,7 +287,7 @@ def vhost_declarations(
     )
     queues = (
         QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
-        QueueDeclaration(QUARANTINE, _quarantine_arguments(quarantine_max_bytes)),
+        QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
         *(
             QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
             for peer in peer_countries
@@ -317,6 +326,19 @@ def check_message_size_limits(*, broker_limit: int, gateway_limit: int) -> str:
     return f"broker max_message_size {broker_limit} bytes fits gateway max_message_bytes {gateway_limit}"
 
 
+def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> Policy:
+    """Quarantine holds at most `max_bytes` of bodies and refuses more rather than drop the oldest."""
+    if max_bytes < 1:
+        raise ConfigError(Reason.CONFIG_INVALID, f"quarantine byte limit {max_bytes} must be positive")
+    return Policy(
+        name=QUARANTINE_POLICY,
+        vhost=vhost,
+        pattern=f"^{QUARANTINE}$",
+        definition=(("max-length-bytes", max_bytes), ("overflow", "reject-publish")),
+        priority=QUARANTINE_POLICY_PRIORITY,
+    )
+
+
 def gateway_permissions(broker: CountryBroker) -> Permissions:
     # Only this topology's names, and only in the country's own vhost.
     own_resources = r"^(inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|sub\..+)$"
@@ -350,6 +372,7 @@ def broker_plan(local: CountryBroker, peers: Sequence[CountryBroker]) -> BrokerP
         permissions=(gateway_permissions(local), *incoming_links),
         declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
         shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
+        policies=(quarantine_policy(local.vhost),),
     )
 
 

@@ -57,6 +57,7 @@ from broker.topology import (
     Permissions,
     check_message_size_limits,
     outbound_queue,
+    quarantine_policy,
     vhost_declarations,
 )
 from broker.transport import RabbitTransport
@@ -223,6 +224,7 @@ def vhost() -> Iterator[str]:
     admin.ensure_vhost(name)
     try:
         admin.ensure_permissions(Permissions(user="guest", vhost=name, configure=".*", write=".*", read=".*"))
+        admin.ensure_policy(quarantine_policy(name, max_bytes=QUARANTINE_LIMIT))  # as topology apply does
         yield name
     finally:
         admin.delete_vhost(name)
@@ -267,7 +269,7 @@ async def tj(
 ) -> AsyncIterator[Inbound]:
     url = f"amqp://guest:guest@{RABBIT}/{vhost}"
     broker = await RabbitTransport.connect(url=url, name="bounded-test")
-    await broker.declare(vhost_declarations("tj", ["ru"], quarantine_max_bytes=QUARANTINE_LIMIT))
+    await broker.declare(vhost_declarations("tj", ["ru"]))
     for queue in (INBOUND, QUARANTINE, outbound_queue("ru")):
         await broker.purge(queue)
     store = tmp_path / "audit.sqlite"

@@ -34,6 +34,7 @@ from broker.fake_transport import _topic_matches
 from broker.topology import (
     DELIVERY_LIMIT,
     QUARANTINE_MAX_BYTES,
+    QUARANTINE_POLICY,
     CountryBroker,
     Declarations,
     ExchangeDeclaration,
@@ -64,12 +65,8 @@ INBOUND_ARGUMENTS = {
     "x-delivery-limit": 5,
 }
 
-# Bounded, and refusing rather than dropping when full (docs/decisions.md, "Rejected bodies").
-QUARANTINE_ARGUMENTS = {
-    "x-queue-type": "quorum",
-    "x-max-length-bytes": QUARANTINE_MAX_BYTES,
-    "x-overflow": "reject-publish",
-}
+# Bounded, and refusing rather than dropping when full (docs/decisions.md, "Quarantine is bounded").
+QUARANTINE_POLICY_DEFINITION = {"max-length-bytes": QUARANTINE_MAX_BYTES, "overflow": "reject-publish"}
 
 
 # -- the plan (pure) --------------------------------------------------------------------------------
@@ -88,7 +85,7 @@ class TestPlan:
         queues = {q.name: q.argument_map() for q in declarations.queues}
         assert queues == {
             "inbound": INBOUND_ARGUMENTS,
-            "quarantine": QUARANTINE_ARGUMENTS,
+            "quarantine": {"x-queue-type": "quorum"},
             "outbound.ru": {"x-queue-type": "quorum"},
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
@@ -111,6 +108,18 @@ class TestPlan:
             "^$",
         )
         assert [shovel.name for shovel in plan.shovels] == ["tj-to-ru"]
+
+    def test_quarantine_is_bounded_by_a_policy_of_its_own_vhost(self) -> None:
+        [policy] = broker_plan(TJ, [RU]).policies
+
+        assert (policy.name, policy.vhost, policy.pattern, policy.apply_to) == (
+            QUARANTINE_POLICY,
+            "tj",
+            "^quarantine$",
+            "queues",
+        )
+        assert policy.definition_map() == QUARANTINE_POLICY_DEFINITION
+        assert describe(broker_plan(TJ, [RU]))["policies"][QUARANTINE_POLICY]["priority"] == policy.priority
 
     def test_shovel_definition(self) -> None:
         [shovel] = broker_plan(TJ, [RU]).shovels
@@ -352,7 +361,19 @@ class TestAppliedTopology:
         assert {"inbound", "quarantine", "outbound.ru"} <= set(queues)
         assert all(q["type"] == "quorum" and q["durable"] for q in queues.values())
         assert {name: value for name, _, value in queues["inbound"]["arguments"]} == INBOUND_ARGUMENTS
-        assert {name: value for name, _, value in queues["quarantine"]["arguments"]} == QUARANTINE_ARGUMENTS
+
+    def test_quarantine_is_bounded_by_the_planned_policy(self, rabbit_link: RabbitLink) -> None:
+        for broker in (rabbit_link.tj, rabbit_link.ru):
+            [policy] = rabbitmqctl_json("list_policies", "-p", broker.vhost)
+            applied = rabbitmqctl_json("list_queues", "-p", broker.vhost, "name", "policy")
+
+            assert (policy["name"], policy["pattern"], policy["apply-to"]) == (
+                QUARANTINE_POLICY,
+                "^quarantine$",
+                "queues",
+            )
+            assert json.loads(policy["definition"]) == QUARANTINE_POLICY_DEFINITION
+            assert {queue["name"]: queue["policy"] for queue in applied}["quarantine"] == QUARANTINE_POLICY
 
     def test_both_shovels_run(self, rabbit_link: RabbitLink) -> None:
         states = {(s.vhost, s.name): s.state for s in rabbit_link.admin.shovel_status()}
