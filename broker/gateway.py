@@ -38,7 +38,6 @@ from broker.catalogue.witness import CheckpointWitness
 from broker.envelope import sha256_hex
 from broker.errors import (
     ConfigError,
-    ExchangeError,
     LocalError,
     PolicyError,
     Reason,
@@ -177,7 +176,7 @@ class Gateway:
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks = PerMessageLocks()
         # REJECTED entries of messages whose quarantine copy or receipt is not out yet (`_reject`).
-        self._rejections: dict[tuple[str, str], AuditEntry] = {}
+        self._rejections: dict[tuple[int, str, str], AuditEntry] = {}
         self._receipt_checkpoint: tuple[SignedCheckpoint, Checkpoint] | None = None
         self._consumer: ConsumerHandle | None = None
         self._resender: asyncio.Task[None] | None = None
@@ -660,7 +659,9 @@ class Gateway:
         sha256 = sha256_hex(raw)
         whole = self._keeps_whole(raw, error)
         # A retry after our own failure (quarantine full, broker down) reuses the entry it appended.
-        held = (sha256, str(error.reason))
+        # Keyed by the delivery's body object too: `_on_inbound` retries with the same one, while
+        # the same bytes arriving twice are two arrivals, each logged.
+        held = (id(raw), sha256, str(error.reason))
         entry = self._rejections.get(held)
         if entry is None:
             [entry] = await self._audit.append(
@@ -736,7 +737,7 @@ class Gateway:
             return False
         try:  # a refusal after the signature (stale, replayed, against policy): check the signer
             verify_signed_envelope(raw, trust=self._trust)
-        except ExchangeError:
+        except Exception:  # anything but a clean verification: the body proves nothing
             return False
         return True
 
