@@ -61,6 +61,7 @@ from broker.errors import AuditError, ConfigError, ExchangeError, LocalError, Re
 from broker.keystore import KeyStore
 from broker.pki import country_of
 from broker.private_files import open_private, write_private
+from broker.tls_policy import check_amqp_url
 from broker.trust import TrustStore
 
 audit_app = typer.Typer(
@@ -562,6 +563,8 @@ def replay(
             raise ConfigError(Reason.CONFIG_INVALID, "replay to exactly one of --jsonl or --to-queue")
         if to_queue is not None:
             check_replay_queue(to_queue, allow_subscriber_queue=allow_subscriber_queue)
+        if amqp_url is not None:
+            check_amqp_url(amqp_url)  # verified TLS to a sandbox on another host
         async with _opened(_locator(store, dsn, schema), schema) as source:
             rows = readable_entries(source, archive=_archive(archive), wanted=wanted)
             if jsonl is not None:

@@ -15,12 +15,14 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
 from broker.errors import ConfigError, ExchangeError, Reason
 from broker.rabbit_admin import RabbitAdmin
-from broker.topology import BrokerPlan, CountryBroker, broker_plan
+from broker.settings import DEFAULT_MAX_MESSAGE_BYTES
+from broker.topology import BrokerPlan, CountryBroker, broker_plan, check_message_size_limits
 from broker.transport import RabbitTransport
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -44,9 +46,25 @@ SecretsOption = Annotated[
     Path, typer.Option("--secrets", help="JSON file of RabbitMQ user passwords; missing ones are generated.")
 ]
 NodeOption = Annotated[str | None, typer.Option("--node", help="RabbitMQ node name for rabbitmqctl.")]
+MaxMessageOption = Annotated[
+    int,
+    typer.Option(
+        "--max-message-bytes",
+        help="The gateways' max_message_bytes: the node's max_message_size is checked against it.",
+    ),
+]
+PlaintextOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plaintext-host",
+        help="A non-local broker host reached with plain amqp:// (a private network only); once per host.",
+    ),
+]
 
 
-def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
+def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ()) -> list[CountryBroker]:
+    """`cc=amqp[s]://host:port/vhost` values; hosts in `plaintext_hosts` may go without TLS."""
+    allowed = {host.lower() for host in plaintext_hosts}
     brokers = []
     for value in values:
         country, separator, url = value.partition("=")
@@ -54,7 +72,10 @@ def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"--broker {value!r} must look like tj=amqp://host:port/tj"
             )
-        brokers.append(CountryBroker(country=country.strip().lower(), url=url.strip()))
+        host = (urlsplit(url.strip()).hostname or "").lower()
+        brokers.append(
+            CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
+        )
     if len(brokers) != 2 or brokers[0].country == brokers[1].country:
         raise ConfigError(
             Reason.CONFIG_INVALID, "a link needs exactly two brokers of two different countries"
@@ -140,6 +161,28 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
         "queues": {queue.name: queue.argument_map() for queue in plan.declarations.queues},
         "bindings": [vars(binding) for binding in plan.declarations.bindings],
         "shovels": {shovel.name: shovel.definition(masked) for shovel in plan.shovels},
+        "policies": {
+            policy.name: {
+                "pattern": policy.pattern,
+                "apply-to": policy.apply_to,
+                "priority": policy.priority,
+                "definition": policy.definition_map(),
+            }
+            for policy in plan.policies
+        },
+    }
+
+
+def message_size_status(broker_limit: int, gateway_limit: int) -> dict[str, Any]:
+    """The node's limit against the gateways', for `show --status` (a mismatch is shown, not raised)."""
+    try:
+        verdict = check_message_size_limits(broker_limit=broker_limit, gateway_limit=gateway_limit)
+    except ConfigError as error:
+        verdict = f"error: {error}"
+    return {
+        "broker_max_message_size": broker_limit,
+        "gateway_max_message_bytes": gateway_limit,
+        "verdict": verdict,
     }
 
 
@@ -149,15 +192,25 @@ def apply_command(
     local: LocalOption = None,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        plans = plans_for(
+            parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()), local
+        )
         passwords = load_passwords(secrets_file, needed_users(plans))
-        changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node)))
+        admin = RabbitAdmin(node=node)
+        # Before changing anything: a node that refuses what the gateways accept is not worth setting up.
+        limits = check_message_size_limits(
+            broker_limit=admin.max_message_size(), gateway_limit=max_message_bytes
+        )
+        changes = asyncio.run(apply_topology(plans=plans, passwords=passwords, admin=admin))
     except ExchangeError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from error
+    typer.echo(limits)
     for change in changes:
         typer.echo(change)
     typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({len(changes)} changes)")
@@ -169,15 +222,23 @@ def show_command(
     local: LocalOption = None,
     status: Annotated[bool, typer.Option("--status", help="Add shovel states and queue depths.")] = False,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
     try:
-        plans = plans_for(parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        plans = plans_for(
+            parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()), local
+        )
         report = [describe(plan) for plan in plans]
         if status:
             admin = RabbitAdmin(node=node)
             shovels = admin.shovel_status()
+            limits = message_size_status(admin.max_message_size(), max_message_bytes)
             for entry, plan in zip(report, plans, strict=True):
+                entry["message_size"] = limits
+                # Only the highest-priority policy applies: shows whether quarantine's limit is in force.
+                entry["queue_policies"] = admin.queue_policies(plan.vhost)
                 entry["shovel_status"] = {s.name: s.state for s in shovels if s.vhost == plan.vhost}
                 entry["queue_counts"] = {
                     name: {"messages": messages, "consumers": consumers}

@@ -45,6 +45,7 @@ class Reason(StrEnum):
     AUDIT_TAMPERED = "audit.tampered"
     AUDIT_PROOF_INVALID = "audit.proof_invalid"
     CONFIG_INVALID = "config.invalid"
+    CONFIG_INSECURE_TLS = "config.insecure_tls"
     KEY_MISSING = "key.missing"
     HANDLER_CRASHED = "handler.crashed"
     AUDIT_OUT_OF_RANGE = "audit.out_of_range"

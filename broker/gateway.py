@@ -26,8 +26,11 @@ import structlog
 
 from broker.agreement import Agreement, load_agreement
 from broker.audit import AuditEntry, AuditStore, EntryDraft, EntryKind
+from broker.audit.bounded import PREFIX_BYTES as REJECTED_PREFIX_BYTES
+from broker.audit.bounded import stored_form
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord
 from broker.audit.checkpointer import Checkpointer
+from broker.audit.verify import verify_envelope as verify_signed_envelope
 from broker.catalogue import Payload, citizenship_of
 from broker.catalogue.receipt import Checkpoint, Receipt, Verdict
 from broker.catalogue.trust import TrustUpdate
@@ -73,6 +76,24 @@ Clock = Callable[[], datetime]
 
 # Pauses between retries of a message our own side failed on (audit store or broker unavailable).
 OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Refusals raised before the signer was trusted (`open_message` order): such a body proves nothing.
+UNVERIFIED_REASONS = frozenset(
+    {
+        Reason.MESSAGE_MALFORMED,
+        Reason.MESSAGE_OVERSIZED,
+        Reason.SIGNATURE_MISSING,
+        Reason.SIGNATURE_INVALID,
+        Reason.SIGNATURE_ALGORITHM,
+        Reason.CERT_MALFORMED,
+        Reason.CERT_UNTRUSTED,
+        Reason.CERT_EXPIRED,
+        Reason.CERT_NOT_YET_VALID,
+        Reason.CERT_REVOKED,
+        Reason.CERT_USAGE,
+        Reason.CERT_AUTHORITY_MISMATCH,
+    }
+)
 
 
 def utc_now() -> datetime:
@@ -154,6 +175,8 @@ class Gateway:
         self._remember_trust = remember_trust
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._locks = PerMessageLocks()
+        # REJECTED entries of messages whose quarantine copy or receipt is not out yet (`_reject`).
+        self._rejections: dict[tuple[int, str, str], AuditEntry] = {}
         self._receipt_checkpoint: tuple[SignedCheckpoint, Checkpoint] | None = None
         self._consumer: ConsumerHandle | None = None
         self._resender: asyncio.Task[None] | None = None
@@ -633,35 +656,45 @@ class Gateway:
         seen = peek(raw)
         now = self._clock()
         bound = self._log.bind(message_id=str(seen.message_id), type=seen.message_type, sender=seen.sender)
-        [entry] = await self._audit.append(
-            [
-                EntryDraft(
-                    kind=EntryKind.REJECTED,
-                    time=now,
-                    message_id=seen.message_id,
-                    message_type=seen.message_type,
-                    peer=seen.sender,
-                    envelope=raw,
-                    verdict=Verdict.REJECTED,
-                    reason=str(error.reason),
-                )
-            ]
-        )
         sha256 = sha256_hex(raw)
+        whole = self._keeps_whole(raw, error)
+        # A retry after our own failure (quarantine full, broker down) reuses the entry it appended.
+        # Keyed by the delivery's body object too: `_on_inbound` retries with the same one, while
+        # the same bytes arriving twice are two arrivals, each logged.
+        held = (id(raw), sha256, str(error.reason))
+        entry = self._rejections.get(held)
+        if entry is None:
+            [entry] = await self._audit.append(
+                [
+                    EntryDraft(
+                        kind=EntryKind.REJECTED,
+                        time=now,
+                        message_id=seen.message_id,
+                        message_type=seen.message_type,
+                        peer=seen.sender,
+                        envelope=stored_form(raw, whole=whole),
+                        verdict=Verdict.REJECTED,
+                        reason=str(error.reason),
+                    )
+                ]
+            )
+            self._rejections[held] = entry
         await self._transport.publish(
             exchange=QUARANTINE,
             routing_key="",
-            body=raw,
+            body=raw if whole else raw[:REJECTED_PREFIX_BYTES],
             message_id=str(seen.message_id) if seen.message_id else f"sha256:{sha256}",
             headers={
                 "x-reason": str(error.reason),
                 "x-diagnostic": error.diagnostic[:1000],
                 "x-audit-index": entry.index,
                 "x-rejected-at": now.isoformat(),
-                "x-sha256": sha256,
+                "x-sha256": sha256,  # of the whole body, also when only its prefix is kept
+                "x-body-length": len(raw),
             },
             timeout=self._settings.confirm_timeout_s,
         )
+        self._rejections.pop(held, None)
         self.metrics.rejected.labels(str(error.reason)).inc()
         bound.warning(
             "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
@@ -689,6 +722,24 @@ class Gateway:
         await self._publish_to_peer(
             receipt.raw, message_id=seen.message_id, message_type=Receipt.MESSAGE_TYPE
         )
+
+    def _keeps_whole(self, raw: bytes, error: RemoteError) -> bool:
+        """Whether a rejected body is kept whole (audit log and quarantine) or only bounded.
+
+        Whole: anything up to REJECTED_PREFIX_BYTES, and a bigger body within the size limit that a
+        trusted authority signed (evidence of what it sent). Everything else (oversized, or rejected
+        before its signer was trusted) is kept as its hash, length and first REJECTED_PREFIX_BYTES,
+        so a peer cannot make the append-only log keep megabytes of junk (`broker.audit.bounded`).
+        """
+        if len(raw) <= REJECTED_PREFIX_BYTES:
+            return True
+        if len(raw) > self._settings.max_message_bytes or error.reason in UNVERIFIED_REASONS:
+            return False
+        try:  # a refusal after the signature (stale, replayed, against policy): check the signer
+            verify_signed_envelope(raw, trust=self._trust)
+        except Exception:  # anything but a clean verification: the body proves nothing
+            return False
+        return True
 
     async def _on_receipt(self, opened: OpenedMessage) -> None:
         receipt = opened.payload
@@ -947,7 +998,11 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
 
         if not settings.audit_dsn:
             raise ConfigError(Reason.CONFIG_INVALID, "audit_backend=postgres needs audit_dsn")
-        return await PostgresAuditStore.open(settings.audit_dsn, schema=f"audit_{settings.country.lower()}")
+        return await PostgresAuditStore.open(
+            settings.audit_dsn,
+            schema=f"audit_{settings.country.lower()}",
+            plaintext_hosts=settings.plaintext_hosts,
+        )
     from broker.audit.sqlite_store import SqliteAuditStore  # noqa: PLC0415 - keep driver imports at the edge
 
     settings.country_state_dir.mkdir(parents=True, exist_ok=True)

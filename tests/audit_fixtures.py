@@ -86,7 +86,9 @@ async def build_side(
         transport=transport,
         audit=store,
         outbox=Outbox.open(state_dir / "outbox.sqlite"),
-        settings=ExchangeSettings.load(None, country=country, amqp_url="amqp://unused", state_dir=state_dir),
+        settings=ExchangeSettings.load(
+            None, country=country, amqp_url="amqp://127.0.0.1/unused", state_dir=state_dir
+        ),
         clock=clock,
         checkpointer=checkpointer,
         remember_trust=remember_trust,

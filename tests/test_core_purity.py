@@ -22,6 +22,8 @@ CORE_MODULES = (
     "broker.audit.entry",
     "broker.witnessing",
     "broker.audit.archive",
+    "broker.audit.bounded",
+    "broker.tls_policy",
 )
 FORBIDDEN = ("aio_pika", "aiormq", "asyncio", "sqlite3", "asyncpg")
 

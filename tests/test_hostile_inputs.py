@@ -238,7 +238,10 @@ class Harness:
             audit=audit,
             outbox=Outbox.open(state / "outbox.sqlite"),
             settings=ExchangeSettings(
-                country=LOCAL, amqp_url="amqp://fake/tj", state_dir=state, max_message_bytes=MAX_BYTES
+                country=LOCAL,
+                amqp_url="amqp://127.0.0.1/fake-tj",
+                state_dir=state,
+                max_message_bytes=MAX_BYTES,
             ),
             clock=lambda: ARRIVAL,
         )
