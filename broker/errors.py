@@ -21,6 +21,7 @@ class Reason(StrEnum):
     SIGNATURE_MISSING = "signature.missing"
     SIGNATURE_INVALID = "signature.invalid"
     SIGNATURE_ALGORITHM = "signature.algorithm"
+    SIGNATURE_TYPE = "signature.type"
     CERT_MALFORMED = "cert.malformed"
     CERT_UNTRUSTED = "cert.untrusted"
     CERT_EXPIRED = "cert.expired"

@@ -73,6 +73,19 @@ def from_asset(name: str) -> Callable[[], bytes]:
     return lambda: asset(name)
 
 
+def retyped(typ: str) -> Callable[[], bytes]:
+    """VALID with its JWS header's `typ` changed (checked before the signature, so that fails later)."""
+
+    def build() -> bytes:
+        document = json.loads(VALID)
+        protected, _, signature = document["signature"].split(".")
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+        document["signature"] = f"{b64url(canonical_bytes({**header, 'typ': typ}))}..{signature}"
+        return canonical_bytes(document)
+
+    return build
+
+
 # The issue's list, each with the reason code it must get. docs/reliability.md shows this table.
 HOSTILE: dict[str, tuple[Callable[[], bytes], Reason]] = {
     "arbitrary bytes": (lambda: b"\x00\x9f\xffAMQP\x00\x00\x09\x01 garbage", Reason.MESSAGE_MALFORMED),
@@ -92,6 +105,7 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], Reason]] = {
     "alg none": (from_asset("alg-none.envelope"), Reason.SIGNATURE_ALGORITHM),
     "alg HS256 keyed with the public key": (from_asset("alg-hs256-public-key-as-secret.envelope"), Reason.SIGNATURE_ALGORITHM),
     "alg EdDSA (deprecated name)": (from_asset("alg-eddsa.envelope"), Reason.SIGNATURE_ALGORITHM),
+    "JWS typ of another protocol (JWT)": (retyped("JWT"), Reason.SIGNATURE_TYPE),
     "crit header": (from_asset("crit-header.envelope"), Reason.SIGNATURE_INVALID),
     "embedded jwk": (from_asset("embedded-jwk.envelope"), Reason.SIGNATURE_INVALID),
     "b64=false": (from_asset("unencoded-payload-b64-false.envelope"), Reason.SIGNATURE_INVALID),
