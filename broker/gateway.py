@@ -40,7 +40,6 @@ from broker.errors import (
     Reason,
     RemoteError,
     ReplayError,
-    VerificationError,
 )
 from broker.ids import uuid7
 from broker.key_vault import KeyVault
@@ -73,6 +72,10 @@ Clock = Callable[[], datetime]
 
 # Pauses between retries of a message our own side failed on (audit store or broker unavailable).
 OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
+# The peer could not open what reached it, but the fault need not be in the bytes we signed.
+RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE)})
 
 
 def utc_now() -> datetime:
@@ -524,11 +527,13 @@ class Gateway:
     ) -> None:
         """Publish the accepting receipt: the one already logged for this message, else a new one.
 
-        A redelivered message thus gets the byte-identical receipt it got the first time. `along`
-        (the DELIVERED entry) is made durable in the same commit as the receipt's entry.
+        A redelivered message thus gets the byte-identical receipt it got the first time. A negative
+        receipt sent for an earlier copy (one whose unsigned key header was spoiled) is not reused: this
+        copy was accepted. `along` (the DELIVERED entry) is made durable in the same commit as the
+        receipt's entry.
         """
         envelope = opened.envelope
-        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT and e.verdict == Verdict.ACCEPTED]
         drafts = list(along)
         if sent:
             receipt_raw = sent[0].envelope
@@ -726,7 +731,9 @@ class Gateway:
             )
             return
         accepted = receipt.verdict == Verdict.ACCEPTED
-        if record.state in (SendState.SENT, SendState.CONFIRMED):
+        if not accepted and receipt.reason in RETRYABLE_REJECTIONS:
+            await self._keep_outstanding(record, receipt)
+        elif record.state in (SendState.SENT, SendState.CONFIRMED):
             await self._outbox.mark_receipt(
                 receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
             )
@@ -740,6 +747,26 @@ class Gateway:
         waiter = self._waiters.get(receipt.message_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
+
+    async def _keep_outstanding(self, record: OutboxRecord, receipt: Receipt) -> None:
+        """A rejection that says nothing about our bytes: keep the message, re-send it at its deadline.
+
+        E.g. `payload.undecryptable`: the data key travels in an unsigned header that anyone on the
+        path can spoil, so the peer's refusal does not end a message whose signed bytes are intact.
+        """
+        if record.state not in (SendState.SENT, SendState.CONFIRMED):
+            return
+        await self._outbox.note_rejection(record.message_id, reason=str(receipt.reason))
+        self.metrics.retryable_rejections.labels(str(receipt.reason)).inc()
+        self._log.warning(
+            "receipt.rejected_will_resend",
+            message_id=str(record.message_id),
+            type=record.message_type,
+            peer=record.recipient,
+            reason=receipt.reason,
+            diagnostic=receipt.diagnostic,
+            resend_at=record.deadline.isoformat(),
+        )
 
     async def _on_witness(self, opened: OpenedMessage) -> None:
         """Keep the peer's countersignature of one of our checkpoints, if it is our log as it is.
@@ -968,24 +995,23 @@ def _cached_decryptors(keystore: KeyStore) -> Callable[[str], KeyUnwrapper]:
 
 
 class _ReloadingDecryptor:
-    """A cached Decryptor that re-reads the authority's keys once when a wrap names a key it does not
-    hold (a key rotated since the cache was filled), so rotation never rejects a message."""
+    """A cached Decryptor that re-reads the authority's keys when no wrap names a key it holds (a key
+    rotated since the cache was filled), so rotation never rejects a message. A wrap that names a
+    held key but does not open is tampering: re-reading the disk would not help."""
 
     def __init__(self, *, authority_id: str, cache: dict[str, Decryptor], keystore: KeyStore) -> None:
         self._authority_id = authority_id
         self._cache = cache
         self._keystore = keystore
 
-    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes:
-        cached = self._cache.get(self._authority_id)
-        if cached is not None:
-            try:
-                return cached.unwrap(wraps, message_id=message_id)
-            except VerificationError:
-                pass  # fall through to a fresh read
-        fresh = self._keystore.decryptor(self._authority_id)
-        self._cache[self._authority_id] = fresh
-        return fresh.unwrap(wraps, message_id=message_id)
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes:
+        decryptor = self._cache.get(self._authority_id)
+        if decryptor is None or not decryptor.holds_a_key_for(wraps):
+            decryptor = self._keystore.decryptor(self._authority_id)
+            self._cache[self._authority_id] = decryptor
+        return decryptor.unwrap(wraps, message_id=message_id, dek_sha256=dek_sha256)
 
 
 async def gateway_from_settings(

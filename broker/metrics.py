@@ -26,6 +26,12 @@ class GatewayMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.retryable_rejections = Counter(
+            "exchange_retryable_rejections_total",
+            "Negative receipts that leave the message outstanding to be re-sent, by reason code",
+            ["reason"],
+            registry=self.registry,
+        )
         self.receipts_outstanding = Gauge(
             "exchange_receipts_outstanding",
             "Sent messages still waiting for a receipt",

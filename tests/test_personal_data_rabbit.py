@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import pytest
@@ -19,13 +20,26 @@ from broker.catalogue.receipt import Verdict
 from broker.devkit import DevExchange, provision_dev_exchange
 from broker.errors import Reason, VerificationError
 from broker.gateway import Gateway, gateway_from_settings
-from broker.personal import decode_key_header
+from broker.outbox import OutboxRecord, SendState
+from broker.personal import (
+    SEALED_KEY_HEADER,
+    WrappedKey,
+    decode_key_header,
+    encode_key_header,
+    new_data_key,
+    wrap_data_key,
+)
+from broker.pki import certificate_thumbprint
 from broker.sealing import open_message, seal, verify_envelope
+from broker.settings import ExchangeSettings
 from broker.subscriber import Subscription
+from broker.topology import INBOUND
 from broker.transport import RabbitTransport
+from broker.transport_api import IncomingMessage
 from broker.trust_update import build_trust_update
 
 pytestmark = pytest.mark.rabbitmq
+T = TypeVar("T")
 
 PERSONAL_VALUES = ("RAKHIMOV", "FARRUKH", "400123456", "Раҳимов", "Фаррух", "Профсоюзная", "Вавилова")
 CONSULATE = "TJ-CONSULATE-MOSCOW"
@@ -278,4 +292,158 @@ async def _receipt_of(gateway: Gateway, message_id: UUID) -> tuple[str, str | No
         record = await gateway.outbox.get(message_id)
         if record is not None and record.receipt_at is not None:
             return record.state.value.replace("receipted", "accepted"), record.reason
+        await asyncio.sleep(0.05)
+
+
+# -- the unsigned key header tampered with in transit (issue 21, item 5) ---------------------------
+async def _gateway(exchange: DevExchange, country: str, state: Path, **overrides: object) -> Gateway:
+    base = exchange.settings[country].model_dump()
+    return await gateway_from_settings(
+        ExchangeSettings.load(None, **{**base, "state_dir": state, **overrides})
+    )
+
+
+async def _intercept(exchange: DevExchange, message_id: UUID) -> IncomingMessage:
+    """Take a message off TJ's inbound queue before any gateway consumes it, as someone on the path."""
+    tap = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-tap")
+    try:
+        for _ in range(400):
+            message = await tap.get(INBOUND)
+            if message is not None and message.message_id == str(message_id):
+                return message
+            await asyncio.sleep(0.05)
+    finally:
+        await tap.close()
+    raise AssertionError(f"{message_id} never reached TJ's inbound queue")
+
+
+async def _deliver_with_header(exchange: DevExchange, message: IncomingMessage, header: str) -> None:
+    tap = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-tamperer")
+    try:
+        await tap.publish(
+            exchange=INBOUND,
+            routing_key="tj",
+            body=message.body,
+            message_id=str(message.message_id),
+            headers={**message.headers, SEALED_KEY_HEADER: header},
+        )
+    finally:
+        await tap.close()
+
+
+def _junk_wraps(exchange: DevExchange, message_id: UUID) -> list[WrappedKey]:
+    """Wraps anyone can make for TJ-MOL: one that does not open, one that opens to another key."""
+    certificate = exchange.keystore.encryption_certificates("TJ-MOL")[-1]
+    return [
+        WrappedKey(holder="TJ-MOL", kid=certificate_thumbprint(certificate), enc=secrets.token_bytes(80)),
+        wrap_data_key(new_data_key(), message_id=message_id, certificate=certificate),
+    ]
+
+
+async def test_a_death_notice_with_junk_wraps_prepended_in_transit_is_accepted(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    # RU never re-sends here (hourly resend check): what TJ accepts is the tampered copy itself.
+    ru = await _gateway(exchange, "RU", tmp_path, resend_check_interval_s=3600)
+    tj = await _gateway(exchange, "TJ", tmp_path)
+    try:
+        await ru.start()
+        sending = asyncio.create_task(
+            ru.send(sample_payloads()["worker.death"], to="TJ-MOL", wait_receipt=True, receipt_timeout_s=60)
+        )
+        message_id = await _wait_for_outbox_row(ru)
+        original = await _intercept(exchange, message_id)
+        wraps = decode_key_header(original.headers[SEALED_KEY_HEADER])
+        await _deliver_with_header(
+            exchange, original, encode_key_header([*_junk_wraps(exchange, message_id), *wraps])
+        )
+        await tj.start()
+
+        sent = await sending
+        assert sent.receipt is not None
+        assert (sent.receipt.verdict, sent.receipt.reason) == (Verdict.ACCEPTED, None)
+        record = await ru.outbox.get(message_id)
+        assert record is not None
+        assert (record.state, record.attempts) == (SendState.RECEIPTED, 1)
+        kinds = [entry.kind for entry in await tj.audit.find(message_id)]
+        assert EntryKind.RECEIVED in kinds
+        assert EntryKind.REJECTED not in kinds
+    finally:
+        await ru.close()
+        await tj.close()
+
+
+async def test_a_death_notice_whose_key_header_was_replaced_is_resent_intact_and_accepted(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    # The resend loop is left idle and driven by hand below, so the order of events is fixed.
+    ru = await _gateway(
+        exchange,
+        "RU",
+        tmp_path,
+        resend_check_interval_s=3600,
+        receipt_deadlines_s={"worker.death": 1.0},
+    )
+    tj = await _gateway(exchange, "TJ", tmp_path)
+    try:
+        await ru.start()
+        sending = asyncio.create_task(
+            ru.send(sample_payloads()["worker.death"], to="TJ-MOL", wait_receipt=True, receipt_timeout_s=60)
+        )
+        message_id = await _wait_for_outbox_row(ru)
+        original = await _intercept(exchange, message_id)
+        await _deliver_with_header(exchange, original, encode_key_header(_junk_wraps(exchange, message_id)))
+        await tj.start()
+
+        # The caller learns of the refusal at once; the message is not given up.
+        sent = await sending
+        assert sent.receipt is not None
+        assert (sent.receipt.verdict, sent.receipt.reason) == (
+            Verdict.REJECTED,
+            str(Reason.PAYLOAD_UNDECRYPTABLE),
+        )
+        record = await ru.outbox.get(message_id)
+        assert record is not None
+        assert record.state in (SendState.SENT, SendState.CONFIRMED)
+        assert record.reason == str(Reason.PAYLOAD_UNDECRYPTABLE)
+        retryable = ("exchange_retryable_rejections_total", {"reason": str(Reason.PAYLOAD_UNDECRYPTABLE)})
+        assert ru.metrics.registry.get_sample_value(*retryable) == 1
+
+        # At its deadline it goes again, with the header the sender kept, and is accepted.
+        async def resent() -> int:
+            await asyncio.sleep(0.1)
+            return await ru.resend_overdue()
+
+        assert await _until(resent, what="the re-send at the receipt deadline") == 1
+        final = await _until(lambda: _receipted(ru, message_id), what="the receipt of the re-sent copy")
+        assert (final.state, final.reason, final.attempts) == (SendState.RECEIPTED, None, 2)
+        kinds = [entry.kind for entry in await tj.audit.find(message_id)]
+        assert kinds.count(EntryKind.REJECTED) == 1
+        assert EntryKind.RECEIVED in kinds
+    finally:
+        await ru.close()
+        await tj.close()
+
+
+async def _wait_for_outbox_row(gateway: Gateway) -> UUID:
+    async def row() -> UUID | None:
+        records = await gateway.outbox.records(limit=1)
+        return records[0].message_id if records else None
+
+    return await _until(row, what="the sender's outbox row")
+
+
+async def _receipted(gateway: Gateway, message_id: UUID) -> OutboxRecord | None:
+    record = await gateway.outbox.get(message_id)
+    return record if record is not None and record.state is SendState.RECEIPTED else None
+
+
+async def _until(check: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = 30.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.05)
