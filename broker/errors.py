@@ -27,6 +27,7 @@ class Reason(StrEnum):
     CERT_EXPIRED = "cert.expired"
     CERT_NOT_YET_VALID = "cert.not_yet_valid"
     CERT_REVOKED = "cert.revoked"
+    CRL_STALE = "crl.stale"
     CERT_USAGE = "cert.usage"
     CERT_AUTHORITY_MISMATCH = "cert.authority_mismatch"
     SCHEMA_INVALID = "schema.invalid"

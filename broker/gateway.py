@@ -75,7 +75,8 @@ OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 # Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
 # The peer could not open what reached it, but the fault need not be in the bytes we signed.
-RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE)})
+# (`crl.stale`: the receiver lacks a current CRL of ours; once it has one, the re-send passes.)
+RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE), str(Reason.CRL_STALE)})
 
 
 def utc_now() -> datetime:
@@ -455,6 +456,7 @@ class Gateway:
         except RemoteError as error:
             await self._reject(raw, error)
             return Disposition.ACK
+        self._warn_if_crl_stale(opened)
         if opened.envelope.type == Receipt.MESSAGE_TYPE:
             await self._on_receipt(opened)
             return Disposition.ACK
@@ -474,6 +476,22 @@ class Gateway:
         except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self._reject(raw, error)
         return Disposition.ACK
+
+    def _warn_if_crl_stale(self, opened: OpenedMessage) -> None:
+        """Accepted on a CRL past its nextUpdate (the grace period): loud, on every message."""
+        stale_since = opened.signer.crl_stale_since
+        if stale_since is None:
+            return
+        self.metrics.crl_stale.labels(opened.signer.country).inc()
+        self._log.warning(
+            "trust.crl_stale",
+            message_id=str(opened.envelope.id),
+            type=opened.envelope.type,
+            sender=opened.envelope.sender,
+            country=opened.signer.country,
+            next_update=stale_since.isoformat(),
+            refused_from=(stale_since + self._trust.crl_grace).isoformat(),
+        )
 
     def _check_fresh(self, opened: OpenedMessage) -> None:
         check_freshness(
@@ -1023,7 +1041,7 @@ async def gateway_from_settings(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    trust = keystore.trust_store(agreement.countries)
+    trust = keystore.trust_store(agreement.countries, crl_grace=timedelta(seconds=settings.crl_grace_s))
     gateway_id = agreement.gateway(settings.country).id
     now = utc_now()
     gateway_signer = keystore.signer(gateway_id, at=now)

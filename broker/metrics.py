@@ -32,6 +32,12 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.crl_stale = Counter(
+            "exchange_crl_stale_total",
+            "Messages accepted on a CRL past its nextUpdate (grace period), by the signer's country",
+            ["country"],
+            registry=self.registry,
+        )
         self.receipts_outstanding = Gauge(
             "exchange_receipts_outstanding",
             "Sent messages still waiting for a receipt",

@@ -6,13 +6,16 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit import AuditStore, EntryKind, entry_leaf_hash, root_from_leaf_hashes
 from broker.catalogue import sample_payloads
@@ -29,7 +32,7 @@ from broker.personal import (
     new_data_key,
     wrap_data_key,
 )
-from broker.pki import certificate_thumbprint
+from broker.pki import build_crl, certificate_thumbprint
 from broker.sealing import open_message, seal, verify_envelope
 from broker.settings import ExchangeSettings
 from broker.subscriber import Subscription
@@ -447,3 +450,86 @@ async def _until(check: Callable[[], Awaitable[T | None]], *, what: str, timeout
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# -- a peer CRL past its nextUpdate (issue 21, item 11) --------------------------------------------
+def _overdue_crl(exchange: DevExchange, country: str, *, next_update: datetime) -> None:
+    """Replace `country`'s CRL on disk by one with the same revocations, due at `next_update`: what
+    a gateway holds when the peer's CA is late re-issuing it."""
+    root = exchange.keystore.root
+    ca_key = serialization.load_pem_private_key(
+        (root / country / "ca" / "private" / "ca-1.key.pem").read_bytes(), password=None
+    )
+    assert isinstance(ca_key, Ed25519PrivateKey)
+    ca_cert = x509.load_pem_x509_certificate((root / country / "ca" / "ca-1.cert.pem").read_bytes())
+    current = exchange.keystore.current_crl(country)
+    assert current is not None
+    crl = build_crl(
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        revoked=[(entry.serial_number, entry.revocation_date_utc) for entry in current],
+        this_update=ca_cert.not_valid_before_utc,
+        next_update=next_update,
+        crl_number=1000,
+    )
+    (root / country / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
+async def test_a_stale_peer_crl_warns_within_its_grace_then_refuses_until_a_fresh_one_arrives(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    permit = sample_payloads()["employer.permit"]
+    due = datetime.now(UTC) - timedelta(minutes=10)
+    _overdue_crl(exchange, "RU", next_update=due)
+    # Both TJ gateways below load the overdue RU CRL at start; RU re-sends only when told to.
+    ru = await _gateway(
+        exchange,
+        "RU",
+        tmp_path / "ru",
+        resend_check_interval_s=3600,
+        receipt_deadlines_s={"employer.permit": 1.0},
+    )
+    lenient = await _gateway(exchange, "TJ", tmp_path / "tj-lenient")  # default grace: 7 days
+    strict = await _gateway(exchange, "TJ", tmp_path / "tj-strict", crl_grace_s=60)
+    try:
+        await ru.start()
+
+        # Within the grace period: accepted, and counted (with a warning) on every message.
+        await lenient.start()
+        within = await ru.send(permit, to="TJ-MOL", sender="RU-MVD", wait_receipt=True, receipt_timeout_s=30)
+        assert within.receipt is not None
+        assert within.receipt.verdict == Verdict.ACCEPTED
+        assert lenient.metrics.registry.get_sample_value("exchange_crl_stale_total", {"country": "RU"}) == 1
+        await lenient.stop()
+
+        # Past it: refused as crl.stale, and the sender keeps the message to send it again.
+        await strict.start()
+        past = await ru.send(permit, to="TJ-MOL", sender="RU-MVD", wait_receipt=True, receipt_timeout_s=30)
+        assert past.receipt is not None
+        assert (past.receipt.verdict, past.receipt.reason) == (Verdict.REJECTED, str(Reason.CRL_STALE))
+        held = await ru.outbox.get(past.message_id)
+        assert held is not None
+        assert (held.state, held.reason) == (SendState.CONFIRMED, str(Reason.CRL_STALE))
+
+        # RU's CA re-issues its CRL and sends it over: the update passes although the CRL it
+        # replaces is stale, and the message re-sent at its deadline is accepted.
+        fresh = exchange.keystore.reissue_crl("RU", now=datetime.now(UTC))
+        update = await ru.send(
+            build_trust_update("RU", crl=fresh), to="TJ-GW", wait_receipt=True, receipt_timeout_s=30
+        )
+        assert update.receipt is not None
+        assert update.receipt.verdict == Verdict.ACCEPTED
+
+        async def resent() -> int:
+            await asyncio.sleep(0.1)
+            return await ru.resend_overdue()
+
+        assert await _until(resent, what="the re-send at the receipt deadline") >= 1
+        final = await _until(lambda: _receipted(ru, past.message_id), what="the receipt of the re-sent copy")
+        assert (final.reason, final.attempts) == (None, 2)
+        kinds = [entry.kind for entry in await strict.audit.find(past.message_id)]
+        assert (kinds.count(EntryKind.REJECTED), kinds.count(EntryKind.RECEIVED)) == (1, 1)
+    finally:
+        exchange.keystore.reissue_crl("RU", now=datetime.now(UTC))  # the module's other tests need it current
+        for gateway in (ru, lenient, strict):
+            await gateway.close()
