@@ -43,7 +43,6 @@ from broker.errors import (
     Reason,
     RemoteError,
     ReplayError,
-    VerificationError,
 )
 from broker.ids import uuid7
 from broker.key_vault import KeyVault
@@ -85,15 +84,22 @@ UNVERIFIED_REASONS = frozenset(
         Reason.SIGNATURE_MISSING,
         Reason.SIGNATURE_INVALID,
         Reason.SIGNATURE_ALGORITHM,
+        Reason.SIGNATURE_TYPE,
         Reason.CERT_MALFORMED,
         Reason.CERT_UNTRUSTED,
         Reason.CERT_EXPIRED,
         Reason.CERT_NOT_YET_VALID,
         Reason.CERT_REVOKED,
+        Reason.CRL_STALE,
         Reason.CERT_USAGE,
         Reason.CERT_AUTHORITY_MISMATCH,
     }
 )
+
+# Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
+# The peer could not open what reached it, but the fault need not be in the bytes we signed.
+# (`crl.stale`: the receiver lacks a current CRL of ours; once it has one, the re-send passes.)
+RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE), str(Reason.CRL_STALE)})
 
 
 def utc_now() -> datetime:
@@ -475,6 +481,7 @@ class Gateway:
         except RemoteError as error:
             await self._reject(raw, error)
             return Disposition.ACK
+        self._warn_if_crl_stale(opened)
         if opened.envelope.type == Receipt.MESSAGE_TYPE:
             await self._on_receipt(opened)
             return Disposition.ACK
@@ -494,6 +501,22 @@ class Gateway:
         except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self._reject(raw, error)
         return Disposition.ACK
+
+    def _warn_if_crl_stale(self, opened: OpenedMessage) -> None:
+        """Accepted on a CRL past its nextUpdate (the grace period): loud, on every message."""
+        stale_since = opened.signer.crl_stale_since
+        if stale_since is None:
+            return
+        self.metrics.crl_stale.labels(opened.signer.country).inc()
+        self._log.warning(
+            "trust.crl_stale",
+            message_id=str(opened.envelope.id),
+            type=opened.envelope.type,
+            sender=opened.envelope.sender,
+            country=opened.signer.country,
+            next_update=stale_since.isoformat(),
+            refused_from=(stale_since + self._trust.crl_grace).isoformat(),
+        )
 
     def _check_fresh(self, opened: OpenedMessage) -> None:
         check_freshness(
@@ -547,11 +570,13 @@ class Gateway:
     ) -> None:
         """Publish the accepting receipt: the one already logged for this message, else a new one.
 
-        A redelivered message thus gets the byte-identical receipt it got the first time. `along`
-        (the DELIVERED entry) is made durable in the same commit as the receipt's entry.
+        A redelivered message thus gets the byte-identical receipt it got the first time. A negative
+        receipt sent for an earlier copy (one whose unsigned key header was spoiled) is not reused: this
+        copy was accepted. `along` (the DELIVERED entry) is made durable in the same commit as the
+        receipt's entry.
         """
         envelope = opened.envelope
-        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT and e.verdict == Verdict.ACCEPTED]
         drafts = list(along)
         if sent:
             receipt_raw = sent[0].envelope
@@ -777,7 +802,9 @@ class Gateway:
             )
             return
         accepted = receipt.verdict == Verdict.ACCEPTED
-        if record.state in (SendState.SENT, SendState.CONFIRMED):
+        if not accepted and receipt.reason in RETRYABLE_REJECTIONS:
+            await self._keep_outstanding(record, receipt)
+        elif record.state in (SendState.SENT, SendState.CONFIRMED):
             await self._outbox.mark_receipt(
                 receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
             )
@@ -791,6 +818,26 @@ class Gateway:
         waiter = self._waiters.get(receipt.message_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
+
+    async def _keep_outstanding(self, record: OutboxRecord, receipt: Receipt) -> None:
+        """A rejection that says nothing about our bytes: keep the message, re-send it at its deadline.
+
+        E.g. `payload.undecryptable`: the data key travels in an unsigned header that anyone on the
+        path can spoil, so the peer's refusal does not end a message whose signed bytes are intact.
+        """
+        if record.state not in (SendState.SENT, SendState.CONFIRMED):
+            return
+        await self._outbox.note_rejection(record.message_id, reason=str(receipt.reason))
+        self.metrics.retryable_rejections.labels(str(receipt.reason)).inc()
+        self._log.warning(
+            "receipt.rejected_will_resend",
+            message_id=str(record.message_id),
+            type=record.message_type,
+            peer=record.recipient,
+            reason=receipt.reason,
+            diagnostic=receipt.diagnostic,
+            resend_at=record.deadline.isoformat(),
+        )
 
     async def _on_witness(self, opened: OpenedMessage) -> None:
         """Keep the peer's countersignature of one of our checkpoints, if it is our log as it is.
@@ -1023,24 +1070,23 @@ def _cached_decryptors(keystore: KeyStore) -> Callable[[str], KeyUnwrapper]:
 
 
 class _ReloadingDecryptor:
-    """A cached Decryptor that re-reads the authority's keys once when a wrap names a key it does not
-    hold (a key rotated since the cache was filled), so rotation never rejects a message."""
+    """A cached Decryptor that re-reads the authority's keys when no wrap names a key it holds (a key
+    rotated since the cache was filled), so rotation never rejects a message. A wrap that names a
+    held key but does not open is tampering: re-reading the disk would not help."""
 
     def __init__(self, *, authority_id: str, cache: dict[str, Decryptor], keystore: KeyStore) -> None:
         self._authority_id = authority_id
         self._cache = cache
         self._keystore = keystore
 
-    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes:
-        cached = self._cache.get(self._authority_id)
-        if cached is not None:
-            try:
-                return cached.unwrap(wraps, message_id=message_id)
-            except VerificationError:
-                pass  # fall through to a fresh read
-        fresh = self._keystore.decryptor(self._authority_id)
-        self._cache[self._authority_id] = fresh
-        return fresh.unwrap(wraps, message_id=message_id)
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes:
+        decryptor = self._cache.get(self._authority_id)
+        if decryptor is None or not decryptor.holds_a_key_for(wraps):
+            decryptor = self._keystore.decryptor(self._authority_id)
+            self._cache[self._authority_id] = decryptor
+        return decryptor.unwrap(wraps, message_id=message_id, dek_sha256=dek_sha256)
 
 
 async def gateway_from_settings(
@@ -1052,7 +1098,7 @@ async def gateway_from_settings(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    trust = keystore.trust_store(agreement.countries)
+    trust = keystore.trust_store(agreement.countries, crl_grace=timedelta(seconds=settings.crl_grace_s))
     gateway_id = agreement.gateway(settings.country).id
     now = utc_now()
     gateway_signer = keystore.signer(gateway_id, at=now)

@@ -41,6 +41,11 @@ class ExchangeSettings(BaseSettings):
     # Re-sent messages keep their created_at, so the window must outlast the longest retry horizon.
     max_message_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     max_clock_skew_s: float = Field(default=300, ge=0)
+    crl_grace_s: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="how long past its nextUpdate a peer's newest CRL is used (with warnings) before crl.stale",
+    )
     receipt_deadlines_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RECEIPT_DEADLINES_S))
     resend_check_interval_s: float = Field(default=5.0, gt=0)
     checkpoint_every_entries: int = Field(

@@ -24,7 +24,7 @@ from broker.catalogue.death import WorkerDeath
 from broker.catalogue.work_permit import WorkPermitCancellation
 from broker.envelope import Envelope
 from broker.errors import LocalError, Reason, RemoteError, VerificationError
-from broker.personal import SEALED_KEY_HEADER, Decryptor, decode_key_header
+from broker.personal import SEALED_KEY_HEADER, Decryptor, committed_data_key, decode_key_header
 from broker.private_files import prepare_database
 from broker.sealing import open_message
 from broker.topology import subscriber_queue
@@ -167,7 +167,11 @@ class Subscription:
                 raise VerificationError(
                     Reason.PAYLOAD_UNDECRYPTABLE, f"{self.authority_id} holds no decryption key"
                 )
-            return decryptor.unwrap(decode_key_header(headers.get(SEALED_KEY_HEADER)), message_id=envelope.id)
+            return decryptor.unwrap(
+                decode_key_header(headers.get(SEALED_KEY_HEADER)),
+                message_id=envelope.id,
+                dek_sha256=committed_data_key(envelope),
+            )
 
         opened = open_message(
             raw,
