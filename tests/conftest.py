@@ -37,7 +37,9 @@ def pki_now() -> datetime:
 def dev_pki(tmp_path_factory: pytest.TempPathFactory, agreement: Agreement, pki_now: datetime) -> KeyStore:
     """A key store holding both countries' CAs and a signing certificate for every authority."""
     root: Path = tmp_path_factory.mktemp("keys")
-    store = KeyStore(root=root)
+    # Its CRL is current for the whole year the certificates are valid: tests judge arrival at any
+    # moment of it, and a stale CRL (`crl.stale`) is tested with key stores of its own.
+    store = KeyStore(root=root, crl_validity_days=366)
     for country in agreement.countries:
         store.init_country(country, now=pki_now)
     for authority in agreement.authorities:
