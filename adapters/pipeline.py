@@ -21,6 +21,7 @@ import adapters
 from adapters.base import MAX_FILE_BYTES, AdapterError, NationalAdapter, check_size
 from broker.core.catalogue import Payload
 from broker.core.errors import ConfigError, LocalError, Reason
+from broker.state.private_files import private_directory, write_private
 
 log = structlog.get_logger("adapters.pipeline")
 
@@ -135,8 +136,9 @@ def render_to_folder(
     target = out_dir / f"{payload.MESSAGE_TYPE}-{message_id}.{extension}"
     partial = target.with_name(f".{target.name}.part")  # a watcher of out_dir never sees half a file
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(content)
+        # Decrypted personal data: 0600 in a 0700 folder whatever the umask (docs/adapters.md).
+        private_directory(out_dir)
+        write_private(partial, content)
         partial.replace(target)
     except OSError as exc:
         raise LocalError(Reason.CONFIG_INVALID, f"cannot write {target}: {exc.strerror}") from None

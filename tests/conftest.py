@@ -15,6 +15,8 @@ import pytest
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from tests.support.exchange import dev_exchange, exchange, gateways
+from tests.support.rabbit import rabbit_link, ru_gateway, tj_gateway
 
 # Every CA and authority certificate of the session PKI starts here; authority certificates last a
 # year (KeyStore's default), CAs ten years.
@@ -37,7 +39,9 @@ def pki_now() -> datetime:
 def dev_pki(tmp_path_factory: pytest.TempPathFactory, agreement: Agreement, pki_now: datetime) -> KeyStore:
     """A key store holding both countries' CAs and a signing certificate for every authority."""
     root: Path = tmp_path_factory.mktemp("keys")
-    store = KeyStore(root=root)
+    # Its CRL is current for the whole year the certificates are valid: tests judge arrival at any
+    # moment of it, and a stale CRL (`crl.stale`) is tested with key stores of its own.
+    store = KeyStore(root=root, crl_validity_days=366)
     for country in agreement.countries:
         store.init_country(country, now=pki_now)
     for authority in agreement.authorities:
@@ -49,3 +53,8 @@ def dev_pki(tmp_path_factory: pytest.TempPathFactory, agreement: Agreement, pki_
 def trust(dev_pki: KeyStore, agreement: Agreement) -> TrustStore:
     """Anchors and CRLs of both countries of the agreement, as either gateway would hold them."""
     return dev_pki.trust_store(agreement.countries)
+
+
+# The real-broker fixtures live in tests/support; registered here for every test package. Each is
+# built only when a test asks for it.
+__all__ = ["dev_exchange", "exchange", "gateways", "rabbit_link", "ru_gateway", "tj_gateway"]

@@ -14,6 +14,7 @@ from typing import Annotated, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from adapters.base import MINISTRY_TYPES, AdapterError
+from adapters.tj.formula import restored
 from adapters.tj.labels import FIELD_OF_LABEL, TYPE_LABEL, TYPE_LABELS, Language, label, normal
 from broker.core.catalogue import CATALOGUE, Payload, parse_payload, payload_class, payload_to_json
 from broker.core.errors import Reason, ValidationError
@@ -45,7 +46,7 @@ def notice_from_row(row: dict[str, str], *, filename: str, line: int) -> Payload
     nested: dict[str, object] = {}
     for path, text in row.items():
         if text.strip():
-            _put(nested, path.split(PATH_SEPARATOR), text)
+            _put(nested, path.split(PATH_SEPARATOR), restored(text))  # as rendered: see formula.py
     message_type, fields = _split_type(_as_lists(nested), filename=filename, line=line)
     canonical = _canonical(fields, filename=filename, line=line)
     assert isinstance(canonical, dict)

@@ -27,6 +27,7 @@ from adapters.tj.registry import Registry
 from broker.core.catalogue import Payload, parse_payload, payload_to_json
 from broker.core.catalogue.employer import PermissionStatus
 from broker.core.errors import AuditError, Reason
+from broker.state.private_files import prepare_database
 
 ACTIVE = frozenset({PermissionStatus.GRANTED, PermissionStatus.RENEWED})
 
@@ -124,7 +125,7 @@ class SyncState:
 
     def _query(self, sql: str, params: tuple[object, ...]) -> list[tuple[str, ...]]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_database(self.path)  # 0600 in 0700 before SQLite creates it
             connection = sqlite3.connect(self.path)
             try:
                 with connection:

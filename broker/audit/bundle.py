@@ -19,13 +19,16 @@ from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.entry import EntryKind
 from broker.audit.proofs import InclusionProof, ProvenEntry, check_inclusion
 from broker.core.canonical import canonical_bytes, strict_loads
-from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.errors import ExchangeError, LocalError, Reason, VerificationError
 from broker.core.trust import TrustStore
 
 BUNDLE_FORMAT = "labour-exchange-audit-bundle/1"
 MANIFEST = "manifest.json"
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_MEMBERS = 100_000
+# A proof holds one audit entry (a message of at most a few MiB, base64) and a short path.
+MAX_MEMBER_BYTES = 16 * 1024 * 1024
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
 MESSAGE_KINDS = frozenset({EntryKind.SENT, EntryKind.RECEIVED, EntryKind.REJECTED})
 
 
@@ -105,12 +108,37 @@ class CheckedBundle:
     entries: list[ProvenEntry]
 
 
+def _oversized(diagnostic: str) -> LocalError:
+    return LocalError(Reason.AUDIT_BUNDLE_OVERSIZED, f"bundle: {diagnostic}; nothing of it was unpacked")
+
+
+def _check_sizes(data: bytes, infos: Sequence[zipfile.ZipInfo]) -> None:
+    """From the directory alone, before any member is read: a bundle stores its members, so together
+    they hold at most the archive's own bytes. A compressed member (a ZIP bomb expands 1 MB into
+    1 GiB), one claiming more bytes than it occupies, or members sharing their bytes are refused."""
+    if len(infos) > MAX_MEMBERS:
+        raise _oversized(f"more than {MAX_MEMBERS} members")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise _oversized(f"member {info.filename!r} is compressed (method {info.compress_type})")
+        if info.file_size != info.compress_size:
+            raise _oversized(
+                f"member {info.filename!r} claims {info.file_size} bytes but occupies {info.compress_size}"
+            )
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise _oversized(f"member {info.filename!r} is {info.file_size} bytes, over {MAX_MEMBER_BYTES}")
+    claimed = sum(info.file_size for info in infos)
+    if claimed > len(data):
+        raise _oversized(f"members claim {claimed} bytes, more than the archive's {len(data)}")
+
+
 def _read_members(data: bytes) -> list[tuple[str, bytes]]:
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise _oversized(f"the archive is over {MAX_BUNDLE_BYTES} bytes")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise _invalid(f"more than {MAX_MEMBERS} members")
+            _check_sizes(data, infos)
             return [(info.filename, archive.read(info)) for info in infos]
     except (
         zipfile.BadZipFile,

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from broker.audit.bounded import body_digest
 from broker.audit.entry import AuditEntry, EntryKind
 from broker.audit.rows import UnreadableRow
 from broker.audit.witnessing import UNANSWERED_TYPES
@@ -38,11 +39,13 @@ class LogDigest:
     def add(self, entry: AuditEntry | UnreadableRow) -> None:
         if isinstance(entry, UnreadableRow) or entry.message_id is None:
             return
-        seen = Seen(
-            index=entry.index,
-            message_type=entry.message_type,
-            sha256=hashlib.sha256(entry.envelope).hexdigest(),
+        # A rejected body may be kept bounded: its record names the whole body's hash.
+        sha256 = (
+            body_digest(entry.envelope)[0]
+            if entry.kind is EntryKind.REJECTED
+            else hashlib.sha256(entry.envelope).hexdigest()
         )
+        seen = Seen(index=entry.index, message_type=entry.message_type, sha256=sha256)
         by_kind = {
             EntryKind.SENT: self.sent,
             EntryKind.RECEIVED: self.received,

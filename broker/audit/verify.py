@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
+from broker.audit.bounded import parse_bounded
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_checkpoint, verify_witness
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, fold_cover
@@ -193,6 +194,8 @@ class LogVerifier:
                 return self._check_checkpoint(entry)
             elif entry.kind is EntryKind.WITNESS:
                 self._check_witness(entry)
+            elif entry.kind is EntryKind.REJECTED:
+                _check_rejected(entry)
         except ExchangeError as error:
             return Finding(
                 index=entry.index,
@@ -291,6 +294,14 @@ class LogVerifier:
                 f"countersigned by {record.witness}, not by this log's gateway {self._origin}",
             )
         self.witnesses += 1
+
+
+def _check_rejected(entry: AuditEntry) -> None:
+    """A rejected body is kept whole or as a bounded record (`broker.audit.bounded`), never a mangled one."""
+    try:
+        parse_bounded(entry.envelope)
+    except ValueError as exc:
+        raise VerificationError(Reason.AUDIT_TAMPERED, f"the stored bounded body: {exc}") from None
 
 
 def witnessed_checkpoints(

@@ -2,7 +2,7 @@
 
 broker adapt ru import FILE.xml --to TJ-MOL --sender RU-MINTRUD
 broker adapt tj import FILE.csv --to RU-MVD
-broker adapt tj watch INBOX --to RU-MVD          (done/ and failed/ appear inside INBOX)
+broker adapt tj watch INBOX --to RU-MVD          (done/ and failed/ inside INBOX, or --done/--failed DIR)
 broker adapt ru render --as RU-MVD --out DIR      (received alerts as national files; --out - prints)
 """
 
@@ -18,7 +18,15 @@ import typer
 from rich.console import Console
 
 from adapters.base import NationalAdapter
-from adapters.pipeline import country_codes, import_file, load_adapter, read_file, render_to_folder
+from adapters.folder_drop import WORK, FolderDrop
+from adapters.pipeline import (
+    country_codes,
+    import_bytes,
+    import_file,
+    load_adapter,
+    read_file,
+    render_to_folder,
+)
 from broker.cli.common import (
     ConfigOption,
     declared_subscription,
@@ -27,6 +35,7 @@ from broker.cli.common import (
     run,
     serve_alerts,
 )
+from broker.cli.terminal import visible
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import PolicyError
 from broker.state.settings import ExchangeSettings
@@ -85,31 +94,51 @@ def _country_app(country: str) -> typer.Typer:
         sender: SenderOption = None,
         interval: Annotated[float, typer.Option("--interval", help="seconds between polls")] = 2.0,
         once: Annotated[bool, typer.Option("--once", help="process what is there, then stop")] = False,
+        done: Annotated[
+            Path | None, typer.Option("--done", help="folder for sent files (default: INBOX/done)")
+        ] = None,
+        failed: Annotated[
+            Path | None,
+            typer.Option(
+                "--failed", help="folder for refused files and their reasons (default: INBOX/failed)"
+            ),
+        ] = None,
+        work: Annotated[
+            Path | None,
+            typer.Option(
+                "--work",
+                help=f"private folder for the file being sent, on the inbox's file system (default: INBOX/{WORK})",
+            ),
+        ] = None,
         config: ConfigOption = None,
     ) -> None:
         """Send every file dropped into INBOX; move it to done/ or to failed/ with a reason file."""
-        from adapters.folder_drop import FolderDrop  # noqa: PLC0415
         from broker.exchange.gateway import Gateway  # noqa: PLC0415
 
         async def go() -> None:
             settings = load_settings(country, config)
             adapter = _adapter(country, settings)
+
+            async def handle(name: str, data: bytes) -> None:
+                await import_bytes(
+                    data, filename=name, adapter=adapter, gateway=gateway, to=to, sender=sender
+                )
+
+            drop = FolderDrop(
+                inbox=inbox, handle=handle, poll_interval_s=interval, done=done, failed=failed, work=work
+            )
+            drop.check_folders()  # a folder that is a link, or a wrong path, is reported before connecting
             async with Gateway.from_settings(settings) as gateway:
-
-                async def handle(path: Path) -> None:
-                    await import_file(path, adapter=adapter, gateway=gateway, to=to, sender=sender)
-
-                drop = FolderDrop(inbox=inbox, handle=handle, poll_interval_s=interval)
                 if once:
                     for outcome in await drop.process_once():
                         status = "done" if outcome.error is None else f"[{outcome.error.reason}]"
-                        console.print(f"{outcome.name}: {status}", highlight=False)
+                        console.print(f"{visible(outcome.name)}: {status}", highlight=False, markup=False)
                     return
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, stop.set)
-                console.print(f"watching {inbox} for {country} files; Ctrl-C stops")
+                console.print(f"watching {inbox} for {country} files; Ctrl-C stops", markup=False)
                 await drop.run(stop=stop)
 
         run(go)

@@ -7,7 +7,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,9 +32,21 @@ ConfigOption = Annotated[
 def load_settings(country: str, config: Path | None) -> ExchangeSettings:
     """The country's settings: the given file, else var/<country>/gateway.toml if present, then env."""
     path = config or Path("var") / country.lower() / "gateway.toml"
-    settings = ExchangeSettings.load(path if path.exists() else None, country=country)
+    try:
+        settings = ExchangeSettings.load(path if path.exists() else None, country=country)
+    except ExchangeError as error:
+        exit_with(error)
     configure_logging(settings.log_format)
     return settings
+
+
+def exit_with(error: ExchangeError) -> NoReturn:
+    """One line `error [reason.code] what is wrong` on stderr, exit status 1, no traceback."""
+    # Diagnostics quote file names and codes in brackets: never let rich read them as markup.
+    err_console.print(
+        f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1) from None
 
 
 def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
@@ -46,11 +58,7 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except ExchangeError as error:
-        # Diagnostics quote file names and codes in brackets: never let rich read them as markup.
-        err_console.print(
-            f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False
-        )
-        raise typer.Exit(1) from None
+        exit_with(error)
 
 
 async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, count: int | None) -> None:

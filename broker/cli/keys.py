@@ -106,6 +106,22 @@ def revoke(
     typer.echo(f"{authority}: revoked {listed}; CRL rewritten")
 
 
+@keys_app.command("refresh-crl")
+def refresh_crl(country: CountryOption, root: RootOption = _DEFAULT_ROOT) -> None:
+    """Re-issue the CRL (same revocations, new nextUpdate) before it goes stale; then send it to the peer."""
+    try:
+        crl = _store(root).reissue_crl(country, now=_now())
+    except ExchangeError as error:
+        raise _fail(error) from error
+    next_update = crl.next_update_utc
+    typer.echo(
+        f"{country} CRL re-issued, next update {next_update:%Y-%m-%d %H:%M} UTC; send it to the peer "
+        "(a trust.update, or `broker keys export` for them to import)"
+        if next_update is not None
+        else f"{country} CRL re-issued"
+    )
+
+
 @keys_app.command("export")
 def export_bundle(
     country: CountryOption,

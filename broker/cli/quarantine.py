@@ -54,17 +54,61 @@ def quarantine_list(country: CountryOption, limit: int = 100, config: ConfigOpti
 
 
 @quarantine_app.command("show")
-def quarantine_show(message_id: str, country: CountryOption, config: ConfigOption = None) -> None:
-    """Reason, diagnostic and original bytes of one quarantined message."""
+def quarantine_show(
+    message_id: str,
+    country: CountryOption,
+    raw: Annotated[
+        str | None,
+        typer.Option(
+            "--raw",
+            help="write the exact bytes to this file (0600), or to standard output with - (not a terminal)",
+        ),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Reason, diagnostic and original bytes of one quarantined message.
+
+    The bytes are unauthenticated: control characters are shown escaped (\\x1b), never sent to the
+    terminal; --raw writes them exactly, for a file or a pipe.
+    """
+    from broker.cli.terminal import visible, visible_bytes  # noqa: PLC0415
+    from broker.core.errors import ConfigError, Reason  # noqa: PLC0415
     from broker.exchange.topology import QUARANTINE  # noqa: PLC0415
+    from broker.state.private_files import write_private  # noqa: PLC0415
 
     async def action(transport: Any) -> None:
+        if raw == "-" and sys.stdout.isatty():
+            raise ConfigError(
+                Reason.CONFIG_INVALID,
+                "--raw - writes the exact bytes, escape sequences included: redirect standard output "
+                "to a file or a pipe, or name a file",
+            )
         for message in await transport.peek(QUARANTINE, limit=10_000):
             if message.message_id == message_id:
-                console.print_json(json.dumps({k: str(v) for k, v in message.headers.items()}))
-                sys.stdout.write(message.body.decode("utf-8", errors="replace") + "\n")
+                headers = json.dumps(
+                    {k: str(v) for k, v in message.headers.items()}, ensure_ascii=False, indent=2
+                )
+                if raw is None:
+                    sys.stdout.write(visible(headers) + "\n" + visible_bytes(message.body) + "\n")
+                elif raw == "-":
+                    sys.stderr.write(visible(headers) + "\n")
+                    sys.stdout.buffer.write(message.body)
+                    sys.stdout.flush()
+                else:
+                    sys.stdout.write(visible(headers) + "\n")
+                    try:
+                        write_private(Path(raw), message.body)
+                    except OSError as exc:
+                        raise ConfigError(
+                            Reason.CONFIG_INVALID, f"cannot write {raw}: {exc.strerror}"
+                        ) from None
+                    err_console.print(
+                        f"{len(message.body)} bytes written to {raw}", markup=False, highlight=False
+                    )
                 return
-        err_console.print(f"{message_id} is not in {country}'s quarantine")
+        err_console.print(
+            f"{visible(message_id)} is not in {country}'s quarantine", markup=False, highlight=False
+        )
         raise typer.Exit(1)
 
     _with_transport(country, config, action)

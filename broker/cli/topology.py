@@ -17,6 +17,8 @@ import typer
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
 from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.exchange.topology import check_message_size_limits
+from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
 
@@ -39,6 +41,20 @@ SecretsOption = Annotated[
     Path, typer.Option("--secrets", help="JSON file of RabbitMQ user passwords; missing ones are generated.")
 ]
 NodeOption = Annotated[str | None, typer.Option("--node", help="RabbitMQ node name for rabbitmqctl.")]
+MaxMessageOption = Annotated[
+    int,
+    typer.Option(
+        "--max-message-bytes",
+        help="The gateways' max_message_bytes: the node's max_message_size is checked against it.",
+    ),
+]
+PlaintextOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plaintext-host",
+        help="A non-local broker host reached with plain amqp:// (a private network only); once per host.",
+    ),
+]
 
 
 @topology_app.command("apply")
@@ -47,17 +63,26 @@ def apply_command(
     local: LocalOption = None,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     try:
-        plans = provisioning.plans_for(provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS), local)
-        passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
-        changes = asyncio.run(
-            provisioning.apply_topology(plans=plans, passwords=passwords, admin=RabbitAdmin(node=node))
+        plans = provisioning.plans_for(
+            provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()),
+            local,
         )
+        passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
+        admin = RabbitAdmin(node=node)
+        # Before changing anything: a node that refuses what the gateways accept is not worth setting up.
+        limits = check_message_size_limits(
+            broker_limit=admin.max_message_size(), gateway_limit=max_message_bytes
+        )
+        changes = asyncio.run(provisioning.apply_topology(plans=plans, passwords=passwords, admin=admin))
     except ExchangeError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from error
+    typer.echo(limits)
     for change in changes:
         typer.echo(change)
     typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({len(changes)} changes)")
@@ -69,15 +94,24 @@ def show_command(
     local: LocalOption = None,
     status: Annotated[bool, typer.Option("--status", help="Add shovel states and queue depths.")] = False,
     node: NodeOption = None,
+    plaintext_host: PlaintextOption = None,
+    max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
     try:
-        plans = provisioning.plans_for(provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS), local)
+        plans = provisioning.plans_for(
+            provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()),
+            local,
+        )
         report = [provisioning.describe(plan) for plan in plans]
         if status:
             admin = RabbitAdmin(node=node)
             shovels = admin.shovel_status()
+            limits = provisioning.message_size_status(admin.max_message_size(), max_message_bytes)
             for entry, plan in zip(report, plans, strict=True):
+                entry["message_size"] = limits
+                # Only the highest-priority policy applies: shows whether quarantine's limit is in force.
+                entry["queue_policies"] = admin.queue_policies(plan.vhost)
                 entry["shovel_status"] = {s.name: s.state for s in shovels if s.vhost == plan.vhost}
                 entry["queue_counts"] = {
                     name: {"messages": messages, "consumers": consumers}

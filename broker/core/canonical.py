@@ -39,7 +39,12 @@ def _parse_int(text: str) -> int | float:
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(text)
 
 
-_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# One left-to-right pass: a literal runs from its opening quote to the closing one, or to the end of
+# the text when it is never closed. Possessive repeats and the optional closing quote mean a match
+# never fails and never backtracks, so no quote is scanned from twice. (A pattern that needs the
+# closing quote fails at every quote of an unterminated `"\"\"\"...` and rescans the rest from the
+# next one: quadratic work before any signature is checked.)
+_STRING_LITERAL = re.compile(r'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
@@ -49,8 +54,9 @@ def _check_depth(text: str, limit: int) -> None:
     if text.count("[") + text.count("{") <= limit:
         return
     depth = 0
-    # Brackets inside string literals do not nest; an unterminated string leaves its brackets in,
-    # which can only turn already-invalid JSON into the same `message.malformed`.
+    # Brackets inside string literals do not nest. For text the JSON parser accepts, these literals
+    # are exactly its strings; an unterminated one hides the brackets after it, but such text fails
+    # to parse with the same `message.malformed`.
     for bracket in _BRACKET.findall(_STRING_LITERAL.sub('""', text)):
         if bracket in "[{":
             depth += 1

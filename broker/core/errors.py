@@ -21,11 +21,13 @@ class Reason(StrEnum):
     SIGNATURE_MISSING = "signature.missing"
     SIGNATURE_INVALID = "signature.invalid"
     SIGNATURE_ALGORITHM = "signature.algorithm"
+    SIGNATURE_TYPE = "signature.type"
     CERT_MALFORMED = "cert.malformed"
     CERT_UNTRUSTED = "cert.untrusted"
     CERT_EXPIRED = "cert.expired"
     CERT_NOT_YET_VALID = "cert.not_yet_valid"
     CERT_REVOKED = "cert.revoked"
+    CRL_STALE = "crl.stale"
     CERT_USAGE = "cert.usage"
     CERT_AUTHORITY_MISMATCH = "cert.authority_mismatch"
     SCHEMA_INVALID = "schema.invalid"
@@ -45,6 +47,7 @@ class Reason(StrEnum):
     AUDIT_TAMPERED = "audit.tampered"
     AUDIT_PROOF_INVALID = "audit.proof_invalid"
     CONFIG_INVALID = "config.invalid"
+    CONFIG_INSECURE_TLS = "config.insecure_tls"
     KEY_MISSING = "key.missing"
     HANDLER_CRASHED = "handler.crashed"
     AUDIT_OUT_OF_RANGE = "audit.out_of_range"
@@ -62,6 +65,8 @@ class Reason(StrEnum):
     AUDIT_ARCHIVE_REFUSED = "audit.archive_refused"
     ADAPTER_INVALID = "adapter.invalid"
     ADAPTER_ENCODING = "adapter.encoding"
+    ADAPTER_UNSAFE_PATH = "adapter.unsafe_path"
+    AUDIT_BUNDLE_OVERSIZED = "audit.bundle_oversized"
 
 
 class ExchangeError(Exception):

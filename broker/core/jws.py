@@ -3,7 +3,7 @@
 The protected header carries the signer's chain (`x5c`, leaf first) and `kid`, the base64url SHA-256
 thumbprint of the leaf certificate. Only `Ed25519` is accepted: the algorithm we emit. Whether the
 chain is *trusted* is decided by `broker.core.trust`; this module only proves the bytes were signed by the
-key in `x5c[0]`.
+key in `x5c[0]`. `typ` must be `labour-exchange+jws`, the type we emit.
 """
 
 from __future__ import annotations
@@ -123,6 +123,12 @@ def verify_detached(jws: str, payload: bytes) -> VerifiedSignature:
     if header.get("alg") != ALGORITHM:
         raise VerificationError(
             Reason.SIGNATURE_ALGORITHM, f"JWS alg {header.get('alg')!r} refused; only {ALGORITHM} is accepted"
+        )
+    if header.get("typ") != TYP:
+        # A signature made for another protocol (a JWT, another system's JWS) by a key we happen to
+        # trust must not pass for one of our envelopes: only the type we emit is accepted.
+        raise VerificationError(
+            Reason.SIGNATURE_TYPE, f"JWS typ {str(header.get('typ'))[:64]!r} refused; only {TYP} is accepted"
         )
     unknown = set(header) - _HEADER_KEYS
     if unknown:

@@ -169,24 +169,46 @@ class Decryptor:
     authority_id: str
     keys: Mapping[str, X25519PrivateKey]
 
-    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes:
-        """The data key from the wrap addressed to this authority; `payload.undecryptable` otherwise."""
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes:
+        """The data key from a wrap addressed to this authority; `payload.undecryptable` if none opens.
+
+        Every wrap for us is tried, not only the first: the header travels outside the signature, so
+        anyone on the path can add wraps, even one that opens (HPKE needs only our public key) to a
+        key of their own. With `dek_sha256`, the envelope's signed commitment, only that key is taken.
+        """
         mine = [wrap for wrap in wraps if wrap.holder == self.authority_id]
         if not mine:
             raise undecryptable(f"the data key is not wrapped for {self.authority_id}")
-        for wrap in mine:
-            private_key = self.keys.get(wrap.kid)
-            if private_key is None:
-                continue
+        held = [wrap for wrap in mine if wrap.kid in self.keys]
+        if not held:
+            raise undecryptable(
+                f"{self.authority_id} holds no key for the certificate the data key was wrapped to"
+            )
+        for wrap in held:
             try:
-                data_key = _SUITE.decrypt(wrap.enc, private_key, info=_wrap_info(message_id, wrap.holder))
+                data_key = _SUITE.decrypt(
+                    wrap.enc, self.keys[wrap.kid], info=_wrap_info(message_id, wrap.holder)
+                )
             except InvalidTag:
-                raise undecryptable(f"the data key wrapped for {self.authority_id} does not open") from None
-            if len(data_key) == DATA_KEY_BYTES:
+                continue
+            if len(data_key) == DATA_KEY_BYTES and dek_sha256 in (None, data_key_commitment(data_key)):
                 return data_key
         raise undecryptable(
-            f"{self.authority_id} holds no key for the certificate the data key was wrapped to"
+            f"none of the {len(held)} data key wraps for {self.authority_id} opens to the envelope's data key"
         )
+
+    def holds_a_key_for(self, wraps: Sequence[WrappedKey]) -> bool:
+        """Whether a wrap for this authority names one of its keys (else a newer key may be on disk)."""
+        return any(wrap.holder == self.authority_id and wrap.kid in self.keys for wrap in wraps)
+
+
+def committed_data_key(envelope: Envelope) -> str | None:
+    """The `dek_sha256` a sealed payload commits to (signed), or None when there is none to read."""
+    sealed = envelope.payload.get(SEALED_MEMBER)
+    commitment = sealed.get("dek_sha256") if isinstance(sealed, dict) else None
+    return commitment if isinstance(commitment, str) else None
 
 
 def encode_key_header(wraps: Sequence[WrappedKey]) -> str:

@@ -6,13 +6,17 @@ arrive inside a chain are ignored, so an attacker cannot bring their own CA.
 
 Revocation is judged at the message time: a certificate revoked at T still verifies messages dated
 before T. Auditors replaying an old log need exactly this; a gateway passes the message's arrival time.
+
+A live decision (a gateway's, at arrival) also needs revocation information that is current: once the
+newest CRL of a country is past its nextUpdate, the signer is flagged (`crl_stale_since`), and after
+a grace period refused with `crl.stale` (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -28,6 +32,8 @@ _NO_CRLS: Mapping[str, Sequence[x509.CertificateRevocationList]] = MappingProxyT
 
 
 _ISSUER_CACHE_SIZE = 4096
+# How long past its nextUpdate a country's newest CRL is still used, with a warning on every message.
+DEFAULT_CRL_GRACE = timedelta(days=7)
 T = TypeVar("T")
 
 
@@ -38,6 +44,9 @@ class SignerIdentity:
     authority_id: str
     country: str
     certificate: x509.Certificate
+    # When revocation was judged live against a CRL past its nextUpdate (within the grace period, or
+    # for a trust update, which is how a fresh CRL arrives): that nextUpdate, for a loud warning.
+    crl_stale_since: datetime | None = None
 
 
 class TrustStore:
@@ -48,6 +57,7 @@ class TrustStore:
         *,
         anchors: Mapping[str, Sequence[x509.Certificate]],
         crls: Mapping[str, Sequence[x509.CertificateRevocationList]] = _NO_CRLS,
+        crl_grace: timedelta = DEFAULT_CRL_GRACE,
     ) -> None:
         for country, certs in anchors.items():
             for cert in certs:
@@ -57,6 +67,13 @@ class TrustStore:
             for crl in country_crls:
                 self._check_crl(country, crl)
         self._crls = {country: tuple(country_crls) for country, country_crls in crls.items()}
+        self._crl_grace = crl_grace
+        # A CRL without nextUpdate (RFC 5280 requires one) vouches for no moment after it was issued.
+        self._revocation_known_until = {
+            country: max(crl.next_update_utc or crl.last_update_utc for crl in country_crls)
+            for country, country_crls in self._crls.items()
+            if country_crls
+        }
         self._issuers: dict[x509.Certificate, tuple[str, x509.Certificate]] = {}
         # What a certificate's own bytes say (usage, key type, subject) never changes either.
         self._signing_profiles: dict[x509.Certificate, str] = {}
@@ -69,7 +86,7 @@ class TrustStore:
             *anchors.get(country, ()),
             *(c for c in certs if c not in anchors.get(country, ())),
         )
-        return TrustStore(anchors=anchors, crls=self._crls)
+        return TrustStore(anchors=anchors, crls=self._crls, crl_grace=self._crl_grace)
 
     @property
     def countries(self) -> frozenset[str]:
@@ -86,18 +103,31 @@ class TrustStore:
         self._check_crl(country, crl)
         crls = dict(self._crls)
         crls[country] = (*crls.get(country, ()), crl)
-        return TrustStore(anchors=self._anchors, crls=crls)
+        return TrustStore(anchors=self._anchors, crls=crls, crl_grace=self._crl_grace)
+
+    @property
+    def crl_grace(self) -> timedelta:
+        return self._crl_grace
 
     def verify_signer(
-        self, chain: Sequence[x509.Certificate], *, at: datetime, revocation_at: datetime | None = None
+        self,
+        chain: Sequence[x509.Certificate],
+        *,
+        at: datetime,
+        revocation_at: datetime | None = None,
+        stale_crl_ok: bool = False,
     ) -> SignerIdentity:
-        """Check the leaf (chain[0]) against our anchors at time `at`; later entries are ignored (only anchors confer trust)."""
+        """Check the leaf (chain[0]) against our anchors at time `at`; later entries are ignored (only anchors confer trust).
+
+        With `revocation_at` (a live decision) the country's CRL must also be current then, or within
+        the grace period past its nextUpdate; `stale_crl_ok` waives the refusal, not the flag.
+        """
         _require_time_zone(at)
         if not chain:
             raise VerificationError(Reason.CERT_MALFORMED, "the certificate chain is empty")
         # A live gateway judges revocation at arrival (`revocation_at`), so a stolen key cannot
         # backdate created_at past its revocation; an auditor replaying the log uses the message time.
-        return self._verify_leaf(
+        identity = self._verify_leaf(
             chain[0],
             at=at,
             revocation_at=revocation_at or at,
@@ -105,6 +135,24 @@ class TrustStore:
             profiles=self._signing_profiles,
             check_usage=_check_signing_usage,
         )
+        if revocation_at is None:
+            return identity
+        stale_since = self._crl_staleness(identity, revocation_at, refuse=not stale_crl_ok)
+        return identity if stale_since is None else replace(identity, crl_stale_since=stale_since)
+
+    def _crl_staleness(self, identity: SignerIdentity, at: datetime, *, refuse: bool) -> datetime | None:
+        """The nextUpdate the country's newest CRL is past at `at`, None while it is current."""
+        known_until = self._revocation_known_until.get(identity.country)
+        if known_until is None or at <= known_until:
+            return None
+        if refuse and at > known_until + self._crl_grace:
+            raise VerificationError(
+                Reason.CRL_STALE,
+                f"the newest {identity.country} CRL we hold was due to be replaced at "
+                f"{known_until.isoformat()}; more than {self._crl_grace} later, the revocation of "
+                f"{identity.authority_id}'s certificate cannot be judged",
+            )
+        return known_until
 
     def verify_key_agreement(self, cert: x509.Certificate, *, at: datetime) -> SignerIdentity:
         """Check a key-agreement (X25519) certificate as `verify_signer` checks a signer: before sealing to it."""

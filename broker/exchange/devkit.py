@@ -41,6 +41,9 @@ class DevExchange:
             admin.delete_user(user)
 
 
+DEV_CRL_VALIDITY_DAYS = 365
+
+
 def create_dev_pki(keystore: KeyStore, agreement: Agreement, *, now: datetime) -> None:
     """A CA per country and a certificate for every authority of the agreement (valid from an hour ago)."""
     start = now - timedelta(hours=1)
@@ -85,7 +88,9 @@ async def provision_dev_exchange(
 ) -> DevExchange:
     """Keys under `workdir/keys`, state under `workdir/<cc>/`, vhosts `<prefix>tj` and `<prefix>ru`."""
     agreement = load_agreement()
-    keystore = KeyStore(root=workdir / "keys")
+    # Nobody re-issues a development CRL: it lasts as long as the certificates, so a gateway does not
+    # refuse the dev exchange with `crl.stale` a month after it was set up (or a test dated it back).
+    keystore = KeyStore(root=workdir / "keys", crl_validity_days=DEV_CRL_VALIDITY_DAYS)
     create_dev_pki(keystore, agreement, now=now or datetime.now(UTC))
     brokers = {
         country: CountryBroker(

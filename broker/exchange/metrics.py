@@ -26,6 +26,18 @@ class GatewayMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.retryable_rejections = Counter(
+            "exchange_retryable_rejections_total",
+            "Negative receipts that leave the message outstanding to be re-sent, by reason code",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.crl_stale = Counter(
+            "exchange_crl_stale_total",
+            "Messages accepted on a CRL past its nextUpdate (grace period), by the signer's country",
+            ["country"],
+            registry=self.registry,
+        )
         self.receipts_outstanding = Gauge(
             "exchange_receipts_outstanding",
             "Sent messages still waiting for a receipt",

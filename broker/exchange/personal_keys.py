@@ -19,6 +19,7 @@ from broker.core.errors import ConfigError
 from broker.core.personal import (
     SEALED_KEY_HEADER,
     WrappedKey,
+    committed_data_key,
     decode_key_header,
     encode_key_header,
     new_data_key,
@@ -37,7 +38,9 @@ log = structlog.get_logger("broker.core.personal")
 class KeyUnwrapper(Protocol):
     """What opens a data key for one authority: a `Decryptor`, or a cache in front of one."""
 
-    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes: ...
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes: ...
 
 
 class PersonalDataKeys:
@@ -141,7 +144,9 @@ class ReceivedKey:
 
     def __call__(self, envelope: Envelope) -> bytes:
         self.wraps = decode_key_header(self._headers.get(SEALED_KEY_HEADER))
-        return self._decryptor_for(envelope.recipient).unwrap(self.wraps, message_id=envelope.id)
+        return self._decryptor_for(envelope.recipient).unwrap(
+            self.wraps, message_id=envelope.id, dek_sha256=committed_data_key(envelope)
+        )
 
 
 def sealed_key_headers(header: str | None) -> dict[str, HeaderValue]:

@@ -13,14 +13,17 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan, CountryBroker, broker_plan
+from broker.exchange.topology import BrokerPlan, CountryBroker, broker_plan, check_message_size_limits
 from broker.exchange.transport import RabbitTransport
 
 
-def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
+def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ()) -> list[CountryBroker]:
+    """`cc=amqp[s]://host:port/vhost` values; hosts in `plaintext_hosts` may go without TLS."""
+    allowed = {host.lower() for host in plaintext_hosts}
     brokers = []
     for value in values:
         country, separator, url = value.partition("=")
@@ -28,7 +31,10 @@ def parse_brokers(values: Sequence[str]) -> list[CountryBroker]:
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"--broker {value!r} must look like tj=amqp://host:port/tj"
             )
-        brokers.append(CountryBroker(country=country.strip().lower(), url=url.strip()))
+        host = (urlsplit(url.strip()).hostname or "").lower()
+        brokers.append(
+            CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
+        )
     if len(brokers) != 2 or brokers[0].country == brokers[1].country:
         raise ConfigError(
             Reason.CONFIG_INVALID, "a link needs exactly two brokers of two different countries"
@@ -114,4 +120,26 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
         "queues": {queue.name: queue.argument_map() for queue in plan.declarations.queues},
         "bindings": [vars(binding) for binding in plan.declarations.bindings],
         "shovels": {shovel.name: shovel.definition(masked) for shovel in plan.shovels},
+        "policies": {
+            policy.name: {
+                "pattern": policy.pattern,
+                "apply-to": policy.apply_to,
+                "priority": policy.priority,
+                "definition": policy.definition_map(),
+            }
+            for policy in plan.policies
+        },
+    }
+
+
+def message_size_status(broker_limit: int, gateway_limit: int) -> dict[str, Any]:
+    """The node's limit against the gateways', for `show --status` (a mismatch is shown, not raised)."""
+    try:
+        verdict = check_message_size_limits(broker_limit=broker_limit, gateway_limit=gateway_limit)
+    except ConfigError as error:
+        verdict = f"error: {error}"
+    return {
+        "broker_max_message_size": broker_limit,
+        "gateway_max_message_bytes": gateway_limit,
+        "verdict": verdict,
     }

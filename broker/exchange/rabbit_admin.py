@@ -1,4 +1,4 @@
-"""Broker-wide setup through rabbitmqctl and rabbitmq-plugins: vhosts, users, permissions, shovels.
+"""Broker-wide setup through rabbitmqctl and rabbitmq-plugins: vhosts, users, permissions, policies, shovels.
 
 Each step looks before it changes anything, so applying the same plan twice changes nothing and
 reports so. Passwords go to rabbitmqctl on standard input, never on its command line; shovel
@@ -8,16 +8,23 @@ definitions carry credentials in their URIs, which rabbitmqctl only accepts as a
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from broker.core.errors import ConfigError, Reason, TransportError
-from broker.exchange.topology import BrokerPlan, Permissions, ShovelSpec
+from broker.exchange.topology import (
+    RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE,
+    BrokerPlan,
+    Permissions,
+    Policy,
+    ShovelSpec,
+)
 
 _log = structlog.get_logger(__name__)
 
@@ -140,6 +147,44 @@ class RabbitAdmin:
         _log.info("rabbit_admin.permissions_set", user=wanted.user, vhost=wanted.vhost)
         return True
 
+    # Policies.
+
+    def policies(self, vhost: str) -> dict[str, Policy]:
+        found = {}
+        for entry in self._ctl_json(["list_policies", "-p", vhost]):
+            definition = _as_definition(entry.get("definition"))
+            found[entry["name"]] = Policy(
+                name=entry["name"],
+                vhost=vhost,
+                pattern=entry.get("pattern", ""),
+                definition=tuple(sorted(definition.items())),
+                priority=int(entry.get("priority") or 0),
+                apply_to=entry.get("apply-to", ""),
+            )
+        return found
+
+    def ensure_policy(self, wanted: Policy, *, current: Mapping[str, Policy] | None = None) -> bool:
+        current = self.policies(wanted.vhost) if current is None else current
+        normalised = replace(wanted, definition=tuple(sorted(wanted.definition)))
+        if current.get(wanted.name) == normalised:
+            return False
+        self._ctl(
+            [
+                "set_policy", "-p", wanted.vhost, "--priority", str(wanted.priority),
+                "--apply-to", wanted.apply_to, wanted.name, wanted.pattern,
+                json.dumps(wanted.definition_map()),
+            ]
+        )  # fmt: skip
+        _log.info("rabbit_admin.policy_set", policy=wanted.name, vhost=wanted.vhost)
+        return True
+
+    def queue_policies(self, vhost: str) -> dict[str, str]:
+        """The policy that applies to each queue of a vhost ("" for none)."""
+        return {
+            entry["name"]: str(entry.get("policy") or "")
+            for entry in self._ctl_json(["list_queues", "-p", vhost, "name", "policy"])
+        }
+
     # Shovels.
 
     def shovel_definitions(self, vhost: str) -> dict[str, dict[str, Any]]:
@@ -155,6 +200,13 @@ class RabbitAdmin:
             return False
         self._ctl(["set_parameter", "-p", shovel.vhost, "shovel", shovel.name, json.dumps(definition)])
         _log.info("rabbit_admin.shovel_set", shovel=shovel.name, vhost=shovel.vhost)
+        return True
+
+    def delete_shovel(self, vhost: str, name: str) -> bool:
+        if name not in self.shovel_definitions(vhost):
+            return False
+        self._ctl(["clear_parameter", "-p", vhost, "shovel", name])
+        _log.info("rabbit_admin.shovel_deleted", shovel=name, vhost=vhost)
         return True
 
     def shovel_status(self) -> list[ShovelStatus]:
@@ -191,6 +243,24 @@ class RabbitAdmin:
             for entry in self._ctl_json(["list_queues", "-p", vhost, "name", "messages", "consumers"])
         }
 
+    # Node settings.
+
+    def max_message_size(self) -> int:
+        """The node's effective max_message_size in bytes (RabbitMQ's default when it sets none).
+
+        Read with `rabbitmqctl eval`: RabbitMQ 3.10 has it only node-wide, and its management API
+        does not report it.
+        """
+        output = self._ctl(["eval", "application:get_env(rabbit, max_message_size)."]).strip()
+        if output == "undefined":
+            return RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE
+        match = re.fullmatch(r"\{ok,\s*(\d+)\}", output)
+        if match is None:
+            raise TransportError(
+                Reason.TRANSPORT_UNAVAILABLE, f"cannot read the node's max_message_size from {output[:200]!r}"
+            )
+        return int(match.group(1))
+
     # A whole plan, minus the AMQP declarations (the transport does those).
 
     def provision(self, plan: BrokerPlan, passwords: Mapping[str, str]) -> list[str]:
@@ -209,6 +279,10 @@ class RabbitAdmin:
         for permissions in plan.permissions:
             if self.ensure_permissions(permissions, current=current):
                 changes.append(f"permissions of {permissions.user} in {permissions.vhost} set")
+        policies = self.policies(plan.vhost)
+        for policy in plan.policies:
+            if self.ensure_policy(policy, current=policies):
+                changes.append(f"policy {policy.name} in {policy.vhost} set")
         return changes
 
     def start_shovels(

@@ -24,7 +24,7 @@ from broker.core.catalogue.death import WorkerDeath
 from broker.core.catalogue.work_permit import WorkPermitCancellation
 from broker.core.envelope import Envelope
 from broker.core.errors import LocalError, Reason, RemoteError, VerificationError
-from broker.core.personal import SEALED_KEY_HEADER, Decryptor, decode_key_header
+from broker.core.personal import SEALED_KEY_HEADER, Decryptor, committed_data_key, decode_key_header
 from broker.core.sealing import open_message
 from broker.core.trust import TrustStore
 from broker.exchange.topology import subscriber_queue
@@ -36,6 +36,7 @@ from broker.exchange.transport_api import (
     IncomingMessage,
     Transport,
 )
+from broker.state.private_files import prepare_database
 
 log = structlog.get_logger("broker.exchange.subscriber")
 
@@ -98,7 +99,7 @@ class HandledLedger:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_database(path)  # 0600 in 0700 before SQLite creates it
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -166,7 +167,11 @@ class Subscription:
                 raise VerificationError(
                     Reason.PAYLOAD_UNDECRYPTABLE, f"{self.authority_id} holds no decryption key"
                 )
-            return decryptor.unwrap(decode_key_header(headers.get(SEALED_KEY_HEADER)), message_id=envelope.id)
+            return decryptor.unwrap(
+                decode_key_header(headers.get(SEALED_KEY_HEADER)),
+                message_id=envelope.id,
+                dek_sha256=committed_data_key(envelope),
+            )
 
         opened = open_message(
             raw,

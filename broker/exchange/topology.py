@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from broker.core.errors import ConfigError, Reason
+from broker.core.tls_policy import shovel_query
 
 INBOUND = "inbound"
 QUARANTINE = "quarantine"
@@ -29,6 +30,21 @@ NO_CITIZENSHIP = "-"
 DELIVERY_LIMIT = 5
 # Seconds a shovel waits before reconnecting to a broker that went away.
 SHOVEL_RECONNECT_DELAY = 1
+# Bytes of message bodies the quarantine queue holds before it refuses more (reject-publish): the
+# gateway then holds the messages it would reject, unacked, until an operator drains quarantine.
+# Nothing is dropped: a full quarantine stops rejections loudly rather than losing the oldest. Set by
+# a policy, not a queue argument, so that it reaches quarantine queues declared before it existed.
+QUARANTINE_MAX_BYTES = 256 * 1024 * 1024
+QUARANTINE_POLICY = "exchange-quarantine-limit"
+# Only the highest-priority policy matching a queue applies: stay above catch-all operator policies.
+QUARANTINE_POLICY_PRIORITY = 100
+# RabbitMQ's own default max_message_size (3.8 and later), used when a node sets none.
+RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# How far the broker's limit must exceed the gateway's: a body a little over the gateway's limit (a
+# peer configured differently) must still reach the gateway, to be answered `message.oversized`,
+# rather than be refused by the broker, which stalls the shovel carrying it. RabbitMQ counts only
+# the body; the margin also covers our headers.
+MESSAGE_SIZE_HEADROOM = 64 * 1024
 
 _COUNTRY = re.compile(r"^[a-z]{2}$")
 _VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -89,11 +105,33 @@ class Permissions:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """A RabbitMQ policy of one vhost: limits that, unlike queue arguments, reach existing queues."""
+
+    name: str
+    vhost: str
+    pattern: str
+    # Pairs rather than a dict so policies stay hashable and compare by value.
+    definition: tuple[tuple[str, ArgumentValue], ...]
+    priority: int = 0
+    apply_to: str = "queues"
+
+    def definition_map(self) -> dict[str, ArgumentValue]:
+        return dict(self.definition)
+
+
+@dataclass(frozen=True)
 class CountryBroker:
-    """One country's broker as the other side reaches it: `amqp[s]://host:port/vhost`, no credentials."""
+    """One country's broker as the other side reaches it: `amqp[s]://host:port/vhost`, no credentials.
+
+    A non-local broker needs `amqps://host:port/vhost?cacertfile=<CA on the broker host>`; the shovel
+    URIs then pin peer verification and the host name (`broker.core.tls_policy.shovel_query`). Plaintext
+    to a non-local host only with `allow_plaintext` (a private network, `--plaintext-host`).
+    """
 
     country: str
     url: str
+    allow_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if not _COUNTRY.fullmatch(self.country):
@@ -112,6 +150,11 @@ class CountryBroker:
                 Reason.CONFIG_INVALID,
                 f"vhost {self.vhost!r} in {self.url!r} must be lowercase letters, digits, '-'",
             )
+        self._query()  # refuses a URL whose connections would not verify the server
+
+    def _query(self) -> str:
+        host = urlsplit(self.url).hostname or ""
+        return shovel_query(self.url, plaintext_hosts=(host,) if self.allow_plaintext else ())
 
     @property
     def vhost(self) -> str:
@@ -129,7 +172,7 @@ class CountryBroker:
     def uri_for(self, *, user: str, password: str) -> str:
         parts = urlsplit(self.url)
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
-        return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), parts.query, ""))
+        return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), self._query(), ""))
 
 
 @dataclass(frozen=True)
@@ -181,6 +224,7 @@ class BrokerPlan:
     permissions: tuple[Permissions, ...]
     declarations: Declarations
     shovels: tuple[ShovelSpec, ...]
+    policies: tuple[Policy, ...] = ()
 
     @property
     def vhost(self) -> str:
@@ -257,6 +301,44 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
     return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
 
 
+def check_message_size_limits(*, broker_limit: int, gateway_limit: int) -> str:
+    """The operator's line on the node's max_message_size against the gateways' max_message_bytes.
+
+    Refuses a broker limit the gateways' limit does not fit under (with MESSAGE_SIZE_HEADROOM); warns
+    when the broker takes bodies much bigger than any gateway opens (deploy/rabbitmq/rabbitmq.conf
+    sets twice the gateway's default).
+    """
+    wanted = gateway_limit + MESSAGE_SIZE_HEADROOM
+    if broker_limit < wanted:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"the broker's max_message_size is {broker_limit} bytes, below the gateway's "
+            f"max_message_bytes {gateway_limit} + {MESSAGE_SIZE_HEADROOM}: it would refuse messages "
+            f"the gateways accept, and a shovel carrying one would stall; set max_message_size to at "
+            f"least {wanted} in rabbitmq.conf (deploy/rabbitmq/rabbitmq.conf)",
+        )
+    if broker_limit > 2 * gateway_limit:
+        return (
+            f"warning: the broker's max_message_size is {broker_limit} bytes, more than twice the "
+            f"gateway's max_message_bytes {gateway_limit}: it accepts bodies the gateway only rejects; "
+            f"set max_message_size = {2 * gateway_limit} as deploy/rabbitmq/rabbitmq.conf does"
+        )
+    return f"broker max_message_size {broker_limit} bytes fits gateway max_message_bytes {gateway_limit}"
+
+
+def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> Policy:
+    """Quarantine holds at most `max_bytes` of bodies and refuses more rather than drop the oldest."""
+    if max_bytes < 1:
+        raise ConfigError(Reason.CONFIG_INVALID, f"quarantine byte limit {max_bytes} must be positive")
+    return Policy(
+        name=QUARANTINE_POLICY,
+        vhost=vhost,
+        pattern=f"^{QUARANTINE}$",
+        definition=(("max-length-bytes", max_bytes), ("overflow", "reject-publish")),
+        priority=QUARANTINE_POLICY_PRIORITY,
+    )
+
+
 def gateway_permissions(broker: CountryBroker) -> Permissions:
     # Only this topology's names, and only in the country's own vhost.
     own_resources = r"^(inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|sub\..+)$"
@@ -290,6 +372,7 @@ def broker_plan(local: CountryBroker, peers: Sequence[CountryBroker]) -> BrokerP
         permissions=(gateway_permissions(local), *incoming_links),
         declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
         shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
+        policies=(quarantine_policy(local.vhost),),
     )
 
 

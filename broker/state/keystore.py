@@ -44,7 +44,8 @@ from broker.core.pki import (
     display_name_of,
     issue_authority_certificate,
 )
-from broker.core.trust import TrustStore
+from broker.core.trust import DEFAULT_CRL_GRACE, TrustStore
+from broker.state.private_files import private_directory
 
 _CA_FILE = re.compile(r"ca-(\d+)\.cert\.pem")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.+?-----END \1-----\r?\n?", re.DOTALL)
@@ -240,6 +241,15 @@ class KeyStore:
         self._write_crl(country, revoked, now=now)
         return newly
 
+    def reissue_crl(self, country: str, *, now: datetime) -> x509.CertificateRevocationList:
+        """The same revocations in a new CRL valid from `now`: due before the current one's nextUpdate,
+        or the peer's gateways refuse this country's messages with `crl.stale` after their grace."""
+        self._write_crl(country, self._read_revoked(country), now=now)
+        crl = self.current_crl(country)
+        if crl is None:  # _write_crl has just written it
+            raise ConfigError(Reason.CONFIG_INVALID, f"the {country} CRL was not written")
+        return crl
+
     def signer(self, authority_id: str, *, at: datetime | None = None) -> Signer:
         """The newest key of the authority whose certificate is valid and unrevoked at `at`."""
         moment = at if at is not None else datetime.now(UTC)
@@ -324,7 +334,9 @@ class KeyStore:
             _write_public(self._root, path, _cert_pem(cert))
         return True
 
-    def trust_store(self, countries: Iterable[str]) -> TrustStore:
+    def trust_store(
+        self, countries: Iterable[str], *, crl_grace: timedelta = DEFAULT_CRL_GRACE
+    ) -> TrustStore:
         """Anchors and CRLs for each country, from our own CA or from an imported bundle."""
         anchors: dict[str, list[x509.Certificate]] = {}
         crls: dict[str, list[x509.CertificateRevocationList]] = {}
@@ -333,7 +345,7 @@ class KeyStore:
             anchors[country] = [_load_cert(path) for path in _ca_files(ca_dir)]
             crls[country] = _load_crls(crl_path) if crl_path.exists() else []
         try:
-            return TrustStore(anchors=anchors, crls=crls)
+            return TrustStore(anchors=anchors, crls=crls, crl_grace=crl_grace)
         except ExchangeError as exc:
             raise ConfigError(Reason.CONFIG_INVALID, f"trust material: {exc.diagnostic}") from exc
 
@@ -530,14 +542,16 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def _ensure_dir(root: Path, directory: Path) -> None:
-    """Create `directory` and any missing parent below (and including) `root` with mode 0700."""
+    """Create `directory` and any missing parent below (and including) `root` with mode 0700; one
+    that exists already (made by hand, or under another umask) is tightened to 0700."""
     # os.makedirs applies its mode only to the last component, so walk down ourselves.
     with _io(f"create {directory}"):
         root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        private_directory(root)
         current = root
         for part in directory.relative_to(root).parts:
             current = current / part
-            current.mkdir(mode=_DIR_MODE, exist_ok=True)
+            private_directory(current)
 
 
 def _write_private(root: Path, path: Path, data: bytes) -> None:

@@ -142,6 +142,13 @@ class Outbox:
             (state, reason, at.isoformat(), str(message_id)),
         )
 
+    async def note_rejection(self, message_id: UUID, *, reason: str) -> None:
+        """Keep the reason of a negative receipt that leaves the message outstanding (to be re-sent)."""
+        await self._run(
+            "UPDATE outbox SET reason=? WHERE message_id=? AND state IN (?, ?)",
+            (reason, str(message_id), SendState.SENT, SendState.CONFIRMED),
+        )
+
     async def mark_resent(self, message_id: UUID, *, deadline: datetime) -> None:
         await self._run(
             "UPDATE outbox SET attempts=attempts+1, deadline=? WHERE message_id=?",

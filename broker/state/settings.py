@@ -6,12 +6,13 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from broker.core.errors import ConfigError, Reason
+from broker.core.tls_policy import check_amqp_url, check_postgres_dsn
 
 # Art. 15.5 says "immediately" for a death; a cancellation starts the Art. 14 fifteen-day clock.
 DEFAULT_RECEIPT_DEADLINES_S: dict[str, float] = {
@@ -19,6 +20,10 @@ DEFAULT_RECEIPT_DEADLINES_S: dict[str, float] = {
     "work_permit.cancellation": 30 * 60,
     "*": 24 * 3600,
 }
+
+
+# The largest envelope a gateway opens; RabbitMQ's max_message_size must be above it (topology.py).
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class ExchangeSettings(BaseSettings):
@@ -36,6 +41,11 @@ class ExchangeSettings(BaseSettings):
     # Re-sent messages keep their created_at, so the window must outlast the longest retry horizon.
     max_message_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     max_clock_skew_s: float = Field(default=300, ge=0)
+    crl_grace_s: float = Field(
+        default=7 * 24 * 3600,
+        ge=0,
+        description="how long past its nextUpdate a peer's newest CRL is used (with warnings) before crl.stale",
+    )
     receipt_deadlines_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RECEIPT_DEADLINES_S))
     resend_check_interval_s: float = Field(default=5.0, gt=0)
     checkpoint_every_entries: int = Field(
@@ -47,14 +57,34 @@ class ExchangeSettings(BaseSettings):
         ge=0,
         description="receipts needing a new checkpoint this soon after the last one share the next",
     )
-    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     log_format: Literal["console", "json"] = "console"
+    # Comma-separated in EXCHANGE_PLAINTEXT_HOSTS (NoDecode: not JSON).
+    plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="non-local hosts reached without verified TLS: a private network only (tls_policy)",
+    )
 
     @field_validator("receipt_deadlines_s")
     @classmethod
     def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
         return {**DEFAULT_RECEIPT_DEADLINES_S, **value}
+
+    @field_validator("plaintext_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(host.strip() for host in value.split(",") if host.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _connections_verify_the_server(self) -> Self:
+        # A ConfigError (not a ValueError) passes through pydantic with its own reason code.
+        check_amqp_url(self.amqp_url, plaintext_hosts=self.plaintext_hosts)
+        if self.audit_dsn is not None:
+            check_postgres_dsn(self.audit_dsn, plaintext_hosts=self.plaintext_hosts, environ=os.environ)
+        return self
 
     @property
     def country_state_dir(self) -> Path:
@@ -80,4 +110,15 @@ class ExchangeSettings(BaseSettings):
         try:
             return cls(**values)  # type: ignore[arg-type]
         except ValidationError as exc:
+            raise ConfigError(Reason.CONFIG_INVALID, f"invalid settings: {describe_errors(exc)}") from None
+        except SettingsError as exc:  # an EXCHANGE_* variable that does not parse; names no value
             raise ConfigError(Reason.CONFIG_INVALID, f"invalid settings: {exc}") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each problem as `field: what is wrong`, never the value given: it may be a URL with a password."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from broker.core.errors import AuditError, Reason
+from broker.state.private_files import prepare_database
 
 T = TypeVar("T")
 
@@ -65,12 +66,12 @@ class SqliteState:
     @classmethod
     def open(cls, path: Path, *, name: str, schema: str, pragmas: Sequence[str] = ()) -> SqliteState:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_database(path)  # 0600 in 0700 before SQLite creates it
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             for pragma in (*pragmas, "journal_mode=WAL", "synchronous=FULL"):
                 db.execute(f"PRAGMA {pragma}")
             db.executescript(schema)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot open {name} {path}: {exc}") from None
         return cls(connection=db, name=name)
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from adapters.base import MINISTRY_TYPES, NationalAdapter
 from adapters.folder_drop import FolderDrop
-from adapters.pipeline import import_file, load_adapter
+from adapters.pipeline import import_bytes, import_file, load_adapter
 from broker.core.catalogue import Payload, payload_to_json
 from broker.core.catalogue.receipt import Verdict
 from broker.exchange.devkit import DevExchange
@@ -131,8 +131,8 @@ async def test_russian_documents_arrive_as_tajik_notices_and_hostile_ones_send_n
     (inbox / "xxe.xml").write_bytes(XXE)
     ru = RecordingGateway(sides["RU"].gateway)
 
-    async def handle(path: Path) -> None:
-        await import_file(path, adapter=ru_adapter, gateway=ru, to="TJ-MOL", sender="RU-MVD")
+    async def handle(name: str, data: bytes) -> None:
+        await import_bytes(data, filename=name, adapter=ru_adapter, gateway=ru, to="TJ-MOL", sender="RU-MVD")
 
     await FolderDrop(inbox=inbox, handle=handle).process_once()
 
@@ -163,8 +163,8 @@ async def test_tajik_notices_and_registry_changes_arrive_as_russian_documents(
     export = (samples / "agencies-export-1.csv").read_text("utf-8")
     (inbox / "impossible-date.csv").write_text(export.replace("2024-01-10", "2025-02-30"), "utf-8")
 
-    async def handle(path: Path) -> None:
-        await import_file(path, adapter=tj_adapter, gateway=tj, to="RU-MVD")
+    async def handle(name: str, data: bytes) -> None:
+        await import_bytes(data, filename=name, adapter=tj_adapter, gateway=tj, to="RU-MVD")
 
     await FolderDrop(inbox=inbox, handle=handle).process_once()
     assert len(tj.sent) == len(MINISTRY_TYPES)

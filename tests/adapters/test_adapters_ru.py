@@ -15,7 +15,7 @@ from lxml import etree
 
 from adapters.base import MAX_FILE_BYTES, AdapterError, NationalAdapter
 from adapters.folder_drop import FolderDrop
-from adapters.pipeline import import_file, load_adapter
+from adapters.pipeline import import_bytes, import_file, load_adapter
 from adapters.ru import RussianAdapter
 from adapters.ru.parse import xsd_for
 from broker.core.catalogue import Payload, sample_payloads
@@ -214,8 +214,8 @@ async def test_hostile_files_dropped_in_the_inbox_land_in_failed_and_send_nothin
     (inbox / "still-writing.xml.part").write_bytes(b"<payl")
     sender = RecordingSender()
 
-    async def handle(path: Path) -> None:
-        await import_file(path, adapter=RU, gateway=sender, to="TJ-MOL", sender="RU-MVD")
+    async def handle(name: str, data: bytes) -> None:
+        await import_bytes(data, filename=name, adapter=RU, gateway=sender, to="TJ-MOL", sender="RU-MVD")
 
     outcomes = await FolderDrop(inbox=inbox, handle=handle).process_once()
 

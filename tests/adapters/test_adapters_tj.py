@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import types
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 
 from adapters.base import MAX_FILE_BYTES, AdapterError, NationalAdapter
 from adapters.folder_drop import FolderDrop
-from adapters.pipeline import import_file, load_adapter
+from adapters.pipeline import import_bytes, import_file, load_adapter
 from adapters.tj import TajikAdapter, adapter
 from adapters.tj.labels import FIELD_OF_LABEL, Language, normal
 from adapters.tj.registry import AGENCIES, render_row
@@ -44,6 +45,9 @@ class RecordingSender:
             raise TransportError(Reason.TRANSPORT_UNAVAILABLE, "broker went away")
         self.sent.append(payload)
         return RecordingSender.Result(message_id=uuid.uuid4())
+
+    def recover(self) -> None:
+        self._fail_after = None
 
     class Result:
         def __init__(self, *, message_id: uuid.UUID) -> None:
@@ -140,8 +144,8 @@ def test_labels_are_the_chosen_language(tj: TajikAdapter) -> None:
     russian = json.loads(tj.render(payload, fmt="json-ru"))
     assert tajik["Навъи паём"] == russian["Тип сообщения"] == "worker.death"
     assert tajik["Корманд"]["Санаи таваллуд"] == russian["Работник"]["Дата рождения"] == "1994-03-12"
-    header = tj.render(payload, fmt="csv-ru").decode("utf-8-sig").splitlines()[0]
-    assert "Работник.Дата рождения" in header.split(",")
+    header = next(csv.reader(io.StringIO(tj.render(payload, fmt="csv-ru").decode("utf-8-sig"))))
+    assert "Работник.Дата рождения" in header
 
 
 def test_tajik_and_russian_headers_read_the_same_registry(tj: TajikAdapter) -> None:
@@ -323,8 +327,8 @@ async def test_folder_drop_moves_good_files_to_done_and_bad_ones_to_failed_with_
     )
     sender = RecordingSender()
 
-    async def handle(path: Path) -> None:
-        await import_file(path, adapter=tj, gateway=sender, to="RU-MVD")
+    async def handle(name: str, data: bytes) -> None:
+        await import_bytes(data, filename=name, adapter=tj, gateway=sender, to="RU-MVD")
 
     await FolderDrop(inbox=inbox, handle=handle).process_once()
 
@@ -339,18 +343,31 @@ async def test_folder_drop_moves_good_files_to_done_and_bad_ones_to_failed_with_
     assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
 
 
-async def test_a_file_that_could_not_be_sent_waits_in_the_inbox(tj: TajikAdapter, tmp_path: Path) -> None:
+async def test_a_file_that_could_not_be_sent_waits_and_goes_first_at_the_next_poll(
+    tj: TajikAdapter, tmp_path: Path
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "agencies.csv").write_bytes((SAMPLES / "agencies-export-1.csv").read_bytes())
-    down = RecordingSender(fail_after=0)
+    export = (SAMPLES / "agencies-export-1.csv").read_bytes()
+    (inbox / "agencies.csv").write_bytes(export)
+    (inbox / "later.json").write_bytes((SAMPLES / "notice-worker.death.json").read_bytes())
+    os.utime(inbox / "later.json", ns=(2_000_000_000_000_000_000, 2_000_000_000_000_000_000))
+    sender = RecordingSender(fail_after=0)
 
-    async def handle(path: Path) -> None:
-        await import_file(path, adapter=tj, gateway=down, to="RU-MVD")
+    async def handle(name: str, data: bytes) -> None:
+        await import_bytes(data, filename=name, adapter=tj, gateway=sender, to="RU-MVD")
 
-    [outcome] = await FolderDrop(inbox=inbox, handle=handle).process_once()
+    drop = FolderDrop(inbox=inbox, handle=handle)
+    [outcome] = await drop.process_once()
     assert outcome.moved_to is None
     assert outcome.error is not None
     assert outcome.error.reason == Reason.TRANSPORT_UNAVAILABLE
-    assert (inbox / "agencies.csv").exists()
-    assert not (inbox / "failed").exists()
+    assert (drop.work / "agencies.csv").read_bytes() == export  # taken, waiting in the work folder
+    assert (inbox / "later.json").exists()  # not taken while our side is down
+    assert not list((inbox / "failed").iterdir())
+
+    sender.recover()
+    outcomes = await drop.process_once()
+    assert [(o.name, o.error) for o in outcomes] == [("agencies.csv", None), ("later.json", None)]
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == ["agencies.csv", "later.json"]
+    assert not list(drop.work.iterdir())

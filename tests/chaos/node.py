@@ -30,6 +30,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from broker.exchange.rabbit_admin import RabbitAdmin
 
 START_TIMEOUT_S = 90
+# The node settings every country's broker ships with (max_message_size): the chaos node runs them too.
+SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq" / "rabbitmq.conf"
+
+
+def shipped_settings() -> list[str]:
+    """The setting lines of deploy/rabbitmq/rabbitmq.conf, without its comments."""
+    lines = SHIPPED_CONFIG.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def free_port() -> int:
@@ -150,6 +158,7 @@ class ChaosNode:
                     # No guest: the first user is a random one nobody uses, as in the compose file.
                     f"default_user = chaos-admin-{secrets.token_hex(4)}",
                     f"default_pass = {secrets.token_urlsafe(18)}",
+                    *shipped_settings(),
                     "",
                 ]
             ),

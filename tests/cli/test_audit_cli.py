@@ -357,6 +357,13 @@ class TestReconcileReplayExport:
         assert result.exit_code == 2
         assert "audit.replay_refused" in result.output
 
+    def test_replay_refuses_plaintext_to_another_host(self, logs: Logs) -> None:
+        url = "amqp://sandbox:S3cretPw9@sandbox.example:5672/replay"
+        result = logs.audit("replay", "--to-queue", "sandbox", "--amqp-url", url, *logs.store_args("TJ"))
+        assert result.exit_code != 0
+        assert "config.insecure_tls" in result.output
+        assert "S3cretPw9" not in result.output
+
     def test_export_jsonl_and_csv_hold_every_entry(self, logs: Logs) -> None:
         size = len(logs.kinds("RU"))
         for export_format, header in (("jsonl", 0), ("csv", 1)):

@@ -142,6 +142,18 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
+        pytest.param(b"[" * 40 + b'"' + b'\\"' * 1000, id="escaped-quotes"),
+        pytest.param(b"[" * 40 + b'"' + b"\\" * 1000 + b"\\", id="trailing-backslash"),
+        pytest.param(b'["a",' + b'"' + b"[" * 100, id="brackets-after-it"),
+    ],
+)
+def test_an_unterminated_string_is_malformed_whatever_follows_it(raw: bytes) -> None:
+    _malformed(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
         pytest.param(b'"\xff"', id="invalid-byte"),
         pytest.param(b'"\xc0\xaf"', id="overlong"),
         pytest.param(b'"\xed\xa0\x80"', id="encoded-surrogate"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,19 @@ from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.catalogue import sample_payloads
 from broker.core.envelope import Envelope
 from broker.core.errors import Reason, RemoteError, VerificationError
-from broker.core.personal import Decryptor, decode_key_header, encode_key_header, new_data_key, wrap_data_key
-from broker.core.pki import create_ca, cross_sign
+from broker.core.personal import (
+    SEALED_KEY_HEADER,
+    Decryptor,
+    WrappedKey,
+    decode_key_header,
+    encode_key_header,
+    new_data_key,
+    wrap_data_key,
+)
+from broker.core.pki import certificate_thumbprint, create_ca, cross_sign
 from broker.core.sealing import DataKeySource, SealedMessage, open_message, seal, verify_envelope
 from broker.core.trust_update import EncryptionDirectory, apply_trust_update, build_trust_update
-from broker.exchange.personal_keys import PersonalDataKeys
+from broker.exchange.personal_keys import PersonalDataKeys, ReceivedKey
 from broker.state.key_vault import KeyVault
 from broker.state.keystore import KeyStore
 
@@ -106,6 +115,50 @@ def test_a_non_recipient_cannot_open_it(keys: KeyStore, agreement: Agreement) ->
             agreement=agreement,
             data_key_for=_opener(keys.decryptor("TJ-MVD"), relabelled),
         )
+
+
+def _received_key(keys: KeyStore, header: str) -> ReceivedKey:
+    """The data key source a gateway gives `open_message` for a message that came with `header`."""
+    return ReceivedKey(headers={SEALED_KEY_HEADER: header}, decryptor_for=keys.decryptor)
+
+
+def _junk_wraps(keys: KeyStore, message_id: UUID) -> list[WrappedKey]:
+    """What anyone on the path can add to the unsigned header: a wrap that does not open, and one
+    that opens (HPKE needs only TJ-MOL's public certificate) to a data key of the attacker's."""
+    [certificate] = keys.encryption_certificates("TJ-MOL")
+    kid = certificate_thumbprint(certificate)
+    return [
+        WrappedKey(holder="TJ-MOL", kid=kid, enc=secrets.token_bytes(80)),
+        wrap_data_key(new_data_key(), message_id=message_id, certificate=certificate),
+    ]
+
+
+def test_wraps_added_to_the_header_in_transit_do_not_stop_the_recipient(
+    keys: KeyStore, agreement: Agreement
+) -> None:
+    sealed, header = _sealed_death(keys, agreement)
+    tampered = encode_key_header([*_junk_wraps(keys, sealed.envelope.id), *decode_key_header(header)])
+    opened = open_message(
+        sealed.raw,
+        trust=keys.trust_store(agreement.countries),
+        agreement=agreement,
+        data_key_for=_received_key(keys, tampered),
+    )
+    assert opened.payload == sample_payloads()["worker.death"]
+
+
+def test_a_header_whose_wraps_for_us_all_fail_is_undecryptable(keys: KeyStore, agreement: Agreement) -> None:
+    sealed, _ = _sealed_death(keys, agreement)
+    replaced = encode_key_header(_junk_wraps(keys, sealed.envelope.id))
+    with pytest.raises(VerificationError) as refused:
+        open_message(
+            sealed.raw,
+            trust=keys.trust_store(agreement.countries),
+            agreement=agreement,
+            data_key_for=_received_key(keys, replaced),
+        )
+    assert refused.value.reason is Reason.PAYLOAD_UNDECRYPTABLE
+    assert "none of the 2 data key wraps for TJ-MOL opens" in refused.value.diagnostic
 
 
 def test_tampered_ciphertext_fails_the_signature_before_any_decryption(

@@ -478,6 +478,21 @@ def test_only_the_ed25519_algorithm_is_accepted(
     assert _reason_of(forged, trust, agreement).reason is Reason.SIGNATURE_ALGORITHM
 
 
+@pytest.mark.parametrize(
+    "typ", ["JWT", "JOSE", "LABOUR-EXCHANGE+JWS", "application/labour-exchange+jws", "", None]
+)
+def test_a_signature_of_another_type_is_refused_even_by_a_trusted_key(
+    typ: str | None, dev_pki: KeyStore, sent_at: datetime, trust: TrustStore, agreement: Agreement
+) -> None:
+    # RU-MVD's real key signs with an honest header but for another `typ` (None: the member left out).
+    document, signer = _unsigned_death(dev_pki, sent_at)
+    header = {key: value for key, value in _header_for(signer.chain).items() if key != "typ"}
+    if typ is not None:
+        header["typ"] = typ
+    forged = _forge(document, header=header, sign=signer.private_key.sign)
+    assert _reason_of(forged, trust, agreement).reason is Reason.SIGNATURE_TYPE
+
+
 def test_a_correctly_formed_forgery_with_the_real_header_opens(
     dev_pki: KeyStore, sent_at: datetime, trust: TrustStore, agreement: Agreement
 ) -> None:

@@ -345,3 +345,64 @@ def test_unparseable_extension_is_malformed_not_a_crash(store: TrustStore, tj: C
         .sign(private_key=tj.key, algorithm=None)
     )
     assert _reason(store, [leaf]) is Reason.CERT_MALFORMED
+
+
+# --- a CRL past its nextUpdate ----------------------------------------------------------------
+class TestStaleCrl:
+    """The newest CRL of the signer's country is due at INSIDE + 7 days (Ca.crl); grace of 2 days."""
+
+    GRACE = 2 * DAY
+    DUE = INSIDE + 7 * DAY
+
+    def _store(self, tj: Ca, ru: Ca) -> tuple[TrustStore, Authority]:
+        mol = tj.issue("TJ-MOL")
+        trust = TrustStore(
+            anchors={"TJ": [tj.cert], "RU": [ru.cert]}, crls={"TJ": [tj.crl([])]}, crl_grace=self.GRACE
+        )
+        return trust, mol
+
+    def test_current_until_its_next_update(self, tj: Ca, ru: Ca) -> None:
+        trust, mol = self._store(tj, ru)
+        assert trust.verify_signer([mol.cert], at=INSIDE, revocation_at=self.DUE).crl_stale_since is None
+
+    def test_flagged_within_the_grace_period(self, tj: Ca, ru: Ca) -> None:
+        trust, mol = self._store(tj, ru)
+        identity = trust.verify_signer([mol.cert], at=INSIDE, revocation_at=self.DUE + DAY)
+        assert (identity.authority_id, identity.crl_stale_since) == ("TJ-MOL", self.DUE)
+
+    def test_refused_after_the_grace_period(self, tj: Ca, ru: Ca) -> None:
+        trust, mol = self._store(tj, ru)
+        with pytest.raises(VerificationError) as caught:
+            trust.verify_signer([mol.cert], at=INSIDE, revocation_at=self.DUE + self.GRACE + DAY)
+        assert caught.value.reason is Reason.CRL_STALE
+        assert self.DUE.isoformat() in caught.value.diagnostic
+
+    def test_a_trust_update_may_pass_flagged_since_it_brings_the_fresh_crl(self, tj: Ca, ru: Ca) -> None:
+        trust, mol = self._store(tj, ru)
+        late = self.DUE + 30 * DAY
+        identity = trust.verify_signer([mol.cert], at=INSIDE, revocation_at=late, stale_crl_ok=True)
+        assert identity.crl_stale_since == self.DUE
+
+    def test_a_newer_crl_makes_it_current_again_and_keeps_the_grace(self, tj: Ca, ru: Ca) -> None:
+        trust, mol = self._store(tj, ru)
+        late = self.DUE + 30 * DAY
+        fresh = build_crl(
+            ca_key=tj.key, ca_cert=tj.cert, revoked=[], this_update=late, next_update=late + 7 * DAY
+        )
+        renewed = trust.with_crl("TJ", fresh)
+        assert renewed.verify_signer([mol.cert], at=INSIDE, revocation_at=late).crl_stale_since is None
+        assert renewed.crl_grace == self.GRACE
+        with pytest.raises(VerificationError) as caught:
+            renewed.verify_signer([mol.cert], at=INSIDE, revocation_at=late + 10 * DAY)
+        assert caught.value.reason is Reason.CRL_STALE
+
+    def test_an_auditor_judging_at_the_message_time_is_not_refused(self, tj: Ca, ru: Ca) -> None:
+        # Replaying a log is not a live decision: the CRLs held now are what the auditor has.
+        trust, mol = self._store(tj, ru)
+        assert trust.verify_signer([mol.cert], at=self.DUE + 30 * DAY).crl_stale_since is None
+
+    def test_a_country_without_any_crl_has_nothing_to_go_stale(self, tj: Ca, ru: Ca) -> None:
+        trust, _ = self._store(tj, ru)
+        mvd = ru.issue("RU-MVD")
+        late = self.DUE + 30 * DAY
+        assert trust.verify_signer([mvd.cert], at=INSIDE, revocation_at=late).crl_stale_since is None

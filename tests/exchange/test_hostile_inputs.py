@@ -13,7 +13,12 @@ not kept), judged at a fixed arrival time one minute after they were made.
 from __future__ import annotations
 
 import asyncio
+import base64
+import gc
 import json
+import math
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,8 +33,11 @@ from hypothesis import strategies as st
 from broker.audit import EntryKind
 from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.core.agreement import Agreement
+from broker.core.canonical import canonical_bytes
 from broker.core.errors import Reason, RemoteError
-from broker.core.sealing import open_message
+from broker.core.jws import TYP, b64url
+from broker.core.personal import HPKE_SUITE_NAME, decode_key_header
+from broker.core.sealing import MAX_MESSAGE_BYTES, open_message, peek
 from broker.core.trust import TrustStore
 from broker.exchange.fake_transport import FakeTransport
 from broker.exchange.gateway import Gateway, GatewayContext
@@ -65,6 +73,19 @@ def from_asset(name: str) -> Callable[[], bytes]:
     return lambda: asset(name)
 
 
+def retyped(typ: str) -> Callable[[], bytes]:
+    """VALID with its JWS header's `typ` changed (checked before the signature, so that fails later)."""
+
+    def build() -> bytes:
+        document = json.loads(VALID)
+        protected, _, signature = document["signature"].split(".")
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+        document["signature"] = f"{b64url(canonical_bytes({**header, 'typ': typ}))}..{signature}"
+        return canonical_bytes(document)
+
+    return build
+
+
 # The issue's list, each with the reason code it must get. docs/reliability.md shows this table.
 HOSTILE: dict[str, tuple[Callable[[], bytes], Reason]] = {
     "arbitrary bytes": (lambda: b"\x00\x9f\xffAMQP\x00\x00\x09\x01 garbage", Reason.MESSAGE_MALFORMED),
@@ -84,6 +105,7 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], Reason]] = {
     "alg none": (from_asset("alg-none.envelope"), Reason.SIGNATURE_ALGORITHM),
     "alg HS256 keyed with the public key": (from_asset("alg-hs256-public-key-as-secret.envelope"), Reason.SIGNATURE_ALGORITHM),
     "alg EdDSA (deprecated name)": (from_asset("alg-eddsa.envelope"), Reason.SIGNATURE_ALGORITHM),
+    "JWS typ of another protocol (JWT)": (retyped("JWT"), Reason.SIGNATURE_TYPE),
     "crit header": (from_asset("crit-header.envelope"), Reason.SIGNATURE_INVALID),
     "embedded jwk": (from_asset("embedded-jwk.envelope"), Reason.SIGNATURE_INVALID),
     "b64=false": (from_asset("unencoded-payload-b64-false.envelope"), Reason.SIGNATURE_INVALID),
@@ -119,7 +141,9 @@ def asset_trust() -> TrustStore:
     return TrustStore(anchors=anchors, crls=crls)
 
 
-def reason_of(raw: bytes, trust: TrustStore, agreement: Agreement) -> Reason | None:
+def reason_of(
+    raw: bytes, trust: TrustStore, agreement: Agreement, *, max_bytes: int = MAX_BYTES
+) -> Reason | None:
     """The reason `open_message` refuses `raw` with; None if it opens. Anything else propagates."""
     try:
         open_message(
@@ -127,7 +151,7 @@ def reason_of(raw: bytes, trust: TrustStore, agreement: Agreement) -> Reason | N
             trust=trust,
             agreement=agreement,
             local_country=LOCAL,
-            max_bytes=MAX_BYTES,
+            max_bytes=max_bytes,
             received_at=ARRIVAL,
         )
     except RemoteError as error:
@@ -239,7 +263,10 @@ class Harness:
                 audit=audit,
                 outbox=Outbox.open(state / "outbox.sqlite"),
                 settings=ExchangeSettings(
-                    country=LOCAL, amqp_url="amqp://fake/tj", state_dir=state, max_message_bytes=MAX_BYTES
+                    country=LOCAL,
+                    amqp_url="amqp://127.0.0.1/fake-tj",
+                    state_dir=state,
+                    max_message_bytes=MAX_BYTES,
                 ),
                 clock=lambda: ARRIVAL,
             )
@@ -325,3 +352,166 @@ class TestGatewayInbound:
         fed()
         assert harness.transport.crashes == 0
         assert "received" in runner.run(harness.feed(VALID)).new_kinds
+
+
+# -- linear work before the signature is checked ---------------------------------------------------
+# Everything a receiver does before it knows who signed (size check, strict parse with its depth
+# pre-scan, canonical re-serialisation, JWS header and x5c decoding, `peek` for the negative receipt,
+# the unsigned `x-sealed-key` header) is open to anyone who can publish to `inbound`. Each must grow
+# linearly with the input: a quadratic step lets 4 MiB freeze the gateway for hours. Timed at two
+# sizes, the best of several runs; a linear step grows about 4x, a quadratic one 16x.
+GROWTH_SIZES = (256 * 1024, 1024 * 1024)
+HEADER_GROWTH_SIZES = (2 * 1024, 8 * 1024)  # `x-sealed-key` is refused beyond 8192 characters
+GROWTH_BOUND = 10.0
+GROWTH_REPEATS = 5
+_SAMPLE_S = 0.005  # calls per sample are chosen so the smaller input's sample lasts about this long
+
+
+def _filled(head: bytes, unit: bytes, tail: bytes, size: int) -> bytes:
+    return head + unit * max(1, (size - len(head) - len(tail)) // len(unit)) + tail
+
+
+def _with_protected_header(protected: bytes) -> bytes:
+    """An envelope that is canonical JSON and reaches the JWS checks with `protected` as its header."""
+    return b'{"signature":"' + b64url(protected).encode() + b'..AAAA"}'
+
+
+def _x5c_header(size: int, count: int) -> bytes:
+    der = b"\x30\x82" + b"\x00" * (size * 9 // 16 // count)  # base64 of the header base64: 16/9
+    member = base64.b64encode(der).decode()
+    return canonical_bytes({"alg": "Ed25519", "kid": "k", "typ": TYP, "x5c": [member] * count})
+
+
+def _many_keys(size: int, prefix: str) -> bytes:
+    document: dict[str, Any] = {f"{prefix}{i:09d}": 0 for i in range(size // (len(prefix) + 13))}
+    document["signature"] = "x"
+    return canonical_bytes(document)  # past the fast path's 10,000 nodes: the reference serialiser
+
+
+# name: (build(size), the reason open_message stops with, which shows how far the body got)
+GROWING_BODIES: dict[str, tuple[Callable[[int], bytes], Reason]] = {
+    "unterminated string of escaped quotes (issue 21)": (
+        lambda n: _filled(b"[" * 40 + b'"', b'\\"', b"", n), Reason.MESSAGE_MALFORMED),
+    "unterminated string of escaped backslashes": (
+        lambda n: _filled(b"[" * 40 + b'"', b"\\\\", b"", n), Reason.MESSAGE_MALFORMED),
+    "unterminated string of unicode escapes": (
+        lambda n: _filled(b"[" * 40 + b'"', b"\\u0022", b"", n), Reason.MESSAGE_MALFORMED),
+    "many short strings": (lambda n: _filled(b"[" * 40, b'"",', b"", n), Reason.MESSAGE_MALFORMED),
+    "many shallow arrays": (lambda n: _filled(b"[", b"[],", b"[]]", n), Reason.MESSAGE_MALFORMED),
+    "deep nesting": (lambda n: _filled(b"", b"[", b"", n), Reason.MESSAGE_MALFORMED),
+    "whitespace": (lambda n: _filled(b"[", b" ", b"]", n), Reason.MESSAGE_MALFORMED),
+    "long integer": (lambda n: _filled(b"[1", b"0", b"]", n), Reason.MESSAGE_MALFORMED),
+    "many 4,000-digit integers": (lambda n: _filled(b"[", b"9" * 4000 + b",", b"1]", n), Reason.MESSAGE_MALFORMED),
+    "long fraction": (lambda n: _filled(b"[0.", b"1", b"]", n), Reason.MESSAGE_MALFORMED),
+    "long exponent": (lambda n: _filled(b"[1e", b"1", b"]", n), Reason.MESSAGE_MALFORMED),
+    "many floats (reference serialiser)": (lambda n: _filled(b"[", b"0.1,", b"0.1]", n), Reason.MESSAGE_MALFORMED),
+    "lone surrogates (reference serialiser)": (
+        lambda n: _filled(b'{"a":"', b"\\ud800", b'","signature":"x"}', n), Reason.MESSAGE_MALFORMED),
+    "unicode escapes re-serialised": (
+        lambda n: _filled(b'{"a":"', b"\\u00e9", b'","signature":"x"}', n), Reason.MESSAGE_MALFORMED),
+    # Canonical: these pass the re-serialisation comparison and stop at the JWS checks.
+    "escaped quotes in a canonical string": (
+        lambda n: _filled(b'{"a":"', b'\\"', b'","signature":"x"}', n), Reason.SIGNATURE_INVALID),
+    "many keys": (lambda n: _many_keys(n, "k"), Reason.SIGNATURE_INVALID),
+    "many non-ASCII keys": (lambda n: _many_keys(n, "é"), Reason.SIGNATURE_INVALID),
+    "long base64 signature": (lambda n: _filled(b'{"signature":"', b"A", b'..AAAA"}', n), Reason.MESSAGE_MALFORMED),
+    "JWS header: unterminated string of escaped quotes": (
+        lambda n: _with_protected_header(_filled(b"[" * 40 + b'"', b'\\"', b"", n * 3 // 4)), Reason.MESSAGE_MALFORMED),
+    "JWS header: many short strings": (
+        lambda n: _with_protected_header(_filled(b"[" * 40, b'"",', b"", n * 3 // 4)), Reason.MESSAGE_MALFORMED),
+    "JWS header: one huge x5c certificate": (
+        lambda n: _with_protected_header(_x5c_header(n, 1)), Reason.CERT_MALFORMED),
+    "JWS header: three huge x5c certificates": (
+        lambda n: _with_protected_header(_x5c_header(n, 3)), Reason.CERT_MALFORMED),
+}  # fmt: skip
+
+
+def _key_header(document: bytes) -> str:
+    return b64url(document)
+
+
+def _wraps_header(size: int, count: int) -> str:
+    enc = b64url(b"\x00" * (size * 7 // 16 // count))
+    wraps = [{"enc": enc, "holder": "TJ-MOL", "kid": "k"}] * count
+    return _key_header(canonical_bytes({"suite": HPKE_SUITE_NAME, "v": 1, "wraps": wraps}))
+
+
+# `x-sealed-key` values: base64url text of about `size` characters.
+GROWING_KEY_HEADERS: dict[str, Callable[[int], str]] = {
+    "unterminated string of escaped quotes": lambda n: _key_header(_filled(b"[" * 40 + b'"', b'\\"', b"", n * 3 // 4)),
+    "many short strings": lambda n: _key_header(_filled(b"[" * 40, b'"",', b"", n * 3 // 4)),
+    "deep nesting": lambda n: _key_header(_filled(b"", b"[", b"", n * 3 // 4)),
+    "one long wrap": lambda n: _wraps_header(n, 1),
+    "sixteen long wraps": lambda n: _wraps_header(n, 16),
+    "not base64url": lambda n: "!" * (n - 1),
+}  # fmt: skip
+
+
+def _cpu_time(step: Callable[[], object], calls: int) -> float:
+    # The cycle collector is paused: a full collection walks every object of the test process, so
+    # whether one falls inside a sample depends on pytest's heap, not on the step being measured.
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.thread_time()  # this thread's CPU time: other processes do not count
+        for _ in range(calls):
+            step()
+        return (time.thread_time() - started) / calls
+    finally:
+        gc.enable()
+
+
+def growth(step: Callable[[Any], object], small: Any, large: Any) -> float:
+    """time(step(large)) / time(step(small)), each the best of several runs; about 4 when linear.
+
+    The two sizes are timed in turns, so a busy moment of the machine falls on both alike.
+    """
+    started = time.thread_time()
+    step(small)
+    calls = max(1, math.ceil(_SAMPLE_S / max(time.thread_time() - started, 1e-6)))
+    best_small = best_large = float("inf")
+    for _ in range(GROWTH_REPEATS):
+        best_small = min(best_small, _cpu_time(lambda: step(small), calls))
+        best_large = min(best_large, _cpu_time(lambda: step(large), calls))
+    return best_large / best_small
+
+
+class TestLinearWorkBeforeTheSignature:
+    @pytest.mark.parametrize("name", sorted(GROWING_BODIES))
+    def test_open_message_and_peek_grow_linearly(
+        self, name: str, asset_trust: TrustStore, agreement: Agreement
+    ) -> None:
+        build, reached = GROWING_BODIES[name]
+        small, large = (build(size) for size in GROWTH_SIZES)
+        assert len(large) >= 3 * len(small)
+
+        def opening(raw: bytes) -> Reason | None:
+            return reason_of(raw, asset_trust, agreement, max_bytes=MAX_MESSAGE_BYTES)
+
+        assert opening(small) is reached
+        assert opening(large) is reached
+        assert growth(opening, small, large) < GROWTH_BOUND
+        assert growth(peek, small, large) < GROWTH_BOUND
+
+    @pytest.mark.parametrize("name", sorted(GROWING_KEY_HEADERS))
+    def test_the_unsigned_key_header_is_decoded_in_linear_time(self, name: str) -> None:
+        small, large = (GROWING_KEY_HEADERS[name](size) for size in HEADER_GROWTH_SIZES)
+
+        def decoding(header: str) -> Reason | None:
+            try:
+                decode_key_header(header)
+            except RemoteError as error:
+                return error.reason
+            return None
+
+        assert len(small) <= len(large) <= 8192
+        assert decoding(large) in (None, Reason.PAYLOAD_UNDECRYPTABLE)
+        assert growth(decoding, small, large) < GROWTH_BOUND
+
+    def test_the_check_fails_the_quadratic_string_scan_it_replaced(self) -> None:
+        # Control: the literal pattern before issue 21, which rescans the rest of the text from every
+        # quote of an unterminated string. At sizes small enough for a unit test it is already 16x.
+        old_literal = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+        build, _ = GROWING_BODIES["unterminated string of escaped quotes (issue 21)"]
+        small, large = (build(size).decode() for size in (2 * 1024, 8 * 1024))
+        assert growth(lambda text: old_literal.sub('""', text), small, large) > GROWTH_BOUND

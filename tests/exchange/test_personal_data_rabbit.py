@@ -3,28 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
 from uuid import UUID
 
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.audit import EntryKind, entry_leaf_hash, root_from_leaf_hashes
 from broker.audit.stores import AuditStore
 from broker.core.catalogue import sample_payloads
 from broker.core.catalogue.receipt import Verdict
 from broker.core.errors import Reason, VerificationError
-from broker.core.personal import decode_key_header
+from broker.core.personal import (
+    SEALED_KEY_HEADER,
+    WrappedKey,
+    decode_key_header,
+    encode_key_header,
+    new_data_key,
+    wrap_data_key,
+)
+from broker.core.pki import build_crl, certificate_thumbprint
 from broker.core.sealing import open_message, seal, verify_envelope
 from broker.core.trust_update import build_trust_update
 from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
 from broker.exchange.subscriber import Subscription
+from broker.exchange.topology import INBOUND
 from broker.exchange.transport import RabbitTransport
+from broker.exchange.transport_api import IncomingMessage
+from broker.state.outbox import OutboxRecord, SendState
+from broker.state.settings import ExchangeSettings
 from tests.support.exchange import dev_exchange_in_thread
 
 pytestmark = pytest.mark.rabbitmq
+T = TypeVar("T")
 
 PERSONAL_VALUES = ("RAKHIMOV", "FARRUKH", "400123456", "Раҳимов", "Фаррух", "Профсоюзная", "Вавилова")
 CONSULATE = "TJ-CONSULATE-MOSCOW"
@@ -270,3 +289,243 @@ async def _receipt_of(gateway: Gateway, message_id: UUID) -> tuple[str, str | No
         if record is not None and record.receipt_at is not None:
             return record.state.value.replace("receipted", "accepted"), record.reason
         await asyncio.sleep(0.05)
+
+
+# -- the unsigned key header tampered with in transit (issue 21, item 5) ---------------------------
+async def _gateway(exchange: DevExchange, country: str, state: Path, **overrides: object) -> Gateway:
+    base = exchange.settings[country].model_dump()
+    return await gateway_from_settings(
+        ExchangeSettings.load(None, **{**base, "state_dir": state, **overrides})
+    )
+
+
+async def _intercept(exchange: DevExchange, message_id: UUID) -> IncomingMessage:
+    """Take a message off TJ's inbound queue before any gateway consumes it, as someone on the path."""
+    tap = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-tap")
+    try:
+        for _ in range(400):
+            message = await tap.get(INBOUND)
+            if message is not None and message.message_id == str(message_id):
+                return message
+            await asyncio.sleep(0.05)
+    finally:
+        await tap.close()
+    raise AssertionError(f"{message_id} never reached TJ's inbound queue")
+
+
+async def _deliver_with_header(exchange: DevExchange, message: IncomingMessage, header: str) -> None:
+    tap = await RabbitTransport.connect(url=exchange.gateway_url("TJ"), name="test-tamperer")
+    try:
+        await tap.publish(
+            exchange=INBOUND,
+            routing_key="tj",
+            body=message.body,
+            message_id=str(message.message_id),
+            headers={**message.headers, SEALED_KEY_HEADER: header},
+        )
+    finally:
+        await tap.close()
+
+
+def _junk_wraps(exchange: DevExchange, message_id: UUID) -> list[WrappedKey]:
+    """Wraps anyone can make for TJ-MOL: one that does not open, one that opens to another key."""
+    certificate = exchange.keystore.encryption_certificates("TJ-MOL")[-1]
+    return [
+        WrappedKey(holder="TJ-MOL", kid=certificate_thumbprint(certificate), enc=secrets.token_bytes(80)),
+        wrap_data_key(new_data_key(), message_id=message_id, certificate=certificate),
+    ]
+
+
+async def test_a_death_notice_with_junk_wraps_prepended_in_transit_is_accepted(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    # RU never re-sends here (hourly resend check): what TJ accepts is the tampered copy itself.
+    ru = await _gateway(exchange, "RU", tmp_path, resend_check_interval_s=3600)
+    tj = await _gateway(exchange, "TJ", tmp_path)
+    try:
+        await ru.start()
+        sending = asyncio.create_task(
+            ru.send(sample_payloads()["worker.death"], to="TJ-MOL", wait_receipt=True, receipt_timeout_s=60)
+        )
+        message_id = await _wait_for_outbox_row(ru)
+        original = await _intercept(exchange, message_id)
+        wraps = decode_key_header(original.headers[SEALED_KEY_HEADER])
+        await _deliver_with_header(
+            exchange, original, encode_key_header([*_junk_wraps(exchange, message_id), *wraps])
+        )
+        await tj.start()
+
+        sent = await sending
+        assert sent.receipt is not None
+        assert (sent.receipt.verdict, sent.receipt.reason) == (Verdict.ACCEPTED, None)
+        record = await ru.outbox.get(message_id)
+        assert record is not None
+        assert (record.state, record.attempts) == (SendState.RECEIPTED, 1)
+        kinds = [entry.kind for entry in await tj.audit.find(message_id)]
+        assert EntryKind.RECEIVED in kinds
+        assert EntryKind.REJECTED not in kinds
+    finally:
+        await ru.close()
+        await tj.close()
+
+
+async def test_a_death_notice_whose_key_header_was_replaced_is_resent_intact_and_accepted(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    # The resend loop is left idle and driven by hand below, so the order of events is fixed.
+    ru = await _gateway(
+        exchange,
+        "RU",
+        tmp_path,
+        resend_check_interval_s=3600,
+        receipt_deadlines_s={"worker.death": 1.0},
+    )
+    tj = await _gateway(exchange, "TJ", tmp_path)
+    try:
+        await ru.start()
+        sending = asyncio.create_task(
+            ru.send(sample_payloads()["worker.death"], to="TJ-MOL", wait_receipt=True, receipt_timeout_s=60)
+        )
+        message_id = await _wait_for_outbox_row(ru)
+        original = await _intercept(exchange, message_id)
+        await _deliver_with_header(exchange, original, encode_key_header(_junk_wraps(exchange, message_id)))
+        await tj.start()
+
+        # The caller learns of the refusal at once; the message is not given up.
+        sent = await sending
+        assert sent.receipt is not None
+        assert (sent.receipt.verdict, sent.receipt.reason) == (
+            Verdict.REJECTED,
+            str(Reason.PAYLOAD_UNDECRYPTABLE),
+        )
+        record = await ru.outbox.get(message_id)
+        assert record is not None
+        assert record.state in (SendState.SENT, SendState.CONFIRMED)
+        assert record.reason == str(Reason.PAYLOAD_UNDECRYPTABLE)
+        retryable = ("exchange_retryable_rejections_total", {"reason": str(Reason.PAYLOAD_UNDECRYPTABLE)})
+        assert ru.metrics.registry.get_sample_value(*retryable) == 1
+
+        # At its deadline it goes again, with the header the sender kept, and is accepted.
+        async def resent() -> int:
+            await asyncio.sleep(0.1)
+            return await ru.resend_overdue()
+
+        assert await _until(resent, what="the re-send at the receipt deadline") == 1
+        final = await _until(lambda: _receipted(ru, message_id), what="the receipt of the re-sent copy")
+        assert (final.state, final.reason, final.attempts) == (SendState.RECEIPTED, None, 2)
+        kinds = [entry.kind for entry in await tj.audit.find(message_id)]
+        assert kinds.count(EntryKind.REJECTED) == 1
+        assert EntryKind.RECEIVED in kinds
+    finally:
+        await ru.close()
+        await tj.close()
+
+
+async def _wait_for_outbox_row(gateway: Gateway) -> UUID:
+    async def row() -> UUID | None:
+        records = await gateway.outbox.records(limit=1)
+        return records[0].message_id if records else None
+
+    return await _until(row, what="the sender's outbox row")
+
+
+async def _receipted(gateway: Gateway, message_id: UUID) -> OutboxRecord | None:
+    record = await gateway.outbox.get(message_id)
+    return record if record is not None and record.state is SendState.RECEIPTED else None
+
+
+async def _until(check: Callable[[], Awaitable[T | None]], *, what: str, timeout_s: float = 30.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# -- a peer CRL past its nextUpdate (issue 21, item 11) --------------------------------------------
+def _overdue_crl(exchange: DevExchange, country: str, *, next_update: datetime) -> None:
+    """Replace `country`'s CRL on disk by one with the same revocations, due at `next_update`: what
+    a gateway holds when the peer's CA is late re-issuing it."""
+    root = exchange.keystore.root
+    ca_key = serialization.load_pem_private_key(
+        (root / country / "ca" / "private" / "ca-1.key.pem").read_bytes(), password=None
+    )
+    assert isinstance(ca_key, Ed25519PrivateKey)
+    ca_cert = x509.load_pem_x509_certificate((root / country / "ca" / "ca-1.cert.pem").read_bytes())
+    current = exchange.keystore.current_crl(country)
+    assert current is not None
+    crl = build_crl(
+        ca_key=ca_key,
+        ca_cert=ca_cert,
+        revoked=[(entry.serial_number, entry.revocation_date_utc) for entry in current],
+        this_update=ca_cert.not_valid_before_utc,
+        next_update=next_update,
+        crl_number=1000,
+    )
+    (root / country / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
+async def test_a_stale_peer_crl_warns_within_its_grace_then_refuses_until_a_fresh_one_arrives(
+    exchange: DevExchange, tmp_path: Path
+) -> None:
+    permit = sample_payloads()["employer.permit"]
+    due = datetime.now(UTC) - timedelta(minutes=10)
+    _overdue_crl(exchange, "RU", next_update=due)
+    # Both TJ gateways below load the overdue RU CRL at start; RU re-sends only when told to.
+    ru = await _gateway(
+        exchange,
+        "RU",
+        tmp_path / "ru",
+        resend_check_interval_s=3600,
+        receipt_deadlines_s={"employer.permit": 1.0},
+    )
+    lenient = await _gateway(exchange, "TJ", tmp_path / "tj-lenient")  # default grace: 7 days
+    strict = await _gateway(exchange, "TJ", tmp_path / "tj-strict", crl_grace_s=60)
+    try:
+        await ru.start()
+
+        # Within the grace period: accepted, and counted (with a warning) on every message.
+        await lenient.start()
+        within = await ru.send(permit, to="TJ-MOL", sender="RU-MVD", wait_receipt=True, receipt_timeout_s=30)
+        assert within.receipt is not None
+        assert within.receipt.verdict == Verdict.ACCEPTED
+        # (At least: a receipt or countersignature of an earlier test may still reach this gateway.)
+        stale_count = lenient.metrics.registry.get_sample_value("exchange_crl_stale_total", {"country": "RU"})
+        assert stale_count is not None
+        assert stale_count >= 1
+        await lenient.stop()
+
+        # Past it: refused as crl.stale, and the sender keeps the message to send it again.
+        await strict.start()
+        past = await ru.send(permit, to="TJ-MOL", sender="RU-MVD", wait_receipt=True, receipt_timeout_s=30)
+        assert past.receipt is not None
+        assert (past.receipt.verdict, past.receipt.reason) == (Verdict.REJECTED, str(Reason.CRL_STALE))
+        held = await ru.outbox.get(past.message_id)
+        assert held is not None
+        assert (held.state, held.reason) == (SendState.CONFIRMED, str(Reason.CRL_STALE))
+
+        # RU's CA re-issues its CRL and sends it over: the update passes although the CRL it
+        # replaces is stale, and the message re-sent at its deadline is accepted.
+        fresh = exchange.keystore.reissue_crl("RU", now=datetime.now(UTC))
+        update = await ru.send(
+            build_trust_update("RU", crl=fresh), to="TJ-GW", wait_receipt=True, receipt_timeout_s=30
+        )
+        assert update.receipt is not None
+        assert update.receipt.verdict == Verdict.ACCEPTED
+
+        async def resent() -> int:
+            await asyncio.sleep(0.1)
+            return await ru.resend_overdue()
+
+        assert await _until(resent, what="the re-send at the receipt deadline") >= 1
+        final = await _until(lambda: _receipted(ru, past.message_id), what="the receipt of the re-sent copy")
+        assert (final.reason, final.attempts) == (None, 2)
+        kinds = [entry.kind for entry in await strict.audit.find(past.message_id)]
+        assert (kinds.count(EntryKind.REJECTED), kinds.count(EntryKind.RECEIVED)) == (1, 1)
+    finally:
+        exchange.keystore.reissue_crl("RU", now=datetime.now(UTC))  # the module's other tests need it current
+        for gateway in (ru, lenient, strict):
+            await gateway.close()

@@ -33,6 +33,8 @@ from broker.exchange.provisioning import (
 )
 from broker.exchange.topology import (
     DELIVERY_LIMIT,
+    QUARANTINE_MAX_BYTES,
+    QUARANTINE_POLICY,
     CountryBroker,
     Declarations,
     ExchangeDeclaration,
@@ -60,6 +62,9 @@ INBOUND_ARGUMENTS = {
     "x-overflow": "reject-publish",
     "x-delivery-limit": 5,
 }
+
+# Bounded, and refusing rather than dropping when full (docs/decisions.md, "Quarantine is bounded").
+QUARANTINE_POLICY_DEFINITION = {"max-length-bytes": QUARANTINE_MAX_BYTES, "overflow": "reject-publish"}
 
 
 # -- the plan (pure) --------------------------------------------------------------------------------
@@ -101,6 +106,18 @@ class TestPlan:
             "^$",
         )
         assert [shovel.name for shovel in plan.shovels] == ["tj-to-ru"]
+
+    def test_quarantine_is_bounded_by_a_policy_of_its_own_vhost(self) -> None:
+        [policy] = broker_plan(TJ, [RU]).policies
+
+        assert (policy.name, policy.vhost, policy.pattern, policy.apply_to) == (
+            QUARANTINE_POLICY,
+            "tj",
+            "^quarantine$",
+            "queues",
+        )
+        assert policy.definition_map() == QUARANTINE_POLICY_DEFINITION
+        assert describe(broker_plan(TJ, [RU]))["policies"][QUARANTINE_POLICY]["priority"] == policy.priority
 
     def test_shovel_definition(self) -> None:
         [shovel] = broker_plan(TJ, [RU]).shovels
@@ -149,17 +166,17 @@ class TestPlan:
             CountryBroker(country="tj", url=url)
 
     def test_users_follow_the_vhost(self) -> None:
-        broker = CountryBroker(country="tj", url="amqps://broker.example:5671/t-abc-tj")
+        broker = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/t-abc-tj")
         assert (broker.vhost, broker.gateway_user, broker.link_user) == (
             "t-abc-tj",
             "t-abc-tj-gateway",
             "t-abc-tj-link",
         )
-        assert broker.uri_for(user="u", password="a b") == "amqps://u:a%20b@broker.example:5671/t-abc-tj"
+        assert broker.uri_for(user="u", password="a b") == "amqp://u:a%20b@127.0.0.1:5672/t-abc-tj"
 
     def test_country_cannot_be_its_own_peer(self) -> None:
         with pytest.raises(ConfigError):
-            broker_plan(TJ, [CountryBroker(country="tj", url="amqp://h/tj2")])
+            broker_plan(TJ, [CountryBroker(country="tj", url="amqp://127.0.0.1/tj2")])
 
     def test_delivery_routing_keys(self) -> None:
         assert delivery_routing_key("worker.death", "TJ") == "worker.death.TJ"
@@ -212,7 +229,10 @@ class TestPlan:
 
 class TestCli:
     def test_parse_brokers_and_pick_local_plans(self) -> None:
-        brokers = parse_brokers(["TJ=amqp://10.0.0.1:5672/tj", "ru=amqp://10.0.0.2:5672/ru"])
+        brokers = parse_brokers(
+            ["TJ=amqp://10.0.0.1:5672/tj", "ru=amqp://10.0.0.2:5672/ru"],
+            plaintext_hosts=["10.0.0.1", "10.0.0.2"],
+        )
         [plan] = plans_for(brokers, ["ru"])
 
         assert plan.broker.url == "amqp://10.0.0.2:5672/ru"
@@ -224,7 +244,12 @@ class TestCli:
         assert needed_users([plan]) == ["ru-gateway", "ru-link", "tj-link"]
 
     @pytest.mark.parametrize(
-        "values", [["tj=amqp://h/tj"], ["tj=amqp://h/tj", "tj=amqp://h/tj2"], ["tj amqp://h/tj"]]
+        "values",
+        [
+            ["tj=amqp://127.0.0.1/tj"],
+            ["tj=amqp://127.0.0.1/tj", "tj=amqp://127.0.0.1/tj2"],
+            ["tj amqp://127.0.0.1/tj"],
+        ],
     )
     def test_a_link_needs_two_countries(self, values: list[str]) -> None:
         with pytest.raises(ConfigError):
@@ -255,7 +280,7 @@ class TestCli:
         assert describe(broker_plan(RU, [TJ]))["permissions"][1]["user"] == "tj-link"
 
     def test_bad_broker_option_exits_with_an_error(self) -> None:
-        result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://h/tj"])
+        result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://127.0.0.1/tj"])
         assert result.exit_code == 1
         assert "config.invalid" in result.output
 
@@ -306,6 +331,22 @@ class TestAppliedTopology:
 
         assert result.exit_code == 0, result.output
         assert "(0 changes)" in result.output
+        assert "the broker's max_message_size is" in result.output  # the shared node: RabbitMQ's default
+
+    def test_cli_apply_refuses_a_node_that_would_refuse_what_gateways_accept(
+        self, rabbit_link: RabbitLink, tmp_path: Path
+    ) -> None:
+        secrets_file = tmp_path / "secrets.json"
+        secrets_file.write_text(json.dumps(rabbit_link.passwords))
+        gateway_limit = rabbit_link.admin.max_message_size()  # the node's limit leaves no headroom
+        arguments = ["apply", "--secrets", str(secrets_file), "--max-message-bytes", str(gateway_limit)]
+        arguments += ["--broker", f"tj={rabbit_link.tj.url}", "--broker", f"ru={rabbit_link.ru.url}"]
+
+        result = in_thread(CliRunner().invoke, topology_app, arguments)
+
+        assert result.exit_code == 1
+        assert "config.invalid" in result.output
+        assert "max_message_size" in result.output
 
     def test_queues_are_durable_quorum_queues_with_the_planned_arguments(
         self, rabbit_link: RabbitLink
@@ -318,6 +359,19 @@ class TestAppliedTopology:
         assert {"inbound", "quarantine", "outbound.ru"} <= set(queues)
         assert all(q["type"] == "quorum" and q["durable"] for q in queues.values())
         assert {name: value for name, _, value in queues["inbound"]["arguments"]} == INBOUND_ARGUMENTS
+
+    def test_quarantine_is_bounded_by_the_planned_policy(self, rabbit_link: RabbitLink) -> None:
+        for broker in (rabbit_link.tj, rabbit_link.ru):
+            [policy] = rabbitmqctl_json("list_policies", "-p", broker.vhost)
+            applied = rabbitmqctl_json("list_queues", "-p", broker.vhost, "name", "policy")
+
+            assert (policy["name"], policy["pattern"], policy["apply-to"]) == (
+                QUARANTINE_POLICY,
+                "^quarantine$",
+                "queues",
+            )
+            assert json.loads(policy["definition"]) == QUARANTINE_POLICY_DEFINITION
+            assert {queue["name"]: queue["policy"] for queue in applied}["quarantine"] == QUARANTINE_POLICY
 
     def test_both_shovels_run(self, rabbit_link: RabbitLink) -> None:
         states = {(s.vhost, s.name): s.state for s in rabbit_link.admin.shovel_status()}

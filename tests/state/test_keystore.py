@@ -145,6 +145,29 @@ def test_revoke_one_serial_rewrites_the_crl_and_revoked_json(tj_store: KeyStore)
     assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
 
 
+def test_reissuing_the_crl_keeps_its_revocations_and_moves_its_next_update(tj_store: KeyStore) -> None:
+    old = tj_store.issue("TJ-MOL", "TJ", now=T0)
+    tj_store.revoke("TJ-MOL", old.serial_number, now=T0 + DAY)
+    due = T0 + 31 * DAY  # revoked at T0 + 1 day, 30 days' validity
+    trust = tj_store.trust_store(["TJ"], crl_grace=DAY)
+    with pytest.raises(VerificationError) as stale:
+        trust.verify_signer(
+            [tj_store.issue("TJ-MINISTRY-X", "TJ", now=T0)], at=T0, revocation_at=due + 2 * DAY
+        )
+    assert stale.value.reason is Reason.CRL_STALE
+
+    crl = tj_store.reissue_crl("TJ", now=due)
+    assert crl.next_update_utc == due + 30 * DAY
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+    entry = crl.get_revoked_certificate_by_serial_number(old.serial_number)
+    assert entry is not None
+    assert entry.revocation_date_utc == T0 + DAY
+    renewed = tj_store.trust_store(["TJ"], crl_grace=DAY)
+    with pytest.raises(VerificationError) as revoked:
+        renewed.verify_signer([old], at=T0 + 2 * DAY, revocation_at=due + 2 * DAY)
+    assert revoked.value.reason is Reason.CERT_REVOKED
+
+
 def test_revoke_without_serial_revokes_every_certificate(tj_store: KeyStore) -> None:
     old = tj_store.issue("TJ-MOL", "TJ", now=T0)
     new = tj_store.rotate("TJ-MOL", now=T0 + DAY)
@@ -287,6 +310,12 @@ def test_cli_init_issue_rotate_revoke_export_import_list(tmp_path: Path) -> None
 
     trust = KeyStore(root=Path(ru_root)).trust_store(["TJ"])
     assert trust.crls("TJ")[0].get_revoked_certificate_by_serial_number(first) is not None
+
+    refreshed = run("refresh-crl", "--country", "TJ", "--root", tj_root)
+    assert "TJ CRL re-issued, next update" in refreshed
+    reissued = KeyStore(root=Path(tj_root)).current_crl("TJ")
+    assert reissued is not None
+    assert reissued.get_revoked_certificate_by_serial_number(first) is not None
 
     listing = run("list", "--root", tj_root)
     assert "TJ-MOL" in listing

@@ -91,7 +91,7 @@ async def build_side(
             audit=store,
             outbox=Outbox.open(state_dir / "outbox.sqlite"),
             settings=ExchangeSettings.load(
-                None, country=country, amqp_url="amqp://unused", state_dir=state_dir
+                None, country=country, amqp_url="amqp://127.0.0.1/unused", state_dir=state_dir
             ),
             clock=clock,
             checkpointer=checkpointer,

@@ -9,6 +9,7 @@ indexes stay gap-free. Triggers refuse UPDATE, DELETE and TRUNCATE; the one exce
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from broker.audit.entry import AuditEntry, EntryDraft, EntryKind
 from broker.audit.merkle import CompactRange, NodeId, perfect_cover
 from broker.audit.stores.base import StoreBase, border_from_nodes, plan_batch
 from broker.core.errors import AuditError, ConfigError, Reason
+from broker.core.tls_policy import check_postgres_dsn
 
 DEFAULT_SCHEMA = "audit"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -179,12 +181,19 @@ class PostgresAuditStore(StoreBase):
 
     @classmethod
     async def open(
-        cls, dsn: str, *, schema: str = DEFAULT_SCHEMA, max_connections: int = 4
+        cls,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        max_connections: int = 4,
+        plaintext_hosts: Collection[str] = (),
     ) -> PostgresAuditStore:
+        """Connect (verified TLS to any non-local host: `broker.core.tls_policy`) and create the schema."""
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"audit schema name {schema!r} is not a plain identifier"
             )
+        check_postgres_dsn(dsn, plaintext_hosts=plaintext_hosts, environ=os.environ)
         async with _driver_errors():
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections)
         try:

@@ -8,6 +8,7 @@ index. Nothing is ever written: SQLite is opened with `mode=ro`, PostgreSQL sess
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
@@ -30,6 +31,7 @@ from broker.audit.merkle import (
 from broker.audit.rows import UnreadableRow
 from broker.audit.stores.sqlite import NODE_CHUNK, nodes_query
 from broker.core.errors import AuditError, ConfigError, Reason
+from broker.core.tls_policy import check_postgres_dsn
 
 PAGE = 1000
 _COLUMNS = "idx, kind, time, message_id, message_type, peer, envelope, verdict, reason, leaf_hash"
@@ -174,6 +176,7 @@ class PostgresSource:
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"audit schema name {schema!r} is not a plain identifier"
             )
+        check_postgres_dsn(dsn, environ=os.environ)  # an auditor's connection verifies the server too
         try:
             connection = await asyncpg.connect(
                 dsn, server_settings={"default_transaction_read_only": "on", "search_path": schema}

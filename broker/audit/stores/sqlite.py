@@ -20,6 +20,7 @@ from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, format_time
 from broker.audit.merkle import CompactRange, NodeId, perfect_cover
 from broker.audit.stores.base import StoreBase, border_from_nodes, plan_batch
 from broker.core.errors import AuditError, Reason
+from broker.state.private_files import prepare_database
 
 T = TypeVar("T")
 
@@ -216,6 +217,12 @@ class SqliteAuditStore(StoreBase):
     @classmethod
     async def open(cls, path: str | Path) -> SqliteAuditStore:
         path = Path(path)
+        try:
+            await asyncio.to_thread(prepare_database, path)  # 0600 in 0700 before SQLite creates it
+        except OSError as exc:
+            raise AuditError(
+                Reason.AUDIT_UNAVAILABLE, f"cannot open the audit database {path}: {exc}"
+            ) from exc
         writer = _ConnectionThread(name="audit-sqlite-writer")
         reader = _ConnectionThread(name="audit-sqlite-reader")
         try:

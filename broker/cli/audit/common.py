@@ -33,6 +33,7 @@ from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalErro
 from broker.core.pki import country_of
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from broker.state.private_files import write_private
 
 audit_app = typer.Typer(
     help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
@@ -137,16 +138,19 @@ def archive_dir(directory: Path | None, trust: TrustStore | None = None) -> Arch
     return None if directory is None else ArchiveDirectory(directory, trust=trust)
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, *, limit: int | None = None) -> bytes:
+    """The file's bytes; with a `limit`, at most one byte more than it is read."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as handle:
+            return handle.read() if limit is None else handle.read(limit + 1)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot read {path}: {exc}") from exc
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    """Proofs and bundles quote audit entries: written 0600 (`broker.state.private_files`)."""
     try:
-        path.write_bytes(data)
+        write_private(path, data)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
 

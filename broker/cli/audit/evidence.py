@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from broker.audit.bundle import MESSAGE_KINDS, build_bundle, check_bundle, names_worker
+from broker.audit.bundle import MAX_BUNDLE_BYTES, MESSAGE_KINDS, build_bundle, check_bundle, names_worker
 from broker.audit.entry import format_time
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.stores.archive_files import (
@@ -118,7 +118,8 @@ def check_bundle_command(
     """Check a worker's archive offline: every proof, signature and the archive's own bytes."""
 
     async def work() -> None:
-        checked = check_bundle(read_bytes(file), trust=load_trust(keys, trust_bundle))
+        data = read_bytes(file, limit=MAX_BUNDLE_BYTES)  # a larger file is refused, not read into memory
+        checked = check_bundle(data, trust=load_trust(keys, trust_bundle))
         for entry in checked.entries:
             draft = entry.draft
             console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ from broker.cli.audit.common import (
     run_audit,
 )
 from broker.core.errors import AuditError, ConfigError, Reason
+from broker.core.tls_policy import check_amqp_url
+from broker.state.private_files import open_private
 
 # -- replay and export -------------------------------------------------------------------------------
 
@@ -72,8 +75,10 @@ async def _output(path: Path | None) -> AsyncIterator[TextIO]:
     if path is None:
         yield sys.stdout
         return
-    try:
-        handle = path.open("w", encoding="utf-8", newline="")
+    try:  # an export holds every entry's envelope: 0600 like the store it comes from
+        handle = os.fdopen(
+            open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w", encoding="utf-8", newline=""
+        )
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
     with handle:
@@ -126,6 +131,8 @@ def replay(
             raise ConfigError(Reason.CONFIG_INVALID, "replay to exactly one of --jsonl or --to-queue")
         if to_queue is not None:
             check_replay_queue(to_queue, allow_subscriber_queue=allow_subscriber_queue)
+        if amqp_url is not None:
+            check_amqp_url(amqp_url)  # verified TLS to a sandbox on another host
         async with opened_source(log_locator(store, dsn, schema), schema) as source:
             rows = readable_entries(source, archive=archive_dir(archive), wanted=wanted)
             if jsonl is not None:

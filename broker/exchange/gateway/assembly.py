@@ -14,7 +14,7 @@ from uuid import UUID
 from broker.audit.stores import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
 from broker.core.agreement import load_agreement
-from broker.core.errors import ConfigError, Reason, VerificationError
+from broker.core.errors import ConfigError, Reason
 from broker.core.personal import Decryptor, WrappedKey
 from broker.core.pki import Signer
 from broker.core.trust_update import EncryptionDirectory
@@ -58,7 +58,11 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
 
         if not settings.audit_dsn:
             raise ConfigError(Reason.CONFIG_INVALID, "audit_backend=postgres needs audit_dsn")
-        return await PostgresAuditStore.open(settings.audit_dsn, schema=f"audit_{settings.country.lower()}")
+        return await PostgresAuditStore.open(
+            settings.audit_dsn,
+            schema=f"audit_{settings.country.lower()}",
+            plaintext_hosts=settings.plaintext_hosts,
+        )
     from broker.audit.stores.sqlite import SqliteAuditStore  # noqa: PLC0415 - keep driver imports at the edge
 
     settings.country_state_dir.mkdir(parents=True, exist_ok=True)
@@ -79,24 +83,23 @@ def _cached_decryptors(keystore: KeyStore) -> Callable[[str], KeyUnwrapper]:
 
 
 class _ReloadingDecryptor:
-    """A cached Decryptor that re-reads the authority's keys once when a wrap names a key it does not
-    hold (a key rotated since the cache was filled), so rotation never rejects a message."""
+    """A cached Decryptor that re-reads the authority's keys when no wrap names a key it holds (a key
+    rotated since the cache was filled), so rotation never rejects a message. A wrap that names a
+    held key but does not open is tampering: re-reading the disk would not help."""
 
     def __init__(self, *, authority_id: str, cache: dict[str, Decryptor], keystore: KeyStore) -> None:
         self._authority_id = authority_id
         self._cache = cache
         self._keystore = keystore
 
-    def unwrap(self, wraps: Sequence[WrappedKey], *, message_id: UUID) -> bytes:
-        cached = self._cache.get(self._authority_id)
-        if cached is not None:
-            try:
-                return cached.unwrap(wraps, message_id=message_id)
-            except VerificationError:
-                pass  # fall through to a fresh read
-        fresh = self._keystore.decryptor(self._authority_id)
-        self._cache[self._authority_id] = fresh
-        return fresh.unwrap(wraps, message_id=message_id)
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes:
+        decryptor = self._cache.get(self._authority_id)
+        if decryptor is None or not decryptor.holds_a_key_for(wraps):
+            decryptor = self._keystore.decryptor(self._authority_id)
+            self._cache[self._authority_id] = decryptor
+        return decryptor.unwrap(wraps, message_id=message_id, dek_sha256=dek_sha256)
 
 
 async def gateway_from_settings(
@@ -108,7 +111,7 @@ async def gateway_from_settings(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    trust = keystore.trust_store(agreement.countries)
+    trust = keystore.trust_store(agreement.countries, crl_grace=timedelta(seconds=settings.crl_grace_s))
     gateway_id = agreement.gateway(settings.country).id
     now = utc_now()
     gateway_signer = keystore.signer(gateway_id, at=now)

@@ -33,11 +33,13 @@ class Receipts:
     ) -> None:
         """Publish the accepting receipt: the one already logged for this message, else a new one.
 
-        A redelivered message thus gets the byte-identical receipt it got the first time. `along`
-        (the DELIVERED entry) is made durable in the same commit as the receipt's entry.
+        A redelivered message thus gets the byte-identical receipt it got the first time. A negative
+        receipt sent for an earlier copy (one whose unsigned key header was spoiled) is not reused: this
+        copy was accepted. `along` (the DELIVERED entry) is made durable in the same commit as the
+        receipt's entry.
         """
         envelope = opened.envelope
-        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT]
+        sent = [e for e in trail if e.kind == EntryKind.RECEIPT_SENT and e.verdict == Verdict.ACCEPTED]
         drafts = list(along)
         if sent:
             receipt_raw = sent[0].envelope

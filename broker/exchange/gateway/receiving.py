@@ -19,7 +19,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from uuid import UUID
 
-from broker.audit import EntryDraft, EntryKind
+from broker.audit import AuditEntry, EntryDraft, EntryKind
+from broker.audit.bounded import PREFIX_BYTES as REJECTED_PREFIX_BYTES
+from broker.audit.bounded import stored_form
+from broker.audit.stored_envelopes import verify_envelope as verify_signed_envelope
 from broker.audit.witnessing import UNANSWERED_TYPES
 from broker.core.catalogue import citizenship_of
 from broker.core.catalogue.receipt import Receipt, Verdict
@@ -40,6 +43,26 @@ from broker.exchange.transport_api import Disposition, IncomingMessage
 
 # Pauses between retries of a message our own side failed on (audit store or broker unavailable).
 OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+# Refusals raised before the signer was trusted (`open_message` order): such a body proves nothing.
+UNVERIFIED_REASONS = frozenset(
+    {
+        Reason.MESSAGE_MALFORMED,
+        Reason.MESSAGE_OVERSIZED,
+        Reason.SIGNATURE_MISSING,
+        Reason.SIGNATURE_INVALID,
+        Reason.SIGNATURE_ALGORITHM,
+        Reason.SIGNATURE_TYPE,
+        Reason.CERT_MALFORMED,
+        Reason.CERT_UNTRUSTED,
+        Reason.CERT_EXPIRED,
+        Reason.CERT_NOT_YET_VALID,
+        Reason.CERT_REVOKED,
+        Reason.CRL_STALE,
+        Reason.CERT_USAGE,
+        Reason.CERT_AUTHORITY_MISMATCH,
+    }
+)
 
 
 class PerMessageLocks:
@@ -86,6 +109,8 @@ class Receiver:
         self._witnessing = witnessing
         self._trust_updates = trust_updates
         self._locks = PerMessageLocks()
+        # REJECTED entries of messages whose quarantine copy or receipt is not out yet (`reject`).
+        self._rejections: dict[tuple[int, str, str], AuditEntry] = {}
 
     async def on_inbound(self, incoming: IncomingMessage) -> Disposition:
         """Handle one inbound message: fail closed on our own faults, quarantine poison.
@@ -143,6 +168,7 @@ class Receiver:
         except RemoteError as error:
             await self.reject(raw, error)
             return Disposition.ACK
+        self._warn_if_crl_stale(opened)
         if opened.envelope.type == Receipt.MESSAGE_TYPE:
             await self._sender.on_receipt(opened)
             return Disposition.ACK
@@ -162,6 +188,23 @@ class Receiver:
         except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
             await self.reject(raw, error)
         return Disposition.ACK
+
+    def _warn_if_crl_stale(self, opened: OpenedMessage) -> None:
+        """Accepted on a CRL past its nextUpdate (the grace period): loud, on every message."""
+        stale_since = opened.signer.crl_stale_since
+        if stale_since is None:
+            return
+        ctx = self._ctx
+        ctx.metrics.crl_stale.labels(opened.signer.country).inc()
+        ctx.log.warning(
+            "trust.crl_stale",
+            message_id=str(opened.envelope.id),
+            type=opened.envelope.type,
+            sender=opened.envelope.sender,
+            country=opened.signer.country,
+            next_update=stale_since.isoformat(),
+            refused_from=(stale_since + ctx.trust.crl_grace).isoformat(),
+        )
 
     def _check_fresh(self, opened: OpenedMessage) -> None:
         settings = self._ctx.settings
@@ -242,35 +285,45 @@ class Receiver:
         seen = peek(raw)
         now = ctx.clock()
         bound = ctx.log.bind(message_id=str(seen.message_id), type=seen.message_type, sender=seen.sender)
-        [entry] = await ctx.audit.append(
-            [
-                EntryDraft(
-                    kind=EntryKind.REJECTED,
-                    time=now,
-                    message_id=seen.message_id,
-                    message_type=seen.message_type,
-                    peer=seen.sender,
-                    envelope=raw,
-                    verdict=Verdict.REJECTED,
-                    reason=str(error.reason),
-                )
-            ]
-        )
         sha256 = sha256_hex(raw)
+        whole = self._keeps_whole(raw, error)
+        # A retry after our own failure (quarantine full, broker down) reuses the entry it appended.
+        # Keyed by the delivery's body object too: `on_inbound` retries with the same one, while
+        # the same bytes arriving twice are two arrivals, each logged.
+        held = (id(raw), sha256, str(error.reason))
+        entry = self._rejections.get(held)
+        if entry is None:
+            [entry] = await ctx.audit.append(
+                [
+                    EntryDraft(
+                        kind=EntryKind.REJECTED,
+                        time=now,
+                        message_id=seen.message_id,
+                        message_type=seen.message_type,
+                        peer=seen.sender,
+                        envelope=stored_form(raw, whole=whole),
+                        verdict=Verdict.REJECTED,
+                        reason=str(error.reason),
+                    )
+                ]
+            )
+            self._rejections[held] = entry
         await ctx.transport.publish(
             exchange=QUARANTINE,
             routing_key="",
-            body=raw,
+            body=raw if whole else raw[:REJECTED_PREFIX_BYTES],
             message_id=str(seen.message_id) if seen.message_id else f"sha256:{sha256}",
             headers={
                 "x-reason": str(error.reason),
                 "x-diagnostic": error.diagnostic[:1000],
                 "x-audit-index": entry.index,
                 "x-rejected-at": now.isoformat(),
-                "x-sha256": sha256,
+                "x-sha256": sha256,  # of the whole body, also when only its prefix is kept
+                "x-body-length": len(raw),
             },
             timeout=ctx.settings.confirm_timeout_s,
         )
+        self._rejections.pop(held, None)
         ctx.metrics.rejected.labels(str(error.reason)).inc()
         bound.warning(
             "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
@@ -286,3 +339,21 @@ class Receiver:
             reason=str(error.reason),
             diagnostic=error.diagnostic[:1000],
         )
+
+    def _keeps_whole(self, raw: bytes, error: RemoteError) -> bool:
+        """Whether a rejected body is kept whole (audit log and quarantine) or only bounded.
+
+        Whole: anything up to REJECTED_PREFIX_BYTES, and a bigger body within the size limit that a
+        trusted authority signed (evidence of what it sent). Everything else (oversized, or rejected
+        before its signer was trusted) is kept as its hash, length and first REJECTED_PREFIX_BYTES,
+        so a peer cannot make the append-only log keep megabytes of junk (`broker.audit.bounded`).
+        """
+        if len(raw) <= REJECTED_PREFIX_BYTES:
+            return True
+        if len(raw) > self._ctx.settings.max_message_bytes or error.reason in UNVERIFIED_REASONS:
+            return False
+        try:  # a refusal after the signature (stale, replayed, against policy): check the signer
+            verify_signed_envelope(raw, trust=self._ctx.trust)
+        except Exception:  # anything but a clean verification: the body proves nothing
+            return False
+        return True

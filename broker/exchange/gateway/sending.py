@@ -23,6 +23,11 @@ from broker.exchange.gateway.context import GatewayContext, sent_draft
 from broker.exchange.gateway.witnessing import Witnessing
 from broker.state.outbox import OutboxRecord, SendState
 
+# Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
+# The peer could not open what reached it, but the fault need not be in the bytes we signed.
+# (`crl.stale`: the receiver lacks a current CRL of ours; once it has one, the re-send passes.)
+RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE), str(Reason.CRL_STALE)})
+
 
 class SendOptions(TypedDict, total=False):
     """How to send: `sender` signs (default: the one authority allowed to send the type); with
@@ -219,7 +224,9 @@ class Sender:
             )
             return
         accepted = receipt.verdict == Verdict.ACCEPTED
-        if record.state in (SendState.SENT, SendState.CONFIRMED):
+        if not accepted and receipt.reason in RETRYABLE_REJECTIONS:
+            await self._keep_outstanding(record, receipt)
+        elif record.state in (SendState.SENT, SendState.CONFIRMED):
             await ctx.outbox.mark_receipt(
                 receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
             )
@@ -233,6 +240,27 @@ class Sender:
         waiter = self._waiters.get(receipt.message_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
+
+    async def _keep_outstanding(self, record: OutboxRecord, receipt: Receipt) -> None:
+        """A rejection that says nothing about our bytes: keep the message, re-send it at its deadline.
+
+        E.g. `payload.undecryptable`: the data key travels in an unsigned header that anyone on the
+        path can spoil, so the peer's refusal does not end a message whose signed bytes are intact.
+        """
+        ctx = self._ctx
+        if record.state not in (SendState.SENT, SendState.CONFIRMED):
+            return
+        await ctx.outbox.note_rejection(record.message_id, reason=str(receipt.reason))
+        ctx.metrics.retryable_rejections.labels(str(receipt.reason)).inc()
+        ctx.log.warning(
+            "receipt.rejected_will_resend",
+            message_id=str(record.message_id),
+            type=record.message_type,
+            peer=record.recipient,
+            reason=receipt.reason,
+            diagnostic=receipt.diagnostic,
+            resend_at=record.deadline.isoformat(),
+        )
 
     def _default_sender(self, message_type: str) -> str:
         ctx = self._ctx
