@@ -45,7 +45,7 @@ async def test_quarantined_escape_sequences_are_shown_escaped_and_kept_exact_wit
     exchange: ExchangeHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As in test_exchange: the CLI may not reconfigure the logging of the gateway running here.
-    monkeypatch.setattr("broker.cli.configure_logging", lambda *_, **__: None)
+    monkeypatch.setattr("broker.cli.common.configure_logging", lambda *_, **__: None)
     with capture_logs():
         await exchange.new_gateway("RU")
         await exchange.broker["RU"].publish(
