@@ -180,12 +180,13 @@ class ApiErrors:
         status = response.status_code
         if status < 300:
             return
-        detail = self.mask(_reason_text(response))
+        detail = self.mask(_reason_text(response))[:500]  # masked whole: a cut must not halve a password
         said = f"management API at {self.where}: {action}: HTTP {status} {detail}".rstrip()
         if status == 401:
             raise TransportError(
                 Reason.TRANSPORT_FORBIDDEN,
-                f"{said} (user {user}: wrong password, or the user has no management tag)",
+                f"{said} (user {user}: wrong password, or a tag it lacks: a gateway's user needs "
+                "`monitoring`, set by `broker topology apply`)",
             )
         if status == 403:
             raise TransportError(Reason.TRANSPORT_FORBIDDEN, f"{said} (user {user} may not do this)")
@@ -205,10 +206,11 @@ class ApiErrors:
 
 
 def _reason_text(response: httpx.Response) -> str:
+    """The API's reason, on one line (RabbitMQ pretty-prints Erlang terms over many)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict):
-        return str(body.get("reason") or body.get("error") or "")[:500]
-    return ""
+        text = response.text
+    else:
+        text = str(body.get("reason") or body.get("error") or "") if isinstance(body, dict) else ""
+    return " ".join(text.split())

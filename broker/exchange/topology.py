@@ -43,9 +43,11 @@ QUARANTINE_POLICY_PRIORITY = 100
 # rather than be refused by the broker, which stalls the shovel carrying it. RabbitMQ counts only
 # the body; the margin also covers our headers.
 MESSAGE_SIZE_HEADROOM = 64 * 1024
-# The gateway's own user may log in to the management API and see its own vhost (and nothing else):
-# readiness reads its shovel's status there (docs/decisions.md, "Health and readiness").
-MANAGEMENT_TAG = "management"
+# The gateway's own user may read the management API: readiness reads its shovel's status there,
+# which RabbitMQ shows to `monitoring` users only (and only for vhosts they hold a permission in). It
+# reads, never changes, and still touches no message outside its permissions (docs/decisions.md,
+# "Health and readiness").
+MONITORING_TAG = "monitoring"
 # RabbitMQ's words when it refuses a body over its max_message_size (3.8 and later).
 _SIZE_REFUSAL = re.compile(r"larger than configured max size (\d+)")
 
@@ -187,7 +189,7 @@ class ShovelSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.source.country}-to-{self.destination.country}"
+        return shovel_name(self.source.country, self.destination.country)
 
     @property
     def vhost(self) -> str:
@@ -235,7 +237,12 @@ class BrokerPlan:
 
     def user_tags(self, user: str) -> tuple[str, ...]:
         """RabbitMQ user tags: the gateway may read its vhost's shovel status, link users nothing."""
-        return (MANAGEMENT_TAG,) if user == self.broker.gateway_user else ()
+        return (MONITORING_TAG,) if user == self.broker.gateway_user else ()
+
+
+def shovel_name(source_country: str, destination_country: str) -> str:
+    """`tj-to-ru`: the shovel in the source's vhost that carries its outbound queue to the destination."""
+    return f"{source_country.lower()}-to-{destination_country.lower()}"
 
 
 def outbound_queue(peer_country: str) -> str:
