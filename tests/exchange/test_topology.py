@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from tests.support.rabbit import RabbitLink
 
 
+# `broker topology` runs in-process here: it must not reconfigure the logging of later tests.
+pytestmark = pytest.mark.usefixtures("cli_keeps_test_logging")
+
 MANAGEMENT_URL = "http://127.0.0.1:15672"
 TJ = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj")
 RU = CountryBroker(country="ru", url="amqp://127.0.0.1:5672/ru")
