@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -37,8 +37,9 @@ CHECK_TIMEOUT_S = 3.0
 DEFAULT_LOGIN = ("guest", "guest")
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
+    """One check's verdict and what it saw."""
+
     ok: bool
     detail: str
 

@@ -72,20 +72,17 @@ class RabbitAdmin:
 
     # Plugins.
 
-    def running_plugins(self) -> set[str]:
-        node = self._get(path_of("overview"), "reading the overview")["node"]
-        applications = self._get(path_of("nodes", node), f"reading node {node}").get("applications", [])
-        return {str(application.get("name")) for application in applications}
-
     def require_plugins(self) -> None:
+        """The shovel management plugin (which needs the shovel plugin) answers `/api/shovels`; a node
+        without it answers 404. Its node statistics would say the same, but only seconds after start."""
         if self._plugins_checked:
             return
-        missing = sorted(set(REQUIRED_PLUGINS) - self.running_plugins())
-        if missing:
+        if self._get(path_of("shovels"), "reading shovel status", missing=None) is None:
+            missing = " ".join(REQUIRED_PLUGINS)
             raise ConfigError(
                 Reason.CONFIG_INVALID,
-                f"the node behind {self.endpoint.where} does not run {', '.join(missing)}: enable them "
-                f"on it (rabbitmq-plugins enable {' '.join(missing)}, or deploy/rabbitmq/enabled_plugins)",
+                f"the node behind {self.endpoint.where} does not run {missing.replace(' ', ' and ')}: "
+                f"enable them on it (rabbitmq-plugins enable {missing}, or deploy/rabbitmq/enabled_plugins)",
             )
         self._plugins_checked = True
 
@@ -259,16 +256,27 @@ class RabbitAdmin:
         return [shovel_status_of(entry) for entry in self._get(path_of("shovels"), "reading shovel status")]
 
     def wait_for_shovel(self, vhost: str, name: str, *, timeout: float = 30.0) -> ShovelStatus:
-        """Wait until the shovel reports `running`; a shovel that cannot connect stays `starting`."""
+        """Wait until the shovel reports `running`; a shovel that cannot connect stays `starting`.
+
+        An API that does not answer for a moment (a node restarting its applications) is waited for too.
+        """
         deadline = time.monotonic() + timeout
         last: ShovelStatus | None = None
+        unanswered: TransportError | None = None
         while True:
-            listing = self._get(path_of("shovels", vhost), f"reading shovel status in {vhost}")
+            try:
+                listing = self._get(path_of("shovels", vhost), f"reading shovel status in {vhost}")
+            except TransportError as error:
+                if error.reason is not Reason.TRANSPORT_UNAVAILABLE:
+                    raise
+                listing, unanswered = [], error
             found = [shovel_status_of(entry) for entry in listing]
             last = next((s for s in found if s.name == name), last)
             if last is not None and last.state == "running":
                 return last
             if time.monotonic() > deadline:
+                if unanswered is not None and last is None:
+                    raise unanswered
                 state = f"{last.state} {last.reason}".strip() if last else "absent"
                 raise TransportError(
                     Reason.TRANSPORT_UNAVAILABLE,

@@ -14,8 +14,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from types import TracebackType
-from typing import Self
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -78,15 +76,6 @@ class StatusServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
@@ -146,7 +135,10 @@ async def serving_status(gateway: Gateway, settings: ExchangeSettings) -> AsyncI
         port=settings.metrics_port,
     )
     try:
-        async with server:
+        await server.start()
+        try:
             yield server
+        finally:
+            await server.close()
     finally:
         await link.close()
