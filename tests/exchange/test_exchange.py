@@ -9,6 +9,7 @@ message without a receipt is re-sent with the same id; quarantine is operable fr
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from broker.core.envelope import Envelope, sha256_hex
 from broker.core.errors import PolicyError, Reason, TransportError
 from broker.core.ids import uuid7
 from broker.core.sealing import SealedMessage, open_message, seal, seal_envelope, verify_envelope
+from broker.exchange.devkit import write_settings_file
 from broker.exchange.gateway import Gateway
 from broker.exchange.subscriber import Subscription
 from broker.exchange.topology import INBOUND, QUARANTINE, subscriber_queue
@@ -541,6 +543,25 @@ async def _quarantine_commands(
     assert listing.exit_code == 0, listing.output
     [row] = [line for line in listing.output.splitlines() if str(message_id) in line]
     assert str(Reason.SIGNATURE_INVALID) in row
+    assert listing.output.splitlines()[0].split("\t")[:2] == ["message_id", "reason"]  # a pipe: no table art
+
+    as_json = await run_cli("quarantine", "list", *where, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    [listed] = [item for item in json.loads(as_json.output) if item["message_id"] == str(message_id)]
+    assert listed["reason"] == str(Reason.SIGNATURE_INVALID)
+    assert listed["bytes"] == len(sealed.raw)
+
+    # The sender follows it: its own outbox and audit trail, as JSON for a script.
+    tj_settings = tmp_path / "tj.toml"
+    write_settings_file(tj_settings, exchange.settings("TJ"))
+    followed = await run_cli(
+        "status", str(message_id), "--country", "TJ", "--config", str(tj_settings), "--json"
+    )
+    assert followed.exit_code == 0, followed.output
+    trail = json.loads(followed.output)
+    assert trail["outbox"]["state"] == "rejected"
+    assert trail["outbox"]["reason"] == str(Reason.SIGNATURE_INVALID)
+    assert [entry["kind"] for entry in trail["trail"]] == ["sent", "receipt-received"]
 
     shown = await run_cli("quarantine", "show", str(message_id), *where)
     assert shown.exit_code == 0, shown.output

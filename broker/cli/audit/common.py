@@ -15,7 +15,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from cryptography import x509
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -28,6 +27,7 @@ from broker.audit.stores.archive_files import (
     ArchiveDirectory,
 )
 from broker.audit.stores.source import LogSource, inclusion_proof, open_source
+from broker.cli.output import err_console
 from broker.core.agreement import load_agreement
 from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
 from broker.core.pki import country_of
@@ -39,8 +39,6 @@ audit_app = typer.Typer(
     help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 EXIT_FAILED = 1

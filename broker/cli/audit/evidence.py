@@ -24,7 +24,6 @@ from broker.cli.audit.common import (
     VerificationFailed,
     archive_dir,
     audit_app,
-    console,
     covering_checkpoint,
     load_trust,
     log_locator,
@@ -34,6 +33,7 @@ from broker.cli.audit.common import (
     run_audit,
     write_bytes,
 )
+from broker.cli.output import console
 from broker.core.errors import AuditError, Reason
 
 # -- reconcile and bundles ---------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from broker.cli.audit.common import (
     archive_dir,
     audit_app,
     checkpoints_of,
-    console,
     covering_checkpoint,
     entries_of,
     load_trust,
@@ -41,6 +40,7 @@ from broker.cli.audit.common import (
     run_audit,
     write_bytes,
 )
+from broker.cli.output import console
 from broker.core.errors import AuditError, Reason
 
 # -- checkpoints and proofs -------------------------------------------------------------------------

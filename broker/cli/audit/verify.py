@@ -31,7 +31,6 @@ from broker.cli.audit.common import (
     archive_dir,
     audit_app,
     checkpoints_of,
-    console,
     entries_of,
     load_trust,
     log_locator,
@@ -40,6 +39,7 @@ from broker.cli.audit.common import (
     read_bytes,
     run_audit,
 )
+from broker.cli.output import console
 from broker.core.errors import ConfigError, Reason
 from broker.core.trust import TrustStore
 
