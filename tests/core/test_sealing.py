@@ -59,6 +59,7 @@ ROUTES: Mapping[str, tuple[str, str]] = {
     "work_permit.cancellation": ("RU-MVD", "TJ-MOL"),
     "worker.death": ("RU-MVD", "TJ-MOL"),
     "receipt": ("RU-GW", "TJ-GW"),
+    "receipt.batch": ("RU-GW", "TJ-GW"),
     "trust.update": ("RU-CA", "TJ-GW"),
     "checkpoint.witness": ("TJ-GW", "RU-GW"),
 }
