@@ -137,7 +137,9 @@ class WriteBatch:
 
     @property
     def probed(self) -> set[UUID]:
-        return {r.drafts[0].message_id for r in self._requests if r.trail is not None and r.drafts[0].message_id}
+        return {
+            r.drafts[0].message_id for r in self._requests if r.trail is not None and r.drafts[0].message_id
+        }
 
     def decide(self, existing: Mapping[UUID, Sequence[AuditEntry]]) -> list[EntryDraft]:
         """The drafts to write, in order: a conditional one only if its message has no entry of its
