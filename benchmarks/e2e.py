@@ -23,6 +23,7 @@ from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
 from benchmarks.report import percentile, print_table, ratio
+from broker.exchange import runtime
 from broker.exchange.devkit import provision_dev_exchange
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labour-exchange-bench"
@@ -120,7 +121,10 @@ async def _broker_legs(
 def run(options: Options, events: EventClock) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
+        # Every leg on the loop the gateways run on (uvloop where installed): like for like.
+        loop = runtime.use_fast_event_loop()
         result, notes = asyncio.run(_broker_legs(options, workdir, events))
+        result["event_loop"] = loop
         receiver_log = workdir / "ru" / "audit.sqlite"
         cores = os.cpu_count() or 1
         verify_rate, verified = verify_entries_per_s(receiver_log)

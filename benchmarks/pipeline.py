@@ -25,6 +25,7 @@ from benchmarks.common import (
 )
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
 from broker.core.catalogue import sample_payloads
+from broker.exchange import runtime
 from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
 from broker.state.settings import ExchangeSettings
@@ -106,6 +107,7 @@ async def start_link_from(settings: dict[str, ExchangeSettings], events: EventCl
     receiver = await PeerProcess.start(settings["RU"].country_state_dir / "gateway.toml", events)
     sender = await gateway_from_settings(settings["TJ"])
     await sender.start()
+    runtime.tune_for_long_run()  # as `broker gateway` does once started
     return Link(sender=sender, receiver=receiver, events=events)
 
 
