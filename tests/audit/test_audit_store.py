@@ -270,7 +270,10 @@ class TestAuditStore:
         await store.append([draft(1, message_id=message, kind=EntryKind.DELIVERED), draft(2)])
         again, second = await store.append_first(draft(3, message_id=message), trail=trail)
         assert second is None  # a duplicate: nothing written
-        assert [(entry.index, entry.kind) for entry in again] == [(0, EntryKind.RECEIVED), (1, EntryKind.DELIVERED)]
+        assert [(entry.index, entry.kind) for entry in again] == [
+            (0, EntryKind.RECEIVED),
+            (1, EntryKind.DELIVERED),
+        ]
         assert await store.size() == 3
         # Copies racing into one transaction: one is written, the other sees a duplicate.
         other = uuid4()
