@@ -27,9 +27,11 @@ from broker.core.errors import LocalError, Reason
 
 def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
+    from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
 
     settings = load_settings(country, config, service=True)
+    runtime.use_fast_event_loop()
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -37,6 +39,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with Gateway.from_settings(settings) as gw:
+            runtime.tune_for_long_run()
             if settings.metrics_port:
                 gw.metrics.serve(settings.metrics_port)
             console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}. Ctrl-C stops.")
