@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from adapters.base import NationalAdapter
 from adapters.folder_drop import WORK, FolderDrop
@@ -27,14 +26,8 @@ from adapters.pipeline import (
     read_file,
     render_to_folder,
 )
-from broker.cli.common import (
-    ConfigOption,
-    declared_subscription,
-    err_console,
-    load_settings,
-    run,
-    serve_alerts,
-)
+from broker.cli.common import ConfigOption, declared_subscription, load_settings, run, serve_alerts
+from broker.cli.output import console, err_console
 from broker.cli.terminal import visible
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import PolicyError
@@ -44,7 +37,6 @@ adapt_app = typer.Typer(
     help="National adapters: import Russian XML or Tajik registry files, watch an inbox, render alerts",
     no_args_is_help=True,
 )
-console = Console()
 
 ToOption = Annotated[
     str, typer.Option("--to", help="recipient authority in the partner country, e.g. RU-MVD")
@@ -116,7 +108,7 @@ def _country_app(country: str) -> typer.Typer:
         from broker.exchange.gateway import Gateway  # noqa: PLC0415
 
         async def go() -> None:
-            settings = load_settings(country, config)
+            settings = load_settings(country, config, service=True)
             adapter = _adapter(country, settings)
 
             async def handle(name: str, data: bytes) -> None:

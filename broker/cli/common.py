@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -10,43 +11,83 @@ from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from broker.cli.logs import configure_logging
-from broker.core.errors import ExchangeError
+from broker.cli.output import debugging, error_line, print_error
+from broker.core.agreement import Agreement, load_agreement
+from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
 
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 CountryOption = Annotated[str, typer.Option("--country", "-c", help="TJ or RU", callback=lambda v: v.upper())]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of readable text")]
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="settings file (default: var/<country>/gateway.toml if present)"),
 ]
 
 
-def load_settings(country: str, config: Path | None) -> ExchangeSettings:
-    """The country's settings: the given file, else var/<country>/gateway.toml if present, then env."""
+def load_settings(country: str, config: Path | None, *, service: bool = False) -> ExchangeSettings:
+    """The country's settings: the given file, else var/<country>/gateway.toml if present, then env.
+
+    A `service` (the gateway, a folder watch) logs its events from INFO up; a command that answers
+    and ends prints its own lines and logs only warnings, so its output stays what it says. `--debug`
+    logs everything.
+
+    A `--config` that names no file is an error, never silently replaced by the defaults; so is a
+    country the settings' agreement does not know.
+    """
+    if config is not None and not config.is_file():
+        exit_with(ConfigError(Reason.INPUT_UNREADABLE, f"settings file {config} does not exist"))
     path = config or Path("var") / country.lower() / "gateway.toml"
+    if config is None:
+        try:
+            _check_country(country, load_agreement())  # the shipped agreement, before any settings
+        except ExchangeError as error:
+            exit_with(error)
     try:
         settings = ExchangeSettings.load(path if path.exists() else None, country=country)
+        _check_country(settings.country, load_agreement(settings.agreement_file))
     except ExchangeError as error:
+        if not path.exists():
+            error = ConfigError(
+                error.reason,
+                f"{error.diagnostic} (no settings file: {path} does not exist; `broker init --country "
+                f"{country}` makes one, or pass --config FILE)",
+            )
         exit_with(error)
-    configure_logging(settings.log_format)
+    level = logging.DEBUG if debugging() else logging.INFO if service else logging.WARNING
+    configure_logging(settings.log_format, level=level)
     return settings
 
 
+def _check_country(country: str, agreement: Agreement) -> None:
+    if country not in agreement.countries:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"unknown country {country}: agreement {agreement.id} is between {' and '.join(agreement.countries)}",
+        )
+
+
+def read_input(path: Path, *, what: str) -> bytes:
+    """A file named on the command line, or one line `error [input.unreadable]` naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        exit_with(ConfigError(Reason.INPUT_UNREADABLE, f"cannot read {what} {path}: {exc.strerror}"))
+
+
 def exit_with(error: ExchangeError) -> NoReturn:
-    """One line `error [reason.code] what is wrong` on stderr, exit status 1, no traceback."""
-    # Diagnostics quote file names and codes in brackets: never let rich read them as markup.
-    err_console.print(
-        f"[red]error[/red] {escape(f'[{error.reason}] {error.diagnostic}')}", highlight=False, soft_wrap=True
-    )
-    raise typer.Exit(1) from None
+    """One line `error [reason.code] what is wrong` on stderr, exit status 1 (2 for a wrong call).
+
+    With `--debug` the error is raised instead, for `broker.cli.app.main` to print its traceback.
+    """
+    if debugging():
+        raise error
+    print_error(error_line(error))
+    raise typer.Exit(2 if error.reason is Reason.CLI_USAGE else 1) from None
 
 
 def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
@@ -97,7 +138,6 @@ async def declared_subscription(
 
     Personal payloads open with `authority`'s own key-agreement key from the settings' key store.
     """
-    from broker.core.agreement import load_agreement  # noqa: PLC0415
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415 - aio-pika only when needed
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 

@@ -19,8 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from broker.cli.common import console, run
+from broker.cli.common import run
 from broker.cli.logs import configure_logging
+from broker.cli.output import console
 from broker.core.catalogue import sample_payloads
 from broker.core.errors import ExchangeError, Reason, TransportError
 from broker.exchange.gateway import Gateway, SendResult, gateway_from_settings

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from broker.core.errors import ExchangeError
+from broker.cli.common import JsonOption, exit_with, read_input
+from broker.cli.output import print_table
+from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.core.pki import certificate_thumbprint
 from broker.state.keystore import KeyStore
 
@@ -33,11 +33,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _fail(error: ExchangeError) -> typer.Exit:
-    typer.echo(f"error [{error.reason}]: {error.diagnostic}", err=True)
-    return typer.Exit(code=1)
-
-
 @keys_app.command()
 def init(
     country: CountryOption,
@@ -48,7 +43,7 @@ def init(
     try:
         cert = _store(root).init_country(country, now=_now(), validity_days=validity_days)
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     typer.echo(f"{country} CA created, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
 
 
@@ -66,7 +61,7 @@ def issue(
             authority, country, now=_now(), validity_days=validity_days, display_name=display_name
         )
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     typer.echo(f"{authority}: certificate {cert.serial_number:x} (kid {certificate_thumbprint(cert)})")
 
 
@@ -80,7 +75,7 @@ def rotate(
     try:
         cert = _store(root).rotate(authority, now=_now(), validity_days=validity_days)
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     typer.echo(f"{authority}: new certificate {cert.serial_number:x} (kid {certificate_thumbprint(cert)})")
 
 
@@ -96,12 +91,11 @@ def revoke(
     try:
         number = int(serial, 16) if serial is not None else None
     except ValueError:
-        typer.echo(f"error: serial {serial!r} is not hexadecimal", err=True)
-        raise typer.Exit(code=2) from None
+        exit_with(ConfigError(Reason.CLI_USAGE, f"--serial {serial!r} is not hexadecimal"))
     try:
         revoked = _store(root).revoke(authority, number, now=_now())
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     listed = ", ".join(f"{value:x}" for value in revoked) or "nothing new"
     typer.echo(f"{authority}: revoked {listed}; CRL rewritten")
 
@@ -112,7 +106,7 @@ def refresh_crl(country: CountryOption, root: RootOption = _DEFAULT_ROOT) -> Non
     try:
         crl = _store(root).reissue_crl(country, now=_now())
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     next_update = crl.next_update_utc
     typer.echo(
         f"{country} CRL re-issued, next update {next_update:%Y-%m-%d %H:%M} UTC; send it to the peer "
@@ -132,15 +126,14 @@ def export_bundle(
     try:
         bundle = _store(root).export_bundle(country)
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     if out is None:
         typer.echo(bundle.decode("ascii"), nl=False)
         return
     try:
         out.write_bytes(bundle)
     except OSError as exc:
-        typer.echo(f"error: cannot write {out}: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        exit_with(ConfigError(Reason.CONFIG_INVALID, f"cannot write the bundle to {out}: {exc.strerror}"))
     typer.echo(f"{country} bundle written to {out}")
 
 
@@ -151,37 +144,35 @@ def import_bundle(
     root: RootOption = _DEFAULT_ROOT,
 ) -> None:
     """Trust a peer country's CA certificates and CRL (replaces what was imported before)."""
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        typer.echo(f"error: cannot read {file}: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+    data = read_input(file, what="trust bundle")
     try:
         _store(root).import_bundle(country, data)
     except ExchangeError as error:
-        raise _fail(error) from error
+        exit_with(error)
     typer.echo(f"{country} bundle imported")
 
 
+KEY_COLUMNS = ("country", "kind", "holder", "serial", "valid_from", "valid_until", "revoked", "private_key")
+
+
 @keys_app.command("list")
-def list_certificates(root: RootOption = _DEFAULT_ROOT) -> None:
+def list_certificates(root: RootOption = _DEFAULT_ROOT, as_json: JsonOption = False) -> None:
     """Show every certificate under the root: CAs, authorities and imported peer CAs."""
     try:
         records = _store(root).inventory()
     except ExchangeError as error:
-        raise _fail(error) from error
-    table = Table(title=f"Certificates under {root}")
-    for column in ("country", "kind", "holder", "serial", "valid from", "valid until", "revoked", "key"):
-        table.add_column(column)
-    for record in records:
-        table.add_row(
-            record.country,
-            record.kind,
-            record.holder,
-            f"{record.serial:x}",
-            f"{record.not_before:%Y-%m-%d %H:%M}",
-            f"{record.not_after:%Y-%m-%d %H:%M}",
-            f"{record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "",
-            "yes" if record.has_private_key else "",
-        )
-    Console(width=200).print(table)
+        exit_with(error)
+    rows = [
+        {
+            "country": record.country,
+            "kind": record.kind,
+            "holder": record.holder,
+            "serial": f"{record.serial:x}",
+            "valid_from": record.not_before.isoformat(),
+            "valid_until": record.not_after.isoformat(),
+            "revoked": record.revoked_at.isoformat() if record.revoked_at else None,
+            "private_key": record.has_private_key,
+        }
+        for record in records
+    ]
+    print_table(KEY_COLUMNS, rows, as_json=as_json, title=f"Certificates under {root}")

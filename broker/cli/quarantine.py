@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from broker.cli.common import ConfigOption, CountryOption, console, err_console, load_settings, run
+from broker.cli.common import ConfigOption, CountryOption, JsonOption, load_settings, run
+from broker.cli.output import console, err_console, print_table
 
 T = TypeVar("T")
 quarantine_app = typer.Typer(help="Messages rejected by this country's gateway", no_args_is_help=True)
@@ -32,23 +32,29 @@ def _with_transport(country: str, config: Path | None, action: Callable[[Any], A
     return run(go)
 
 
+QUARANTINE_COLUMNS = ("message_id", "reason", "rejected_at", "audit_index", "bytes", "body_length")
+
+
 @quarantine_app.command("list")
-def quarantine_list(country: CountryOption, limit: int = 100, config: ConfigOption = None) -> None:
-    """List quarantined messages (they stay in the queue)."""
+def quarantine_list(
+    country: CountryOption, limit: int = 100, as_json: JsonOption = False, config: ConfigOption = None
+) -> None:
+    """List quarantined messages (they stay in the queue); ids come from unverified bytes, shown escaped."""
     from broker.exchange.topology import QUARANTINE  # noqa: PLC0415
 
     async def action(transport: Any) -> None:
-        table = Table("message id", "reason", "rejected at", "audit index", "bytes")
-        for message in await transport.peek(QUARANTINE, limit=limit):
-            headers = message.headers
-            table.add_row(
-                message.message_id or "",
-                str(headers.get("x-reason", message.death_reason or "")),
-                str(headers.get("x-rejected-at", "")),
-                str(headers.get("x-audit-index", "")),
-                str(len(message.body)),
-            )
-        console.print(table)
+        rows = [
+            {
+                "message_id": message.message_id,
+                "reason": message.headers.get("x-reason", message.death_reason),
+                "rejected_at": message.headers.get("x-rejected-at"),
+                "audit_index": message.headers.get("x-audit-index"),
+                "bytes": len(message.body),
+                "body_length": message.headers.get("x-body-length", len(message.body)),
+            }
+            for message in await transport.peek(QUARANTINE, limit=limit)
+        ]
+        print_table(QUARANTINE_COLUMNS, rows, as_json=as_json)
 
     _with_transport(country, config, action)
 

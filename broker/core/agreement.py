@@ -80,7 +80,13 @@ class Agreement(BaseModel):
         )
 
     def gateway(self, country: str) -> Authority:
-        return next(a for a in self.authorities if a.country == country and "gateway" in a.roles)
+        for candidate in self.authorities:
+            if candidate.country == country and "gateway" in candidate.roles:
+                return candidate
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"{country} has no gateway in agreement {self.id} (its countries: {', '.join(self.countries)})",
+        )
 
     def peer_country(self, country: str) -> str:
         if country not in self.countries:

@@ -67,6 +67,9 @@ class Reason(StrEnum):
     ADAPTER_ENCODING = "adapter.encoding"
     ADAPTER_UNSAFE_PATH = "adapter.unsafe_path"
     AUDIT_BUNDLE_OVERSIZED = "audit.bundle_oversized"
+    CLI_USAGE = "cli.usage"
+    INPUT_UNREADABLE = "input.unreadable"
+    INTERNAL_ERROR = "internal.error"
 
 
 class ExchangeError(Exception):

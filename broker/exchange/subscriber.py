@@ -21,6 +21,7 @@ import structlog
 from broker.core.agreement import Agreement
 from broker.core.catalogue import Payload, citizenship_of, payload_to_json
 from broker.core.catalogue.death import WorkerDeath
+from broker.core.catalogue.wording import in_words
 from broker.core.catalogue.work_permit import WorkPermitCancellation
 from broker.core.envelope import Envelope
 from broker.core.errors import LocalError, Reason, RemoteError, VerificationError
@@ -53,21 +54,25 @@ class Alert:
     raw: bytes
 
     def headline(self) -> str:
-        """One readable line for a consul's terminal."""
+        """One readable line for a consul: coded values in words, the deadlines that matter."""
         payload = self.payload
         if isinstance(payload, WorkPermitCancellation):
             worker = payload.worker
+            ground = in_words("reason", payload.reason) + (
+                f": {payload.reason_text}" if payload.reason_text else ""
+            )
             return (
                 f"Work permit {payload.permit.number} of {worker.surname_latin} {worker.given_names_latin} "
-                f"({worker.citizenship}) cancelled on {payload.decision_date} ({payload.reason}); "
+                f"({worker.citizenship}) cancelled on {payload.decision_date}, ground: {ground}; "
                 f"must leave by {payload.departure_deadline} (Art. 14)"
             )
         if isinstance(payload, WorkerDeath):
             worker = payload.worker
             return (
                 f"Death of {worker.surname_latin} {worker.given_names_latin} ({worker.citizenship}, "
-                f"{worker.identity_document.number}) on {payload.date_of_death}; category {payload.category}, "
-                f"repatriation by {payload.responsible_party} (Art. 15)"
+                f"{worker.identity_document.number}) on {payload.date_of_death}; "
+                f"{in_words('category', payload.category)}; repatriation of the body and belongings by "
+                f"{in_words('responsible_party', payload.responsible_party)}"
                 + ("; work-related, compensation due (Art. 15.4)" if payload.work_related else "")
             )
         return f"{self.message_type} from {self.sender}"

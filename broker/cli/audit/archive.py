@@ -18,12 +18,12 @@ from broker.cli.audit.common import (
     KeysOption,
     SchemaOption,
     audit_app,
-    console,
     load_trust,
     log_locator,
     opened_source,
     run_audit,
 )
+from broker.cli.output import console
 from broker.core.trust import TrustStore
 
 # -- archiving (the operator's; these two write to the store) ---------------------------------------

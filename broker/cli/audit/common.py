@@ -15,7 +15,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from cryptography import x509
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -28,6 +27,7 @@ from broker.audit.stores.archive_files import (
     ArchiveDirectory,
 )
 from broker.audit.stores.source import LogSource, inclusion_proof, open_source
+from broker.cli.output import err_console
 from broker.core.agreement import load_agreement
 from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
 from broker.core.pki import country_of
@@ -39,8 +39,6 @@ audit_app = typer.Typer(
     help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 T = TypeVar("T")
 
 EXIT_FAILED = 1
@@ -48,7 +46,14 @@ EXIT_ERROR = 2
 SUBSCRIBER_QUEUE_PREFIX = "sub."
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
-StoreOption = Annotated[Path | None, typer.Option("--store", help="A copy of a SQLite audit store.")]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="A SQLite audit store: a snapshot (`broker audit snapshot`), or the store itself; "
+        "never a cp of a running one (it misses the -wal file).",
+    ),
+]
 DsnOption = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL URL of an audit database.")]
 SchemaOption = Annotated[
     str, typer.Option("--schema", help="PostgreSQL schema of the log (gateways use audit_tj, audit_ru).")
@@ -176,7 +181,7 @@ async def covering_checkpoint(source: LogSource, index: int) -> SignedCheckpoint
         raise AuditError(
             Reason.AUDIT_NOT_COVERED,
             f"entry {index} is newer than every signed checkpoint in {source.name}; "
-            f"copy the store again after the gateway's next checkpoint",
+            f"snapshot the store again after the gateway's next checkpoint",
         )
     return max(candidates, key=lambda cp: cp.body.tree_size)
 

@@ -33,11 +33,11 @@ from broker.cli.audit.common import (
     StoreOption,
     archive_dir,
     audit_app,
-    err_console,
     log_locator,
     opened_source,
     run_audit,
 )
+from broker.cli.output import err_console
 from broker.core.errors import AuditError, ConfigError, Reason
 from broker.core.tls_policy import check_amqp_url
 from broker.state.private_files import open_private
