@@ -90,7 +90,7 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
             "`apt-get install -y rabbitmq-server && rabbitmq-server -detached` "
             "(scripts/demo.sh does this for you).",
         )
-    from broker.exchange.devkit import provision_dev_exchange  # noqa: PLC0415 - needs rabbitmqctl
+    from broker.exchange.devkit import provision_dev_exchange  # noqa: PLC0415 - needs the broker
 
     shutil.rmtree(workdir, ignore_errors=True)
     console.print(f"[bold]1.[/bold] dev PKI for TJ and RU, topology (vhosts tj, ru, shovels) in {workdir}")

@@ -29,6 +29,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
     from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
+    from broker.exchange.status_server import serving_status  # noqa: PLC0415
 
     settings = load_settings(country, config, service=True)
     runtime.use_fast_event_loop()
@@ -38,11 +39,10 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Gateway.from_settings(settings) as gw:
+        async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
             runtime.tune_for_long_run()
-            if settings.metrics_port:
-                gw.metrics.serve(settings.metrics_port)
-            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}. Ctrl-C stops.")
+            where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
+            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
             await stop.wait()
 
     run(serve)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,11 +35,11 @@ class DevExchange:
         return broker.uri_for(user=broker.gateway_user, password=self.passwords[broker.gateway_user])
 
     def teardown(self, admin: RabbitAdmin | None = None) -> None:
-        admin = admin or RabbitAdmin()
-        for broker in self.brokers.values():
-            admin.delete_vhost(broker.vhost)
-        for user in self.passwords:
-            admin.delete_user(user)
+        with nullcontext(admin) if admin else RabbitAdmin() as used:
+            for broker in self.brokers.values():
+                used.delete_vhost(broker.vhost)
+            for user in self.passwords:
+                used.delete_user(user)
 
 
 DEV_CRL_VALIDITY_DAYS = 365
@@ -103,7 +104,8 @@ async def provision_dev_exchange(
     secrets_path = workdir / "rabbitmq-secrets.json"
     secrets_path.touch(mode=0o600, exist_ok=True)
     secrets_path.write_text(json.dumps(passwords, indent=2), encoding="utf-8")
-    await apply_topology(plans=plans, passwords=passwords, admin=admin or RabbitAdmin())
+    with nullcontext(admin) if admin else RabbitAdmin() as used:
+        await apply_topology(plans=plans, passwords=passwords, admin=used)
     exchange_settings: dict[str, ExchangeSettings] = {}
     for country, broker in brokers.items():
         settings = ExchangeSettings.load(

@@ -69,25 +69,20 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], *, what: str, tim
 
 
 def _delete_exchange_objects(admin: RabbitAdmin, vhost_prefix: str) -> None:
-    """The session's vhosts and users, also after a half-finished provisioning.
-
-    In parallel, because every rabbitmqctl call starts an Erlang VM (a second or more each).
-    """
+    """The session's vhosts and users, also after a half-finished provisioning."""
     brokers = [
         CountryBroker(country=country.lower(), url=f"amqp://{RABBIT_HOST}/{vhost_prefix}{country.lower()}")
         for country in COUNTRIES
     ]
-    users = [user for broker in brokers for user in (broker.gateway_user, broker.link_user)]
-    with ThreadPoolExecutor(max_workers=len(brokers) + len(users)) as pool:
-        done = [pool.submit(admin.delete_vhost, broker.vhost) for broker in brokers]
-        done += [pool.submit(admin.delete_user, user) for user in users]
-        for future in done:
-            future.result()
+    for broker in brokers:
+        admin.delete_vhost(broker.vhost)
+    for user in [user for broker in brokers for user in (broker.gateway_user, broker.link_user)]:
+        admin.delete_user(user)
 
 
 @pytest.fixture(scope="session")
 def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
-    """Dev PKI, topology and shovels of both countries, once per session (provisioning takes ~30 s)."""
+    """Dev PKI, topology and shovels of both countries, once per session."""
     workdir = tmp_path_factory.mktemp("exchange")
     vhost_prefix = f"t-{secrets.token_hex(3)}-"
     admin = RabbitAdmin()
@@ -107,6 +102,7 @@ def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchan
         yield exchange
     finally:
         _delete_exchange_objects(admin, vhost_prefix)
+        admin.close()
 
 
 class ExchangeHarness:
@@ -145,8 +141,10 @@ class ExchangeHarness:
         return waiting
 
     async def held(self, country: str, queue: str) -> int:
-        """Messages in `queue` including unacknowledged ones (from rabbitmqctl: about a second)."""
-        counts = await asyncio.to_thread(RabbitAdmin().queue_counts, self.dev.brokers[country].vhost)
+        """Messages in `queue` including unacknowledged ones (the management API's figure, which
+        lags the queue by up to its statistics interval, 5 s: poll it)."""
+        with RabbitAdmin() as admin:
+            counts = await asyncio.to_thread(admin.queue_counts, self.dev.brokers[country].vhost)
         return counts[queue][0]
 
     @staticmethod

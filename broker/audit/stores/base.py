@@ -73,6 +73,10 @@ class AuditStore(Protocol):
 
     async def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]: ...
 
+    async def check_writable(self) -> None:
+        """Raise AuditError unless an append could be written now (readiness); writes nothing."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -300,6 +304,9 @@ class StoreBase(ABC):
 
     @abstractmethod
     async def _close_backend(self) -> None: ...
+
+    @abstractmethod
+    async def check_writable(self) -> None: ...
 
     # AuditStore.
 

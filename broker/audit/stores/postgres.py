@@ -144,6 +144,7 @@ class _Statements:
     select_range: str
     select_by_message: str
     select_by_messages: str
+    lock_for_append: str
 
     @classmethod
     def for_schema(cls, schema: str) -> _Statements:
@@ -172,6 +173,7 @@ class _Statements:
                 f"SELECT {_ENTRY_COLUMNS} FROM {entries} "  # noqa: S608
                 "WHERE message_id = ANY($1::uuid[]) ORDER BY idx"
             ),
+            lock_for_append=f"LOCK TABLE {entries}, {subtrees} IN ROW EXCLUSIVE MODE NOWAIT",
         )
 
 
@@ -253,6 +255,12 @@ class PostgresAuditStore(StoreBase):
         # Reached only after COMMIT: a failed batch leaves the cached border as it was.
         self._border = plan.border_after
         return plan.entries
+
+    async def check_writable(self) -> None:
+        async with _driver_errors(), self._pool.acquire() as connection, connection.transaction():
+            # The lock an INSERT takes: refused without the right to insert, on a read-only server
+            # or a standby. Nothing is written and the transaction ends at once.
+            await connection.execute(self._sql.lock_for_append)
 
     async def _read_size(self) -> int:
         async with _driver_errors():

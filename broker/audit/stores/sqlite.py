@@ -305,6 +305,14 @@ class SqliteAuditStore(StoreBase):
 
         return await self._reader.run(read)
 
+    async def check_writable(self) -> None:
+        def take_the_write_lock(connection: sqlite3.Connection) -> None:
+            # What every append does first: fails on a read-only file system or a lock held elsewhere.
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+
+        await self._writer.run(take_the_write_lock)
+
     async def _close_backend(self) -> None:
         try:
             await self._writer.close()
