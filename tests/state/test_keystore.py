@@ -243,8 +243,10 @@ def test_import_refuses_private_keys_bad_crls_and_our_own_country(tmp_path: Path
         russian.import_bundle("TJ", bundle.split(b"-----BEGIN X509 CRL")[0] + foreign_crl)
     with pytest.raises(ConfigError, match="no CA certificate"):
         russian.import_bundle("TJ", b"not a bundle")
-    with pytest.raises(ConfigError, match="our own country"):
+    with pytest.raises(ConfigError, match="TJ's, not RU's"):
         russian.import_bundle("RU", tajik.export_bundle("TJ"))
+    with pytest.raises(ConfigError, match="our own country"):
+        russian.import_bundle(None, russian.export_bundle("RU"))
     assert not (tmp_path / "ru" / "peers" / "TJ").exists()
 
 
