@@ -143,7 +143,7 @@ async def declared_subscription(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{authority}-{purpose}")
+    transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
     try:
         subscription = Subscription(
             transport=transport,

@@ -233,7 +233,11 @@ def write_private(root: Path, path: Path, data: bytes) -> None:
 
 
 def write_public(root: Path, path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see half a CRL or certificate."""
+    """Write via a temporary file and rename, so readers never see half a CRL or certificate. The
+    same bytes again are not rewritten: a running gateway sees no change where there is none."""
+    with io_errors(f"read {path}"):
+        if path.is_file() and path.read_bytes() == data:
+            return
     _ensure_dir(root, path.parent)
     temporary = path.with_name(f".{path.name}.tmp")
     with io_errors(f"write {path}"):

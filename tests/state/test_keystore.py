@@ -300,7 +300,7 @@ def test_cli_init_issue_rotate_revoke_export_import_list(tmp_path: Path) -> None
     run("init", "--country", "TJ", "--root", tj_root)
     run("init", "--country", "RU", "--root", ru_root)
     run("issue", "--authority", "TJ-MOL", "--country", "TJ", "--root", tj_root, "--display-name", "MoL")
-    assert "new certificate" in run("rotate", "--authority", "TJ-MOL", "--root", tj_root)
+    assert "new signing certificate" in run("rotate", "--authority", "TJ-MOL", "--root", tj_root)
     serials = sorted(KeyStore(root=Path(tj_root)).inventory(), key=lambda record: record.not_before)
     first = next(record for record in serials if record.kind == "authority").serial
     assert f"{first:x}" in run("revoke", "--authority", "TJ-MOL", "--serial", f"{first:x}", "--root", tj_root)

@@ -109,13 +109,14 @@ async def gateway_from_settings(
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
+    broker_url = settings.broker_url()  # first: a missing password is told before anything is opened
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
     trust = keystore.trust_store(agreement.countries, crl_grace=timedelta(seconds=settings.crl_grace_s))
     gateway_id = agreement.gateway(settings.country).id
     now = utc_now()
     gateway_signer = keystore.signer(gateway_id, at=now)
-    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{gateway_id}-gateway")
+    transport = await RabbitTransport.connect(url=broker_url, name=f"{gateway_id}-gateway")
     audit = await open_audit_store(settings)
     outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
 
