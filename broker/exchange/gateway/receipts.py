@@ -13,7 +13,7 @@ from uuid import UUID
 from broker.audit import AuditEntry, EntryDraft, EntryKind
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.core.catalogue.receipt import Checkpoint, Receipt, Verdict
-from broker.core.sealing import OpenedMessage, SealedMessage, seal
+from broker.core.sealing import OpenedMessage, SealedMessage, VerifiedEnvelope, seal
 from broker.exchange.gateway.context import GatewayContext
 
 
@@ -24,7 +24,7 @@ class Receipts:
 
     async def answer_once(
         self,
-        opened: OpenedMessage,
+        opened: OpenedMessage | VerifiedEnvelope,
         trail: Sequence[AuditEntry],
         *,
         audit_index: int,
