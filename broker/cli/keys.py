@@ -79,6 +79,14 @@ def _country_of(authority: str) -> str:
         exit_with(error)
 
 
+def _held_kinds(store: KeyStore, authority: str) -> dict[KeyKind, bool]:
+    """Whether the authority has a key of each kind already."""
+    return {
+        KeyKind.SIGNING: bool(store.signing_certificates(authority)),
+        KeyKind.KEY_AGREEMENT: bool(store.encryption_certificates(authority)),
+    }
+
+
 def _said(authority: str, cert: x509.Certificate, what: str) -> str:
     return f"{authority}: {what} certificate {cert.serial_number:x} (kid {certificate_thumbprint(cert)})"
 
@@ -125,10 +133,7 @@ def issue(
                 f"{authority} is not an authority of agreement {agreement.id} (those of {own}: {known})",
             )
         store = KeyStore(root=folder)
-        held = {
-            KeyKind.SIGNING: bool(store.signing_certificates(authority)),
-            KeyKind.KEY_AGREEMENT: bool(store.encryption_certificates(authority)),
-        }
+        held = _held_kinds(store, authority)
         already = [held_kind for held_kind, there in held.items() if there and kind.includes(held_kind)]
         if already:
             raise ConfigError(
@@ -160,12 +165,14 @@ def rotate(
     store = _store(root, _country_of(authority), config)
     lines = []
     try:
+        held = _held_kinds(store, authority)
+        missing = [held_kind for held_kind, there in held.items() if not there and kind.includes(held_kind)]
+        if missing:  # before anything changes: half a rotation would be worse than none
+            raise ConfigError(Reason.KEY_MISSING, f"{authority} has no {missing[0]} key to rotate; issue one")
         if kind.includes(KeyKind.SIGNING):
             cert = store.rotate(authority, now=_now(), validity_days=validity_days)
             lines.append(_said(authority, cert, "new signing"))
         if kind.includes(KeyKind.KEY_AGREEMENT):
-            if not store.encryption_certificates(authority):
-                raise ConfigError(Reason.KEY_MISSING, f"{authority} has no key-agreement key to rotate")
             cert = store.issue_encryption(authority, now=_now(), validity_days=validity_days)
             lines.append(_said(authority, cert, "new key-agreement"))
     except ExchangeError as error:

@@ -225,11 +225,7 @@ def write_private(root: Path, path: Path, data: bytes) -> None:
     """Create a key file that is 0600 from its first byte; never overwrite an existing key."""
     _ensure_dir(root, path.parent)
     with io_errors(f"write {path}"):
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE_MODE)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE_MODE, data)
 
 
 def write_public(root: Path, path: Path, data: bytes) -> None:
@@ -241,9 +237,14 @@ def write_public(root: Path, path: Path, data: bytes) -> None:
     _ensure_dir(root, path.parent)
     temporary = path.with_name(f".{path.name}.tmp")
     with io_errors(f"write {path}"):
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PUBLIC_FILE_MODE)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_synced(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PUBLIC_FILE_MODE, data)
         os.replace(temporary, path)
+
+
+def _write_synced(path: Path, flags: int, mode: int, data: bytes) -> None:
+    """`data` into `path` opened with `flags` (created with `mode`), on disk before it returns."""
+    descriptor = os.open(path, flags, mode)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

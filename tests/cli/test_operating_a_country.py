@@ -178,3 +178,14 @@ def test_a_bad_input_is_one_error_line(countries: Path, case: str) -> None:
 def _ru_settings_with_secrets(cwd: Path, secrets: dict[str, str]) -> Path:
     _write(cwd, "var/rabbitmq-secrets.json", json.dumps(secrets))
     return cwd / "var" / "ru" / "gateway.toml"
+
+
+def test_a_rotation_that_cannot_be_whole_changes_nothing(countries: Path) -> None:
+    shutil.rmtree(countries / "var" / "tj" / "keys" / "TJ" / "authorities" / "TJ-MOL" / "encryption")
+    before = snapshot(countries / "var")
+    result = broker("keys", "rotate", "--authority", "TJ-MOL", cwd=countries)
+    assert result.returncode == 1
+    assert "no key-agreement key to rotate" in one_error_line(result, "key.missing")
+    assert snapshot(countries / "var") == before
+    rotated = ok("keys", "rotate", "--authority", "TJ-MOL", "--kind", "signing", cwd=countries)
+    assert "new signing certificate" in rotated
