@@ -32,7 +32,15 @@ RootOption = Annotated[
         "--root", help="The key store (default: keys_dir of var/<country>/gateway.toml, else ./keys)."
     ),
 ]
-CountryOption = Annotated[str, typer.Option("--country", help="ISO 3166 alpha-2 code, e.g. TJ.")]
+
+
+def _upper(value: str | None) -> str | None:
+    return value.upper() if value else value
+
+
+CountryOption = Annotated[
+    str, typer.Option("--country", help="ISO 3166 alpha-2 code, e.g. TJ.", callback=_upper)
+]
 AuthorityOption = Annotated[str, typer.Option("--authority", help="Authority id, e.g. TJ-MOL.")]
 
 _FALLBACK_ROOT = Path("keys")
@@ -110,7 +118,7 @@ def init(
 def issue(
     authority: AuthorityOption,
     country: Annotated[
-        str | None, typer.Option("--country", help="The authority's country (checked).")
+        str | None, typer.Option("--country", help="The authority's country (checked).", callback=_upper)
     ] = None,
     kind: KindOption = KeyKind.BOTH,
     root: RootOption = None,
@@ -245,7 +253,10 @@ def export_bundle(
 def import_bundle(
     file: Annotated[Path, typer.Argument(help="A bundle made by `broker keys export` on the peer's side.")],
     country: Annotated[
-        str | None, typer.Option("--country", help="Our country, whose key store takes the peer's bundle.")
+        str | None,
+        typer.Option(
+            "--country", help="Our country, whose key store takes the peer's bundle.", callback=_upper
+        ),
     ] = None,
     root: RootOption = None,
     config: ConfigOption = None,
@@ -273,7 +284,9 @@ KEY_COLUMNS = (
 
 @keys_app.command("list")
 def list_certificates(
-    country: Annotated[str | None, typer.Option("--country", help="Whose key store (see --root).")] = None,
+    country: Annotated[
+        str | None, typer.Option("--country", help="Whose key store (see --root).", callback=_upper)
+    ] = None,
     root: RootOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,

@@ -81,15 +81,31 @@ def _authority_certificates(directory: Path) -> list[x509.Certificate]:
     return certificates_in(directory) + certificates_in(directory / ENCRYPTION)
 
 
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle's pieces, parsed but not yet checked against each other."""
+
+    country: str
+    cas: list[x509.Certificate]
+    crls: list[x509.CertificateRevocationList]
+    leaves: list[x509.Certificate]  # the authorities' certificates
+
+
+def read_bundle(data: bytes) -> Bundle:
+    """Parse a bundle: PEM certificates and CRLs only, CA certificates of one country."""
+    certs, crls = parse_bundle(data)
+    cas = [cert for cert in certs if is_ca_certificate(cert)]
+    leaves = [cert for cert in certs if not is_ca_certificate(cert)]
+    return Bundle(country=_country_of_cas(cas), cas=cas, crls=crls, leaves=leaves)
+
+
 def import_bundle(layout: KeyLayout, data: bytes, *, country: str | None = None) -> ImportedBundle:
     """Check a peer's bundle whole, then keep it under `peers/<country>/`.
 
     `country` (optional) is the country the caller expects the bundle to be from.
     """
-    certs, crls = parse_bundle(data)
-    cas = [cert for cert in certs if is_ca_certificate(cert)]
-    leaves = [cert for cert in certs if not is_ca_certificate(cert)]
-    bundle_country = _country_of_cas(cas)
+    bundle = read_bundle(data)
+    bundle_country, cas, crls, leaves = bundle.country, bundle.cas, bundle.crls, bundle.leaves
     if country is not None and country != bundle_country:
         raise ConfigError(Reason.CONFIG_INVALID, f"the bundle is {bundle_country}'s, not {country}'s")
     if layout.is_own(bundle_country):

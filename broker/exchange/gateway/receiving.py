@@ -16,8 +16,7 @@ unacked and retried, with `inbound.held` and `exchange_inbound_held_total`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -42,6 +41,7 @@ from broker.core.sealing import (
     verify_envelope,
 )
 from broker.exchange.gateway.context import GatewayContext
+from broker.exchange.gateway.message_locks import PerMessageLocks
 from broker.exchange.gateway.receipts import Receipts
 from broker.exchange.gateway.sending import Sender
 from broker.exchange.gateway.trust_updates import TrustUpdates
@@ -72,34 +72,6 @@ UNVERIFIED_REASONS = frozenset(
         Reason.CERT_AUTHORITY_MISMATCH,
     }
 )
-
-
-class PerMessageLocks:
-    """One lock per message id, kept while any copy of that message is being handled.
-
-    Copies of one message (broker redeliveries, a peer's re-send) are handled one at a time, so the
-    duplicate check always sees the audit entries the previous copy wrote.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, message_id: UUID) -> AsyncIterator[None]:
-        lock, holders = self._locks.get(message_id, (asyncio.Lock(), 0))
-        self._locks[message_id] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._locks[message_id]
-            if holders == 1:
-                del self._locks[message_id]
-            else:
-                self._locks[message_id] = (lock, holders - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 class Receiver:
