@@ -1,4 +1,4 @@
-"""`broker`: one command for keys, topology, gateways, sending, subscribing, status, quarantine, demo.
+"""`broker`: one command for setting up a country, keys, topology, gateways, sending, subscribing, status, quarantine, demo.
 
 Every failure of every command leaves through `main`: one line `error [reason.code] what is wrong` on
 standard error and a non-zero exit status; `--debug` (anywhere on the line) adds the traceback.
@@ -19,6 +19,7 @@ import typer
 
 from broker.cli.adapt import adapt_app
 from broker.cli.audit import audit_app
+from broker.cli.country import init
 from broker.cli.demo import demo
 from broker.cli.gateway import gateway, send, status
 from broker.cli.keys import keys_app
@@ -44,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command()(init)
 app.add_typer(
     keys_app, name="keys", help="Country CAs, authority certificates, rotation, revocation, trust bundles"
 )

@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 
@@ -18,6 +18,10 @@ from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
+
+if TYPE_CHECKING:
+    from broker.exchange.personal_keys import KeyUnwrapper
+    from broker.state.keystore import KeyStore
 
 T = TypeVar("T")
 
@@ -143,7 +147,7 @@ async def declared_subscription(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{authority}-{purpose}")
+    transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
     try:
         subscription = Subscription(
             transport=transport,
@@ -152,10 +156,20 @@ async def declared_subscription(
             authority_id=authority,
             types=types,
             citizenship=citizenship,
-            decryptor=keystore.decryptor(authority),  # personal payloads arrive sealed for us
+            # Personal payloads arrive sealed for us; a key issued while we run is read when first named.
+            decryptor=_following_decryptor(keystore, authority),
             ledger=ledger,
         )
         await subscription.declare()
         yield subscription
     finally:
         await transport.close()
+
+
+def _following_decryptor(keystore: KeyStore, authority: str) -> KeyUnwrapper:
+    """`authority`'s key-agreement keys, read again from the key store when a wrap names a new one;
+    refused at once (`key.missing`) when the authority has none at all."""
+    from broker.exchange.personal_keys import ReloadingDecryptor  # noqa: PLC0415
+
+    keystore.decryptor(authority)
+    return ReloadingDecryptor(keystore, authority)

@@ -23,7 +23,7 @@ def _with_transport(country: str, config: Path | None, action: Callable[[Any], A
     settings = load_settings(country, config)
 
     async def go() -> T:
-        transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{country}-quarantine-cli")
+        transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{country}-quarantine-cli")
         try:
             return await action(transport)
         finally:

@@ -162,17 +162,39 @@ def wrap_data_key(data_key: bytes, *, message_id: UUID, certificate: x509.Certif
     return WrappedKey(holder=holder, kid=certificate_thumbprint(certificate), enc=enc)
 
 
+class OwnKeyMissing(ConfigError):
+    """A wrap names a key-agreement certificate of ours whose private key we do not hold: our own
+    failure (a key store restored without it, a key issued elsewhere), never the sender's."""
+
+    def __init__(self, holder: str, kids: Sequence[str]) -> None:
+        self.holder = holder
+        self.kids = tuple(kids)
+        super().__init__(
+            Reason.KEY_MISSING,
+            f"the data key is wrapped to {holder}'s key-agreement certificate {', '.join(self.kids)}, "
+            "whose private key is not in our key store",
+        )
+
+
 @dataclass(frozen=True)
 class Decryptor:
-    """An authority's key-agreement private keys (every generation, by certificate thumbprint)."""
+    """An authority's key-agreement private keys (every generation, by certificate thumbprint).
+
+    `missing` names (by thumbprint) our certificates of this authority whose private key is not held.
+    """
 
     authority_id: str
     keys: Mapping[str, X25519PrivateKey]
+    missing: frozenset[str] = frozenset()
 
     def unwrap(
         self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
     ) -> bytes:
         """The data key from a wrap addressed to this authority; `payload.undecryptable` if none opens.
+
+        When nothing we hold opens and a wrap names a certificate of ours whose private key is
+        missing, the failure is ours: `OwnKeyMissing`, which the gateway holds and retries rather
+        than answer with a negative receipt.
 
         Every wrap for us is tried, not only the first: the header travels outside the signature, so
         anyone on the path can add wraps, even one that opens (HPKE needs only our public key) to a
@@ -182,7 +204,12 @@ class Decryptor:
         if not mine:
             raise undecryptable(f"the data key is not wrapped for {self.authority_id}")
         held = [wrap for wrap in mine if wrap.kid in self.keys]
+        # Kids of certificates of ours whose private key is gone: if nothing we hold opens, the
+        # message may well be intact and the fault ours.
+        ours_missing = sorted({wrap.kid for wrap in mine if wrap.kid in self.missing})
         if not held:
+            if ours_missing:
+                raise OwnKeyMissing(self.authority_id, ours_missing)
             raise undecryptable(
                 f"{self.authority_id} holds no key for the certificate the data key was wrapped to"
             )
@@ -195,6 +222,8 @@ class Decryptor:
                 continue
             if len(data_key) == DATA_KEY_BYTES and dek_sha256 in (None, data_key_commitment(data_key)):
                 return data_key
+        if ours_missing:
+            raise OwnKeyMissing(self.authority_id, ours_missing)
         raise undecryptable(
             f"none of the {len(held)} data key wraps for {self.authority_id} opens to the envelope's data key"
         )

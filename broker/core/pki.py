@@ -208,6 +208,21 @@ def certificate_thumbprint(cert: x509.Certificate) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
+def is_key_agreement_certificate(cert: x509.Certificate) -> bool:
+    """Whether `cert` certifies a key-agreement key (personal data is sealed to it), not a signing key."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_agreement
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def is_ca_certificate(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
 def country_of(cert: x509.Certificate) -> str | None:
     """The subject's C attribute, or None when it is missing or repeated."""
     return _single_attribute(cert.subject, NameOID.COUNTRY_NAME)

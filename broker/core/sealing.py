@@ -210,6 +210,17 @@ def open_message(
         max_bytes=max_bytes,
         received_at=received_at,
     )
+    return open_verified(verified, data_key_for=data_key_for, require_sealed=require_sealed)
+
+
+def open_verified(
+    verified: VerifiedEnvelope, *, data_key_for: DataKeySource | None = None, require_sealed: bool = False
+) -> OpenedMessage:
+    """The payload of an envelope `verify_envelope` passed: decrypted (if sealed), schema, rules.
+
+    A gateway runs its freshness and duplicate checks between the two, so no key is looked up for a
+    stale or already received copy (its unsigned key header may name anything).
+    """
     envelope = verified.envelope
     data_key: bytes | None = None
     if is_sealed(envelope.payload):
@@ -229,7 +240,7 @@ def open_message(
     return OpenedMessage(
         envelope=envelope,
         payload=payload,
-        raw=raw,
+        raw=verified.raw,
         sha256=verified.sha256,
         signer=verified.signer,
         data_key=data_key,
@@ -288,6 +299,7 @@ __all__ = [
     "VerifiedEnvelope",
     "check_freshness",
     "open_message",
+    "open_verified",
     "peek",
     "seal",
     "seal_envelope",

@@ -166,6 +166,22 @@ class TrustStore:
             check_usage=_check_key_agreement_usage,
         )
 
+    def check_issued(self, leaf: x509.Certificate) -> SignerIdentity:
+        """That one of our anchors issued `leaf` to an authority of its own country, with a signing
+        or key-agreement profile; validity and revocation are left out (a trust bundle carries the
+        expired and revoked certificates of its authorities too)."""
+        try:
+            country, _ = self._find_issuer(leaf)
+            usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+            if usage.key_agreement:
+                _check_key_agreement_usage(leaf)
+            else:
+                _check_signing_usage(leaf)
+            authority_id = _check_subject(leaf, country)
+        except (x509.ExtensionNotFound, ValueError, TypeError) as exc:
+            raise VerificationError(Reason.CERT_MALFORMED, f"unreadable certificate: {exc}") from exc
+        return SignerIdentity(authority_id=authority_id, country=country, certificate=leaf)
+
     def _verify_leaf(
         self,
         leaf: x509.Certificate,

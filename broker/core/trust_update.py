@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from broker.core.catalogue.trust import CaRollover, TrustUpdate
 from broker.core.errors import ConfigError, ExchangeError, Reason, VerificationError
+from broker.core.pki import is_key_agreement_certificate
 from broker.core.trust import TrustStore
 
 
@@ -141,7 +142,7 @@ def apply_trust_update(
             trust = trust.with_crl(country, crl)
             crl_number = _crl_number(crl)
         certificates = [_certificate(item, "authority certificate") for item in update.authority_certificates]
-        agreeing = [cert for cert in certificates if _is_key_agreement(cert)]
+        agreeing = [cert for cert in certificates if is_key_agreement_certificate(cert)]
         for cert in certificates:
             identity = (
                 trust.verify_key_agreement(cert, at=at)
@@ -187,13 +188,6 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
-
-
-def _is_key_agreement(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_agreement
-    except (x509.ExtensionNotFound, ValueError):
-        return False
 
 
 def _crl_number(crl: x509.CertificateRevocationList) -> int | None:

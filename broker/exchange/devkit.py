@@ -19,6 +19,7 @@ from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import BrokerPlan, CountryBroker
 from broker.state.keystore import KeyStore
 from broker.state.settings import ExchangeSettings
+from broker.state.settings_file import render_settings, write_settings
 
 
 @dataclass(frozen=True)
@@ -55,27 +56,15 @@ def create_dev_pki(keystore: KeyStore, agreement: Agreement, *, now: datetime) -
         keystore.issue_encryption(authority.id, now=start)  # personal data is sealed to this key
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
-
-
 def write_settings_file(path: Path, settings: ExchangeSettings) -> None:
     """A gateway.toml the CLI reads (`broker gateway --config ...`) with every setting that differs from
-    its default, so a gateway started from it behaves like the one built in-process. It holds a
-    password, so 0600."""
+    its default, so a gateway started from it behaves like the one built in-process. Paths are written
+    absolute: a relative one would be read relative to the file's folder. It holds a password, so 0600."""
     values = settings.model_dump(exclude_defaults=True)
     for always in ("country", "amqp_url", "keys_dir", "state_dir"):
         values[always] = getattr(settings, always)
-    lines = [f"{name} = {_toml_value(value)}" for name, value in values.items() if value is not None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    values = {name: value.resolve() if isinstance(value, Path) else value for name, value in values.items()}
+    write_settings(path, render_settings(values, header="A development gateway's settings (broker demo)."))
 
 
 async def provision_dev_exchange(

@@ -32,6 +32,18 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.inbound_held = Counter(
+            "exchange_inbound_held_total",
+            "Retries of inbound messages held for a fault of our own (never rejected), by reason code",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.keys_reloaded = Counter(
+            "exchange_keys_reloaded_total",
+            "Key store reloads by a running gateway, by outcome (changed, failed)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.crl_stale = Counter(
             "exchange_crl_stale_total",
             "Messages accepted on a CRL past its nextUpdate (grace period), by the signer's country",

@@ -18,6 +18,7 @@ from broker.core.envelope import Envelope
 from broker.core.errors import ConfigError
 from broker.core.personal import (
     SEALED_KEY_HEADER,
+    Decryptor,
     WrappedKey,
     committed_data_key,
     decode_key_header,
@@ -31,6 +32,7 @@ from broker.core.trust import TrustStore
 from broker.core.trust_update import EncryptionDirectory
 from broker.exchange.transport_api import HeaderValue
 from broker.state.key_vault import KeyVault
+from broker.state.keystore import KeyStore
 
 log = structlog.get_logger("broker.core.personal")
 
@@ -41,6 +43,25 @@ class KeyUnwrapper(Protocol):
     def unwrap(
         self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
     ) -> bytes: ...
+
+
+class ReloadingDecryptor:
+    """An authority's `Decryptor`, read from the key store once and again whenever no wrap names a
+    key it holds (a key issued or restored since), so a new key never fails a message. A wrap that
+    names a held key but does not open is tampering: re-reading the disk would not help."""
+
+    def __init__(self, keystore: KeyStore, authority_id: str) -> None:
+        self._keystore = keystore
+        self._authority_id = authority_id
+        self._decryptor: Decryptor | None = None
+
+    def unwrap(
+        self, wraps: Sequence[WrappedKey], *, message_id: UUID, dek_sha256: str | None = None
+    ) -> bytes:
+        decryptor = self._decryptor
+        if decryptor is None or not decryptor.holds_a_key_for(wraps):
+            decryptor = self._decryptor = self._keystore.decryptor(self._authority_id)
+        return decryptor.unwrap(wraps, message_id=message_id, dek_sha256=dek_sha256)
 
 
 class PersonalDataKeys:

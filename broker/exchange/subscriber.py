@@ -25,9 +25,10 @@ from broker.core.catalogue.wording import in_words
 from broker.core.catalogue.work_permit import WorkPermitCancellation
 from broker.core.envelope import Envelope
 from broker.core.errors import LocalError, Reason, RemoteError, VerificationError
-from broker.core.personal import SEALED_KEY_HEADER, Decryptor, committed_data_key, decode_key_header
+from broker.core.personal import SEALED_KEY_HEADER, committed_data_key, decode_key_header
 from broker.core.sealing import open_message
 from broker.core.trust import TrustStore
+from broker.exchange.personal_keys import KeyUnwrapper
 from broker.exchange.topology import subscriber_queue
 from broker.exchange.transport_api import (
     NO_HEADERS,
@@ -134,7 +135,7 @@ class Subscription:
         authority_id: str,
         types: Sequence[str],
         citizenship: str | None = None,
-        decryptor: Decryptor | None = None,
+        decryptor: KeyUnwrapper | None = None,
         ledger: HandledLedger | None = None,
     ) -> None:
         if not types:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -28,56 +29,129 @@ DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class ExchangeSettings(BaseSettings):
+    """Every setting of a gateway. Each field's description is what `broker init` writes above it."""
+
     model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="forbid", frozen=True)
 
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="the country this gateway serves")
-    amqp_url: str = Field(description="this country's broker (its own vhost in development)")
-    keys_dir: Path = Path("keys")
-    state_dir: Path = Path("var")
-    agreement_file: Path | None = Field(default=None, description="default: the shipped TJ-RU agreement")
-    audit_backend: Literal["sqlite", "postgres"] = "sqlite"
-    audit_dsn: str | None = Field(default=None, description="PostgreSQL DSN when audit_backend=postgres")
-    prefetch: int = Field(default=64, ge=1, le=10_000)
-    confirm_timeout_s: float = Field(default=10.0, gt=0)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="The country this gateway serves (TJ or RU).")
+    amqp_url: str = Field(
+        description="This country's RabbitMQ: amqp[s]://user@host:port/vhost. The user is the gateway "
+        "user `broker topology apply` made for the vhost (<vhost>-gateway); its password comes from "
+        "secrets_file, so none needs to be written here. Any host but this one needs amqps:// with a "
+        "verified certificate.",
+    )
+    keys_dir: Path = Field(
+        default=Path("keys"),
+        description="The key store: this country's CA, its authorities' keys, the peer's imported "
+        "bundle (`broker keys ...`).",
+    )
+    state_dir: Path = Field(
+        default=Path("var"),
+        description="The folder holding this country's state folder <state_dir>/<country>: audit log, "
+        "outbox, key vault, subscriber ledgers.",
+    )
+    agreement_file: Path | None = Field(
+        default=None,
+        description="The agreement (authorities, who may send what to whom). Not set: the shipped "
+        "TJ-RU agreement of 2004.",
+        json_schema_extra={"example": "agreement.toml"},
+    )
+    audit_backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description='Where the audit log lives: "sqlite" (a file in the state folder) or "postgres".',
+    )
+    audit_dsn: str | None = Field(
+        default=None,
+        description='The PostgreSQL DSN when audit_backend = "postgres"; TLS with verification to any '
+        "host but this one.",
+        json_schema_extra={"example": "postgresql://audit@db.example:5432/exchange?sslmode=verify-full"},
+    )
+    prefetch: int = Field(
+        default=64, ge=1, le=10_000, description="Inbound messages handled at once (the consumer's prefetch)."
+    )
+    confirm_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for the broker to confirm a publish."
+    )
     # Re-sent messages keep their created_at, so the window must outlast the longest retry horizon.
-    max_message_age_s: float = Field(default=7 * 24 * 3600, gt=0)
-    max_clock_skew_s: float = Field(default=300, ge=0)
+    max_message_age_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="A message created longer ago than this is refused (replay.stale).",
+    )
+    max_clock_skew_s: float = Field(
+        default=300,
+        ge=0,
+        description="A message dated further in the future than this is refused (replay.stale).",
+    )
     crl_grace_s: float = Field(
         default=7 * 24 * 3600,
         ge=0,
-        description="how long past its nextUpdate a peer's newest CRL is used (with warnings) before crl.stale",
+        description="How long past its nextUpdate a peer's newest CRL is used (with warnings) before "
+        "its messages are refused (crl.stale).",
     )
-    receipt_deadlines_s: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_RECEIPT_DEADLINES_S))
-    resend_check_interval_s: float = Field(default=5.0, gt=0)
+    receipt_deadlines_s: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_RECEIPT_DEADLINES_S),
+        description='Seconds to wait for a receipt before re-sending, by message type; "*" for the rest.',
+    )
+    resend_check_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the outbox is checked for messages past their deadline."
+    )
     checkpoint_every_entries: int = Field(
-        default=1000, ge=1, description="sign a checkpoint after this many entries"
+        default=1000, ge=1, description="Sign an audit checkpoint after this many entries..."
     )
-    checkpoint_every_s: float = Field(default=60.0, gt=0, description="... or after this many seconds")
+    checkpoint_every_s: float = Field(default=60.0, gt=0, description="... or after this many seconds.")
     checkpoint_min_interval_s: float = Field(
         default=0.05,
         ge=0,
-        description="receipts needing a new checkpoint this soon after the last one share the next",
+        description="Receipts needing a new checkpoint this soon after the last one share the next.",
     )
-    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="The largest envelope opened (message.oversized above); RabbitMQ's "
+        "max_message_size must be larger (`broker topology apply` checks).",
+    )
     metrics_port: int | None = Field(
-        default=None, ge=1, le=65535, description="serves /metrics, /healthz and /readyz"
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics, /healthz and /readyz at this port. Not set: no status server.",
+        json_schema_extra={"example": 9100},
     )
     metrics_address: str = Field(
-        default="127.0.0.1", min_length=1, description="where they listen: 0.0.0.0 in a container"
+        default="127.0.0.1",
+        min_length=1,
+        description="Where the status server listens: 0.0.0.0 in a container.",
     )
     management_url: str | None = Field(
         default=None,
-        description="this broker's management API, where readiness reads the link's shovel status "
-        "(default: the amqp_url host, http://...:15672, or https://...:15671 for amqps)",
+        description="This broker's management API, where readiness reads the link's shovel status "
+        "(default: the amqp_url host, http://...:15672, or https://...:15671 for amqps).",
     )
     management_ca_file: Path | None = Field(
-        default=None, description="CA of the management API's certificate (default: amqp_url's cacertfile)"
+        default=None, description="CA of the management API's certificate (default: amqp_url's cacertfile)."
     )
-    log_format: Literal["console", "json"] = "console"
+    log_format: Literal["console", "json"] = Field(
+        default="console", description='Log lines for a person ("console") or a collector ("json").'
+    )
     # Comma-separated in EXCHANGE_PLAINTEXT_HOSTS (NoDecode: not JSON).
     plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="non-local hosts reached without verified TLS: a private network only (tls_policy)",
+        description="Non-local hosts reached without verified TLS: a private network only (tls_policy).",
+    )
+
+    # --- operating a country: credentials and key reloads (issue 13) ---
+    secrets_file: Path | None = Field(
+        default=None,
+        description="A JSON object of RabbitMQ user -> password, kept 0600 (what `broker topology "
+        "apply --secrets FILE` writes). It gives the password of amqp_url's user when the URL has none.",
+        json_schema_extra={"example": "../rabbitmq-secrets.json"},
+    )
+    keys_reload_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often a running gateway looks for changes in its key store (a new or rotated "
+        "key, an imported bundle, a revocation) and takes them in without a restart; 0: never.",
     )
 
     @field_validator("receipt_deadlines_s")
@@ -125,18 +199,62 @@ class ExchangeSettings(BaseSettings):
         seconds = self.receipt_deadlines_s.get(message_type, self.receipt_deadlines_s["*"])
         return timedelta(seconds=seconds)
 
+    def broker_url(self, user: str | None = None) -> str:
+        """amqp_url as a connection uses it: with the password of its user (or of `user`, replacing
+        the URL's) from secrets_file when the URL carries none."""
+        parts = urlsplit(self.amqp_url)
+        name = user if user is not None else unquote(parts.username or "")
+        if not name or (user is None and parts.password is not None):
+            return self.amqp_url
+        password = self.password_for(name)
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(name, safe='')}:{quote(password, safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def password_for(self, user: str) -> str:
+        """The RabbitMQ password of `user` from secrets_file; a ConfigError naming the file and the
+        user (never a password) when there is none."""
+        where = self.secrets_file
+        if where is None:
+            raise ConfigError(
+                Reason.CONFIG_INVALID,
+                f"amqp_url names RabbitMQ user {user} without a password, and no secrets_file is set",
+            )
+        try:
+            passwords = json.loads(where.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                Reason.CONFIG_INVALID,
+                f"no password for RabbitMQ user {user}: secrets file {where} does not exist "
+                "(`broker topology apply --secrets FILE` writes it)",
+            ) from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not JSON"
+            raise ConfigError(Reason.CONFIG_INVALID, f"cannot read secrets file {where}: {reason}") from None
+        password = passwords.get(user) if isinstance(passwords, dict) else None
+        if not isinstance(password, str) or not password:
+            raise ConfigError(
+                Reason.CONFIG_INVALID, f"secrets file {where} holds no password for RabbitMQ user {user}"
+            )
+        return password
+
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: object) -> ExchangeSettings:
-        """File values, then EXCHANGE_* environment variables, then explicit overrides."""
+        """File values, then EXCHANGE_* environment variables, then explicit overrides.
+
+        A relative path written in the file is relative to the file's own folder (so a country's
+        folder can be moved whole); one from a default, the environment or an override, to the
+        working directory.
+        """
         values: dict[str, object] = {}
         if config_file is not None:
             try:
-                values = tomllib.loads(config_file.read_text("utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
+                text = config_file.read_text("utf-8")
+            except OSError as exc:
                 raise ConfigError(
-                    Reason.CONFIG_INVALID, f"cannot read settings {config_file}: {exc}"
+                    Reason.CONFIG_INVALID, f"cannot read settings {config_file}: {exc.strerror}"
                 ) from None
-            values = {k: v for k, v in values.items() if f"EXCHANGE_{k.upper()}" not in os.environ}
+            values = cls.file_values(text, folder=config_file.parent, source=str(config_file))
         values.update(overrides)
         try:
             return cls(**values)  # type: ignore[arg-type]
@@ -144,6 +262,26 @@ class ExchangeSettings(BaseSettings):
             raise ConfigError(Reason.CONFIG_INVALID, f"invalid settings: {describe_errors(exc)}") from None
         except SettingsError as exc:  # an EXCHANGE_* variable that does not parse; names no value
             raise ConfigError(Reason.CONFIG_INVALID, f"invalid settings: {exc}") from None
+
+    @classmethod
+    def file_values(cls, text: str, *, folder: Path, source: str) -> dict[str, object]:
+        """The values a settings file sets (those an EXCHANGE_* variable overrides left out), with
+        relative paths resolved against `folder`."""
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(Reason.CONFIG_INVALID, f"cannot read settings {source}: {exc}") from None
+        values = {k: v for k, v in values.items() if f"EXCHANGE_{k.upper()}" not in os.environ}
+        for name in _PATH_FIELDS:
+            value = values.get(name)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                values[name] = str((folder / value).resolve())
+        return values
+
+
+_PATH_FIELDS = tuple(
+    name for name, field in ExchangeSettings.model_fields.items() if field.annotation in (Path, Path | None)
+)
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -243,8 +243,10 @@ def test_import_refuses_private_keys_bad_crls_and_our_own_country(tmp_path: Path
         russian.import_bundle("TJ", bundle.split(b"-----BEGIN X509 CRL")[0] + foreign_crl)
     with pytest.raises(ConfigError, match="no CA certificate"):
         russian.import_bundle("TJ", b"not a bundle")
-    with pytest.raises(ConfigError, match="our own country"):
+    with pytest.raises(ConfigError, match="TJ's, not RU's"):
         russian.import_bundle("RU", tajik.export_bundle("TJ"))
+    with pytest.raises(ConfigError, match="our own country"):
+        russian.import_bundle(None, russian.export_bundle("RU"))
     assert not (tmp_path / "ru" / "peers" / "TJ").exists()
 
 
@@ -298,7 +300,7 @@ def test_cli_init_issue_rotate_revoke_export_import_list(tmp_path: Path) -> None
     run("init", "--country", "TJ", "--root", tj_root)
     run("init", "--country", "RU", "--root", ru_root)
     run("issue", "--authority", "TJ-MOL", "--country", "TJ", "--root", tj_root, "--display-name", "MoL")
-    assert "new certificate" in run("rotate", "--authority", "TJ-MOL", "--root", tj_root)
+    assert "new signing certificate" in run("rotate", "--authority", "TJ-MOL", "--root", tj_root)
     serials = sorted(KeyStore(root=Path(tj_root)).inventory(), key=lambda record: record.not_before)
     first = next(record for record in serials if record.kind == "authority").serial
     assert f"{first:x}" in run("revoke", "--authority", "TJ-MOL", "--serial", f"{first:x}", "--root", tj_root)

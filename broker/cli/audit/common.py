@@ -7,7 +7,6 @@ printed); 2 the command could not run (a missing file, an unreachable database, 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,10 +29,10 @@ from broker.audit.stores.source import LogSource, inclusion_proof, open_source
 from broker.cli.output import err_console
 from broker.core.agreement import load_agreement
 from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
-from broker.core.pki import country_of
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
 from broker.state.private_files import write_private
+from broker.state.trust_bundles import read_bundle
 
 audit_app = typer.Typer(
     help="Verify, prove, replay, export and reconcile audit logs (read-only); archive and compact them.",
@@ -44,7 +43,6 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 SUBSCRIBER_QUEUE_PREFIX = "sub."
-_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
 StoreOption = Annotated[
     Path | None,
@@ -124,18 +122,15 @@ def load_trust(keys: Path | None, bundles: list[Path] | None) -> TrustStore:
     crls: dict[str, list[x509.CertificateRevocationList]] = {}
     for path in bundles:
         try:
-            data = path.read_bytes()
-            certs = x509.load_pem_x509_certificates(data)
-            bundle_crls = [x509.load_pem_x509_crl(block) for block in _CRL_BLOCK.findall(data)]
-        except (OSError, ValueError) as exc:
-            raise ConfigError(Reason.CONFIG_INVALID, f"trust bundle {path}: {exc}") from exc
-        countries = {country_of(cert) for cert in certs}
-        if len(countries) != 1 or None in countries:
-            raise ConfigError(Reason.CONFIG_INVALID, f"trust bundle {path}: not the CAs of one country")
-        [country] = countries
-        assert country is not None
-        anchors.setdefault(country, []).extend(certs)
-        crls.setdefault(country, []).extend(bundle_crls)
+            bundle = read_bundle(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(Reason.CONFIG_INVALID, f"trust bundle {path}: {exc.strerror}") from exc
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, f"trust bundle {path}: {exc.diagnostic}") from exc
+        # Only the CAs are anchors; the authorities' certificates a bundle also carries are not needed
+        # (every signed envelope brings its signer's certificate).
+        anchors.setdefault(bundle.country, []).extend(bundle.cas)
+        crls.setdefault(bundle.country, []).extend(bundle.crls)
     return TrustStore(anchors=anchors, crls=crls)
 
 

@@ -1,11 +1,12 @@
 """What every role of a gateway shares: its identity, its dependencies, and how it talks to the peer.
 
-Trust material and the gateway's own signer are replaced at run time (trust updates, key rotation);
+Trust material and the gateway's own signer are replaced at run time (trust updates, key reloads);
 the roles read them from here at each use, so a replacement reaches all of them at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ class GatewayContext:
     peer_gateway_id: str = field(init=False)
     # Set while stopping: an own failure is no longer retried but raised.
     stopping: bool = field(default=False, init=False)
+    # Held while trust material is changed (a trust update written and applied, a key store reload),
+    # so one never swaps in what it read while the other is half done.
+    key_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.peer_country = self.agreement.peer_country(self.country)

@@ -33,12 +33,21 @@ from broker.state.settings import ExchangeSettings
 
 if TYPE_CHECKING:
     from broker.exchange.gateway.assembly import GatewayRun
+    from broker.exchange.gateway.keys import KeyWatcher
 
 
 class Gateway:
-    def __init__(self, *, context: GatewayContext, remember_trust: RememberTrust | None = None) -> None:
-        """`context` holds every dependency; `remember_trust` keeps applied trust updates on disk."""
+    def __init__(
+        self,
+        *,
+        context: GatewayContext,
+        remember_trust: RememberTrust | None = None,
+        key_watcher: KeyWatcher | None = None,
+    ) -> None:
+        """`context` holds every dependency; `remember_trust` keeps applied trust updates on disk;
+        `key_watcher` follows the key store while the gateway runs."""
         self._ctx = ctx = context
+        self._key_watcher = key_watcher
         self.country = ctx.country
         self.peer_country = ctx.peer_country
         self.agreement = ctx.agreement
@@ -78,6 +87,13 @@ class Gateway:
         if self._ctx.checkpointer is not None:
             self._ctx.checkpointer.replace_trust(trust)
 
+    async def reload_keys(self) -> bool:
+        """Read the key store again now (it is also watched, `keys_reload_interval_s`); True if
+        anything changed. A store that does not read is logged and the keys held are kept."""
+        if self._key_watcher is None:
+            return False
+        return await self._key_watcher.check(force=True)
+
     def replace_gateway_signer(self, signer: Signer) -> None:
         """Sign receipts, checkpoints and countersignatures with a rotated gateway key from now on."""
         self._ctx.gateway_signer = signer
@@ -106,6 +122,8 @@ class Gateway:
         self._sender.start()
         if ctx.checkpointer is not None:
             await ctx.checkpointer.start()
+        if self._key_watcher is not None:
+            self._key_watcher.start(self)
         ctx.log.info("gateway.started")
 
     async def stop(self) -> None:
@@ -113,6 +131,8 @@ class Gateway:
         if ctx.stopping:
             return  # already stopped (close() after `async with`, or a second signal)
         ctx.stopping = True
+        if self._key_watcher is not None:
+            await self._key_watcher.stop()
         await self._sender.stop_resending()
         if self._consumer is not None:
             await self._consumer.cancel()

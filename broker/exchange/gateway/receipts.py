@@ -23,7 +23,7 @@ from broker.audit.receipt_refs import batch_drafts, is_ref, parse_ref
 from broker.core.catalogue.receipt import Checkpoint, ReceiptBatch, ReceiptLine, Verdict
 from broker.core.envelope import sha256_hex
 from broker.core.errors import AuditError, Reason
-from broker.core.sealing import OpenedMessage, peek, seal
+from broker.core.sealing import OpenedMessage, VerifiedEnvelope, peek, seal
 from broker.exchange.gateway.context import GatewayContext
 
 # Lines per receipt: bounds its size (a line is ~200 bytes, a rejection's diagnostic up to 1000 more).
@@ -47,7 +47,7 @@ class Receipts:
 
     async def answer_once(
         self,
-        opened: OpenedMessage,
+        opened: OpenedMessage | VerifiedEnvelope,
         trail: Sequence[AuditEntry],
         *,
         audit_index: int,

@@ -1,21 +1,22 @@
 """The receiving side of a gateway: verify what arrives, accept and deliver it, or reject it.
 
 Receive path for every inbound message, in order (STYLE.md 9: ack only when the work is durable):
-open (verify, validate, policy) → freshness → duplicate check → audit RECEIVED (durable) → deliver to
-local subscribers → audit DELIVERED → signed receipt (audited, published) → ack. A crash anywhere
-before the ack means the broker redelivers; the audit markers make every step idempotent, so a
-redelivery is neither delivered twice nor receipted differently.
+verify (signature, chain, sender, policy) → freshness → duplicate check → open (decrypt a sealed
+payload, schema, rules) → audit RECEIVED (durable) → deliver to local subscribers → audit DELIVERED →
+signed receipt (audited, published) → ack. A crash anywhere before the ack means the broker
+redelivers; the audit markers make every step idempotent, so a redelivery is neither delivered twice
+nor receipted differently.
 
 Rejected messages are audited, copied to the quarantine queue with their reason and original bytes,
 and answered with a signed negative receipt when their id can be read. Errors of our own (audit store
-or broker unavailable) are not rejections: the message is requeued and nothing is acked.
+or broker unavailable, our own key-agreement key missing) are not rejections: the message is held
+unacked and retried, with `inbound.held` and `exchange_inbound_held_total`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from uuid import UUID
 
@@ -30,16 +31,24 @@ from broker.core.catalogue.trust import TrustUpdate
 from broker.core.catalogue.witness import CheckpointWitness
 from broker.core.envelope import sha256_hex
 from broker.core.errors import LocalError, Reason, RemoteError, ReplayError
-from broker.core.personal import SEALED_KEY_HEADER, WrappedKey
-from broker.core.sealing import OpenedMessage, check_freshness, open_message, peek
+from broker.core.personal import SEALED_KEY_HEADER, OwnKeyMissing, WrappedKey, is_sealed
+from broker.core.sealing import (
+    OpenedMessage,
+    VerifiedEnvelope,
+    check_freshness,
+    open_verified,
+    peek,
+    verify_envelope,
+)
 from broker.exchange.gateway.context import GatewayContext
+from broker.exchange.gateway.message_locks import PerMessageLocks
 from broker.exchange.gateway.receipts import Receipts
 from broker.exchange.gateway.sending import Sender
 from broker.exchange.gateway.trust_updates import TrustUpdates
 from broker.exchange.gateway.witnessing import Witnessing
 from broker.exchange.personal_keys import sealed_key_headers
 from broker.exchange.topology import DELIVERY, DELIVERY_LIMIT, QUARANTINE, delivery_routing_key
-from broker.exchange.transport_api import Disposition, IncomingMessage
+from broker.exchange.transport_api import Disposition, HeaderValue, IncomingMessage
 
 # Pauses between retries of a message our own side failed on (audit store or broker unavailable).
 OWN_FAILURE_PAUSES_S = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -63,34 +72,6 @@ UNVERIFIED_REASONS = frozenset(
         Reason.CERT_AUTHORITY_MISMATCH,
     }
 )
-
-
-class PerMessageLocks:
-    """One lock per message id, kept while any copy of that message is being handled.
-
-    Copies of one message (broker redeliveries, a peer's re-send) are handled one at a time, so the
-    duplicate check always sees the audit entries the previous copy wrote.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, message_id: UUID) -> AsyncIterator[None]:
-        lock, holders = self._locks.get(message_id, (asyncio.Lock(), 0))
-        self._locks[message_id] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self._locks[message_id]
-            if holders == 1:
-                del self._locks[message_id]
-            else:
-                self._locks[message_id] = (lock, holders - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 class Receiver:
@@ -130,14 +111,21 @@ class Receiver:
                     raise
                 pause = OWN_FAILURE_PAUSES_S[min(attempt, len(OWN_FAILURE_PAUSES_S) - 1)]
                 attempt += 1
-                self._ctx.log.warning(
-                    "inbound.held",
-                    message_id=incoming.message_id,
-                    reason=str(error.reason),
-                    diagnostic=error.diagnostic,
-                    attempt=attempt,
-                    retry_in_s=pause,
-                )
+                self._ctx.metrics.inbound_held.labels(str(error.reason)).inc()
+                held = {
+                    "message_id": incoming.message_id,
+                    "reason": str(error.reason),
+                    "diagnostic": error.diagnostic,
+                    "attempt": attempt,
+                    "retry_in_s": pause,
+                }
+                if isinstance(error, OwnKeyMissing):
+                    # Loud: nothing from this recipient gets through until its key is back in the store.
+                    self._ctx.log.error(  # noqa: TRY400 - a held message, not a crash: no traceback
+                        "inbound.held", holder=error.holder, missing_kids=list(error.kids), **held
+                    )
+                else:
+                    self._ctx.log.warning("inbound.held", **held)
                 await asyncio.sleep(pause)
             except Exception as exc:
                 if incoming.delivery_count + 1 < DELIVERY_LIMIT:
@@ -152,45 +140,90 @@ class Receiver:
     async def _handle(self, incoming: IncomingMessage) -> Disposition:
         ctx = self._ctx
         raw = incoming.body
-        received_key = None if ctx.personal is None else ctx.personal.data_key_source(incoming.headers)
         try:
-            opened = open_message(
+            verified = verify_envelope(
                 raw,
                 trust=ctx.trust,
                 agreement=ctx.agreement,
                 local_country=ctx.country,
                 max_bytes=ctx.settings.max_message_bytes,
                 received_at=ctx.clock(),
-                data_key_for=received_key,
-                require_sealed=ctx.personal is not None,
             )
-            self._check_fresh(opened)
+            self._check_fresh(verified)
+            receipt = open_verified(verified) if verified.envelope.type in RECEIPT_TYPES else None
         except RemoteError as error:
             await self.reject(raw, error)
             return Disposition.ACK
-        self._warn_if_crl_stale(opened)
-        if opened.envelope.type in RECEIPT_TYPES:
-            async with self._locks.hold(opened.envelope.id):  # copies of one receipt, one at a time
-                await self._sender.on_receipt(opened)
+        self._warn_if_crl_stale(verified)
+        if receipt is not None:
+            async with self._locks.hold(verified.envelope.id):  # copies of one receipt, one at a time
+                await self._sender.on_receipt(receipt)
             return Disposition.ACK
-        if opened.data_key is not None and ctx.personal is not None:
-            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
-            await ctx.personal.vault.put(
-                opened.envelope.id, str(incoming.headers[SEALED_KEY_HEADER]), at=ctx.clock()
-            )
         try:
-            async with self._locks.hold(opened.envelope.id):
-                if isinstance(opened.payload, TrustUpdate):
-                    await self._trust_updates.accept(opened)
-                elif isinstance(opened.payload, CheckpointWitness):
-                    await self._witnessing.on_witness(opened)
-                else:
-                    await self._accept(opened, received_wraps=received_key.wraps if received_key else ())
-        except RemoteError as error:  # a replay conflict, a trust update we cannot apply, a bad witness
+            async with self._locks.hold(verified.envelope.id):
+                await self._open_and_take(verified, incoming.headers)
+        except RemoteError as error:  # a bad payload, a replay conflict, a trust update we cannot apply
             await self.reject(raw, error)
         return Disposition.ACK
 
-    def _warn_if_crl_stale(self, opened: OpenedMessage) -> None:
+    async def _open_and_take(self, verified: VerifiedEnvelope, headers: Mapping[str, HeaderValue]) -> None:
+        """Open a verified, fresh message (under its lock) and take it in by its kind.
+
+        A sealed payload is looked at for duplicates before any key is: a copy of a message taken in
+        before needs nothing from its unsigned key header, so a replay naming a made-up key is
+        answered (or refused) like any duplicate, never held on a key we do not have.
+        """
+        ctx = self._ctx
+        envelope = verified.envelope
+        trail: Sequence[AuditEntry] | None = None
+        key_header = headers.get(SEALED_KEY_HEADER)
+        if ctx.personal is not None and is_sealed(envelope.payload):
+            trail = await self._receive_trail(envelope.id)
+            received = self._first_received(verified, trail)
+            if received is not None and any(e.kind == EntryKind.DELIVERED for e in trail):
+                ctx.log.info("message.duplicate", message_id=str(envelope.id), type=envelope.type,
+                             sender=envelope.sender, audit_index=received.index)  # fmt: skip
+                await self._receipts.answer_once(verified, trail, audit_index=received.index)
+                return
+            if received is not None:  # taken in, not yet delivered: open it with the header that opened it
+                key_header = await ctx.personal.vault.get(envelope.id) or key_header
+        received_key = (
+            None
+            if ctx.personal is None
+            else ctx.personal.data_key_source(
+                {SEALED_KEY_HEADER: key_header} if key_header is not None else {}
+            )
+        )
+        opened = open_verified(verified, data_key_for=received_key, require_sealed=ctx.personal is not None)
+        if opened.data_key is not None and ctx.personal is not None:
+            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
+            await ctx.personal.vault.put(envelope.id, str(key_header), at=ctx.clock())
+        if isinstance(opened.payload, TrustUpdate):
+            await self._trust_updates.accept(opened)
+        elif isinstance(opened.payload, CheckpointWitness):
+            await self._witnessing.on_witness(opened)
+        else:
+            await self._accept(opened, received_wraps=received_key.wraps if received_key else (), trail=trail)
+
+    async def _receive_trail(self, message_id: UUID) -> Sequence[AuditEntry]:
+        return await self._ctx.audit.find(
+            message_id, kinds=[EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT]
+        )
+
+    @staticmethod
+    def _first_received(
+        verified: VerifiedEnvelope | OpenedMessage, trail: Sequence[AuditEntry]
+    ) -> AuditEntry | None:
+        """The RECEIVED entry of this message id; `replay.conflict` when it holds other bytes."""
+        received = [e for e in trail if e.kind == EntryKind.RECEIVED]
+        if received and sha256_hex(received[0].envelope) != verified.sha256:
+            raise ReplayError(
+                Reason.REPLAY_CONFLICT,
+                f"message id {verified.envelope.id} was already received (audit index {received[0].index}) with different bytes",
+            )
+        return received[0] if received else None
+
+    def _warn_if_crl_stale(self, opened: VerifiedEnvelope) -> None:
         """Accepted on a CRL past its nextUpdate (the grace period): loud, on every message."""
         stale_since = opened.signer.crl_stale_since
         if stale_since is None:
@@ -207,7 +240,7 @@ class Receiver:
             refused_from=(stale_since + ctx.trust.crl_grace).isoformat(),
         )
 
-    def _check_fresh(self, opened: OpenedMessage) -> None:
+    def _check_fresh(self, opened: VerifiedEnvelope) -> None:
         settings = self._ctx.settings
         check_freshness(
             opened.envelope,
@@ -216,25 +249,30 @@ class Receiver:
             max_skew=timedelta(seconds=settings.max_clock_skew_s),
         )
 
-    async def _accept(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
+    async def _accept(
+        self,
+        opened: OpenedMessage,
+        *,
+        received_wraps: Sequence[WrappedKey] = (),
+        trail: Sequence[AuditEntry] | None = None,
+    ) -> None:
         ctx = self._ctx
         envelope = opened.envelope
         bound = ctx.log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
-        # The duplicate check and the RECEIVED entry in one transaction (`append_first`).
-        trail, appended = await ctx.audit.append_first(
-            ctx.draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED),
-            trail=(EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT),
-        )
-        if appended is None:
-            received_entry = next(e for e in trail if e.kind == EntryKind.RECEIVED)
-            if sha256_hex(received_entry.envelope) != opened.sha256:
-                raise ReplayError(
-                    Reason.REPLAY_CONFLICT,
-                    f"message id {envelope.id} was already received (audit index {received_entry.index}) with different bytes",
-                )
+        # A sealed message's trail was read before its key was looked at (`_open_and_take`).
+        received_entry = self._first_received(opened, trail) if trail is not None else None
+        if received_entry is None:
+            # The duplicate check and the RECEIVED entry in one transaction (`append_first`).
+            trail, appended = await ctx.audit.append_first(
+                ctx.draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED),
+                trail=(EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT),
+            )
+            received_entry = appended or self._first_received(opened, trail)
+            assert received_entry is not None  # append_first appends unless a RECEIVED entry exists
+        assert trail is not None  # read before the key was looked at, or by append_first
+        if received_entry in trail:
             bound.info("message.duplicate", audit_index=received_entry.index)
         else:
-            received_entry = appended
             ctx.metrics.received.labels(envelope.type).inc()
             bound.info("message.accepted", audit_index=received_entry.index)
         delivered: list[EntryDraft] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from broker.audit import EntryKind
+from broker.audit import AuditEntry, EntryKind
 from broker.core.catalogue.receipt import Verdict
 from broker.core.catalogue.trust import TrustUpdate
 from broker.core.envelope import sha256_hex
@@ -48,36 +48,45 @@ class TrustUpdates:
             )
         if applied:
             entry = applied[0]
-        else:
-            directory = ctx.personal.directory if ctx.personal is not None else EncryptionDirectory()
-            change = apply_trust_update(
-                update,
-                signer_country=opened.signer.country,
-                trust=ctx.trust,
-                directory=directory,
-                at=ctx.clock(),
-            )
-            # Kept on disk before it is logged as applied: a restart must not forget a revocation.
-            # Writing is idempotent, so a crash between the two only repeats it on redelivery.
-            await self._remember(update.country, change)
-            [entry] = await ctx.audit.append(
-                [ctx.draft(EntryKind.TRUST_UPDATE, opened, verdict=Verdict.ACCEPTED)]
-            )
-            self._replace_trust(change.trust)
-            if ctx.personal is not None:
-                ctx.personal.directory = change.directory
-            ctx.log.info(
-                "trust.updated",
-                message_id=str(envelope.id),
-                type=envelope.type,
-                sender=envelope.sender,
-                country=update.country,
-                new_anchors=change.new_anchors,
-                crl_number=change.crl_number,
-                authority_certificates=change.authority_certificates,
-                audit_index=entry.index,
-            )
+            await self._receipts.answer_once(opened, trail, audit_index=entry.index)
+            return
+        async with ctx.key_lock:
+            entry = await self._apply(opened, update)
         await self._receipts.answer_once(opened, trail, audit_index=entry.index)
+
+    async def _apply(self, opened: OpenedMessage, update: TrustUpdate) -> AuditEntry:
+        """Check, keep on disk, log and swap in: the caller holds the key lock."""
+        ctx = self._ctx
+        envelope = opened.envelope
+        directory = ctx.personal.directory if ctx.personal is not None else EncryptionDirectory()
+        change = apply_trust_update(
+            update,
+            signer_country=opened.signer.country,
+            trust=ctx.trust,
+            directory=directory,
+            at=ctx.clock(),
+        )
+        # Kept on disk before it is logged as applied: a restart must not forget a revocation.
+        # Writing is idempotent, so a crash between the two only repeats it on redelivery.
+        await self._remember(update.country, change)
+        [entry] = await ctx.audit.append(
+            [ctx.draft(EntryKind.TRUST_UPDATE, opened, verdict=Verdict.ACCEPTED)]
+        )
+        self._replace_trust(change.trust)
+        if ctx.personal is not None:
+            ctx.personal.directory = change.directory
+        ctx.log.info(
+            "trust.updated",
+            message_id=str(envelope.id),
+            type=envelope.type,
+            sender=envelope.sender,
+            country=update.country,
+            new_anchors=change.new_anchors,
+            crl_number=change.crl_number,
+            authority_certificates=change.authority_certificates,
+            audit_index=entry.index,
+        )
+        return entry
 
     async def _remember(self, country: str, change: TrustChange) -> None:
         if self._remember_trust is None:
