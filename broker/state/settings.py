@@ -127,9 +127,12 @@ class ExchangeSettings(BaseSettings):
         default=None,
         description="This broker's management API, where readiness reads the link's shovel status "
         "(default: the amqp_url host, http://...:15672, or https://...:15671 for amqps).",
+        json_schema_extra={"example": "https://rabbit.tj.example:15671"},
     )
     management_ca_file: Path | None = Field(
-        default=None, description="CA of the management API's certificate (default: amqp_url's cacertfile)."
+        default=None,
+        description="CA of the management API's certificate (default: amqp_url's cacertfile).",
+        json_schema_extra={"example": "/etc/exchange/rabbitmq-ca.pem"},
     )
     log_format: Literal["console", "json"] = Field(
         default="console", description='Log lines for a person ("console") or a collector ("json").'
