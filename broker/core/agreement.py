@@ -96,6 +96,13 @@ class Agreement(BaseModel):
     def types(self) -> tuple[str, ...]:
         return tuple(r.type for r in self.rules)
 
+    def senders_of(self, message_type: str, country: str) -> tuple[str, ...]:
+        """The authorities of `country` whose roles may send `message_type`."""
+        rule = self.rule(message_type)
+        return tuple(
+            a.id for a in self.authorities if a.country == country and set(a.roles) & set(rule.senders)
+        )
+
     # -- policy --------------------------------------------------------------------------------
     def check_send(self, *, message_type: str, sender_id: str, recipient_id: str) -> Rule:
         """Raise PolicyError unless the agreement lets `sender_id` send this type to `recipient_id`."""

@@ -5,7 +5,12 @@ broker-wide parts with rabbitmqctl and `transport` declares exchanges and queues
 
 Each country is its own broker (in development: its own vhost on one node), so every function
 takes a `CountryBroker` carrying that country's AMQP URL. User names follow the vhost name, which
-lets a test run with vhosts `t-<random>-tj` share a node with the demo's `tj` and `ru`.
+lets a test run with vhosts `t-<random>-tj` share a node with the demo's and an operator's exchange.
+
+Users of one country's broker: `<vhost>-gateway` (its gateway), `<peer vhost>-link` (the peer's
+shovel, publish to `inbound` only) and one per ministry authority that submits messages through the
+gateway, `<vhost>-<authority without the country prefix>` (`tj-mol` for TJ-MOL), which may only
+publish to the `submit` exchange (docs/decisions.md, "Submitting through the running gateway").
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import shovel_query
 
@@ -24,7 +30,14 @@ INBOUND = "inbound"
 QUARANTINE = "quarantine"
 OUTBOUND = "outbound"
 DELIVERY = "delivery"
+# Ministry systems hand messages to their gateway here (exchange and queue of the same name).
+SUBMIT = "submit"
+# The default exchange: the gateway answers a submission on its `reply_to` (direct reply-to) through it.
+DEFAULT_EXCHANGE = "amq.default"
 NO_CITIZENSHIP = "-"
+# Roles that never submit through the gateway: the gateway itself, and the CA operator whose
+# trust updates `broker keys` sends.
+PROTOCOL_ROLES = frozenset({"gateway", "ca"})
 
 # Poison messages are redelivered this many times before the broker dead-letters them.
 DELIVERY_LIMIT = 5
@@ -169,6 +182,10 @@ class CountryBroker:
         """The user this country's shovel logs in as on the peer's broker."""
         return f"{self.vhost}-link"
 
+    def submitter_user(self, authority_id: str) -> str:
+        """The RabbitMQ user a ministry system of `authority_id` submits as: TJ-MOL → `tj-mol`."""
+        return submitter_user(self.vhost, self.country, authority_id)
+
     def uri_for(self, *, user: str, password: str) -> str:
         parts = urlsplit(self.url)
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
@@ -231,6 +248,33 @@ class BrokerPlan:
         return self.broker.vhost
 
 
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names (`amqp://user:pw@host:5672/tj?...` → `tj`)."""
+    return unquote(urlsplit(url).path.removeprefix("/"))
+
+
+def submitter_user(vhost: str, country: str, authority_id: str) -> str:
+    if not _AUTHORITY.fullmatch(authority_id):
+        raise ConfigError(Reason.CONFIG_INVALID, f"authority id {authority_id!r} cannot name a user")
+    name = authority_id.lower()
+    return f"{vhost}-{name.removeprefix(country.lower() + '-')}"
+
+
+def submitting_authorities(agreement: Agreement, country: str) -> tuple[str, ...]:
+    """Authorities of `country` that may send some type of the agreement (its ministries), in order."""
+    sending_roles = {role for rule in agreement.rules for role in rule.senders} - PROTOCOL_ROLES
+    return tuple(
+        authority.id
+        for authority in agreement.authorities
+        if authority.country == country.upper() and sending_roles & set(authority.roles)
+    )
+
+
+def submitter_users(vhost: str, country: str, authorities: Sequence[str]) -> dict[str, str]:
+    """RabbitMQ user → the authority it submits for (one user per authority)."""
+    return {submitter_user(vhost, country, authority): authority for authority in authorities}
+
+
 def outbound_queue(peer_country: str) -> str:
     return f"{OUTBOUND}.{peer_country}"
 
@@ -284,10 +328,14 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         ExchangeDeclaration(QUARANTINE, ExchangeKind.FANOUT),
         ExchangeDeclaration(OUTBOUND, ExchangeKind.DIRECT),
         ExchangeDeclaration(DELIVERY, ExchangeKind.TOPIC),
+        ExchangeDeclaration(SUBMIT, ExchangeKind.DIRECT),
     )
     queues = (
         QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
         QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
+        # Not dead-lettered: a submission the gateway cannot take is answered (refused), and one no
+        # gateway takes expires unsent (the client sets its TTL), so nothing lands in quarantine.
+        QueueDeclaration(SUBMIT, _quorum_arguments(dead_letter=False)),
         *(
             QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
             for peer in peer_countries
@@ -296,6 +344,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
     bindings = (
         BindingDeclaration(INBOUND, INBOUND, local_country),
         BindingDeclaration(QUARANTINE, QUARANTINE, ""),
+        BindingDeclaration(SUBMIT, SUBMIT, local_country),
         *(BindingDeclaration(OUTBOUND, outbound_queue(peer), peer) for peer in peer_countries),
     )
     return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
@@ -340,14 +389,30 @@ def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> P
 
 
 def gateway_permissions(broker: CountryBroker) -> Permissions:
-    # Only this topology's names, and only in the country's own vhost.
-    own_resources = r"^(inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|sub\..+)$"
+    # Only this topology's names, and only in the country's own vhost. Writing to the default
+    # exchange is how an answer reaches a submitter's direct reply-to address.
+    names = r"inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|submit|sub\..+"
     return Permissions(
         user=broker.gateway_user,
         vhost=broker.vhost,
-        configure=own_resources,
-        write=own_resources,
-        read=own_resources,
+        configure=f"^({names})$",
+        write=f"^({names}|{re.escape(DEFAULT_EXCHANGE)})$",
+        read=f"^({names})$",
+    )
+
+
+def submitter_permissions(broker: CountryBroker, authority_id: str) -> Permissions:
+    """A ministry system may publish to `submit` and nothing else.
+
+    Reading its answers needs no permission: direct reply-to is no queue of the vhost. A passive
+    declare of `submit` (to see whether a gateway consumes it) needs none either.
+    """
+    return Permissions(
+        user=broker.submitter_user(authority_id),
+        vhost=broker.vhost,
+        configure="^$",
+        write=f"^{SUBMIT}$",
+        read="^$",
     )
 
 
@@ -362,22 +427,44 @@ def link_permissions(*, source: CountryBroker, destination: CountryBroker) -> Pe
     )
 
 
-def broker_plan(local: CountryBroker, peers: Sequence[CountryBroker]) -> BrokerPlan:
+def broker_plan(
+    local: CountryBroker, peers: Sequence[CountryBroker], *, submitters: Sequence[str] = ()
+) -> BrokerPlan:
+    """`submitters`: the authorities of `local`'s country that submit through its gateway."""
     if any(peer.country == local.country for peer in peers):
         raise ConfigError(Reason.CONFIG_INVALID, f"country {local.country} cannot be its own peer")
     incoming_links = tuple(link_permissions(source=peer, destination=local) for peer in peers)
+    ministries = tuple(submitter_permissions(local, authority) for authority in submitters)
+    # The country's own link user lives on the peer's broker, which may be the same node.
+    taken = {local.gateway_user, local.link_user, *(permission.user for permission in incoming_links)}
+    clashing = [permission.user for permission in ministries if permission.user in taken]
+    if clashing or len({permission.user for permission in ministries}) != len(ministries):
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"submitting authorities of {local.country} map to RabbitMQ users that clash: "
+            f"{', '.join(clashing) or 'two authorities share one user'}",
+        )
     return BrokerPlan(
         broker=local,
-        users=(local.gateway_user, *(permission.user for permission in incoming_links)),
-        permissions=(gateway_permissions(local), *incoming_links),
+        users=(
+            local.gateway_user,
+            *(permission.user for permission in incoming_links),
+            *(permission.user for permission in ministries),
+        ),
+        permissions=(gateway_permissions(local), *incoming_links, *ministries),
         declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
         shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
         policies=(quarantine_policy(local.vhost),),
     )
 
 
-def bilateral_plans(first: CountryBroker, second: CountryBroker) -> tuple[BrokerPlan, BrokerPlan]:
-    return broker_plan(first, [second]), broker_plan(second, [first])
+def bilateral_plans(
+    first: CountryBroker, second: CountryBroker, *, agreement: Agreement
+) -> tuple[BrokerPlan, BrokerPlan]:
+    return (
+        broker_plan(first, [second], submitters=submitting_authorities(agreement, first.country)),
+        broker_plan(second, [first], submitters=submitting_authorities(agreement, second.country)),
+    )
 
 
 def _password(passwords: Mapping[str, str], user: str) -> str:
