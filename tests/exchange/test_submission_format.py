@@ -100,7 +100,10 @@ def test_the_limit_leaves_room_for_the_largest_sealed_envelope() -> None:
         (json.dumps({"request_id": "r", "payload": PAYLOAD}).encode(), "type"),
         (json.dumps({"request_id": "r", "sealed": "AAAA", "to": "TJ-MOL"}).encode(), "own to"),
         (json.dumps(good(sealed_key="k")).encode(), "sealed_key"),
-        (json.dumps({"request_id": "r", "sealed": "A" * 10, "sealed_key": "k" * 70_000}).encode(), "sealed_key"),
+        (
+            json.dumps({"request_id": "r", "sealed": "A" * 10, "sealed_key": "k" * 70_000}).encode(),
+            "sealed_key",
+        ),
     ],
 )
 def test_a_malformed_submission_is_refused_with_its_reason(body: bytes, hint: str) -> None:
@@ -115,7 +118,9 @@ def test_sealed_bytes_travel_exactly_and_bad_base64_is_refused() -> None:
     assert submission.envelope_bytes() == raw
 
     for spoiled in ("not base64!", base64.b64encode(raw).decode()[:-1]):
-        broken, _ = parse_submission(json.dumps({"request_id": "r", "sealed": spoiled}).encode(), max_bytes=LIMIT)
+        broken, _ = parse_submission(
+            json.dumps({"request_id": "r", "sealed": spoiled}).encode(), max_bytes=LIMIT
+        )
         with pytest.raises(LocalError) as caught:
             broken.envelope_bytes()
         assert caught.value.reason is Reason.SUBMISSION_MALFORMED
@@ -129,10 +134,14 @@ def test_a_submission_made_by_the_client_is_what_the_gateway_reads() -> None:
 
 def test_answers_read_back_as_written() -> None:
     message_id = UUID("0190a2b0-0000-7000-8000-000000000000")
-    answers = [
-        Accepted(request_id="r", message_id=message_id, sha256="0" * 64, type="t", sender="RU-MVD", to="TJ-MOL"),
+    answers: list[Accepted | Refused | ReceiptNews] = [
+        Accepted(
+            request_id="r", message_id=message_id, sha256="0" * 64, type="t", sender="RU-MVD", to="TJ-MOL"
+        ),
         Refused(request_id=None, reason="policy.submitter_not_allowed", diagnostic="no", article="15.5"),
-        ReceiptNews(request_id="r", message_id=message_id, verdict="rejected", reason="schema.invalid", final=False),
+        ReceiptNews(
+            request_id="r", message_id=message_id, verdict="rejected", reason="schema.invalid", final=False
+        ),
     ]
     assert [parse_answer(encode_answer(answer)) for answer in answers] == answers
 

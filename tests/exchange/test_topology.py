@@ -44,8 +44,8 @@ from broker.exchange.topology import (
     broker_plan,
     delivery_routing_key,
     gateway_permissions,
-    subscriber_declarations,
     submitting_authorities,
+    subscriber_declarations,
     vhost_declarations,
 )
 from broker.exchange.transport import RabbitTransport
@@ -526,7 +526,9 @@ class TestAppliedTopology:
             # The default exchange would reach every queue of the vhost by name.
             for exchange in ("", "inbound", "outbound", "delivery", "quarantine"):
                 with pytest.raises(TransportError) as refused:
-                    await ministry.publish(exchange=exchange, routing_key="inbound", body=b"no", message_id="no")
+                    await ministry.publish(
+                        exchange=exchange, routing_key="inbound", body=b"no", message_id="no"
+                    )
                 assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN, exchange
             for attempt in (ministry.get("submit"), ministry.purge("submit"), ministry.get("inbound")):
                 with pytest.raises(TransportError) as refused:
