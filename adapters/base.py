@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from adapters.encoding import find_problem
 from broker.core.catalogue import Payload
 from broker.core.errors import ExchangeError, LocalError, Reason
 
@@ -96,18 +97,17 @@ def check_size(data: bytes, *, filename: str, limit: int = MAX_FILE_BYTES) -> No
 
 
 def decode_utf8(data: bytes, *, filename: str) -> str:
-    """Strict UTF-8 (a UTF-8 byte order mark, as spreadsheets write it, is dropped)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise AdapterError(
-            Reason.ADAPTER_ENCODING, "file is UTF-16 or UTF-32; save it as UTF-8", filename=filename, line=1
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+    """Strict UTF-8 without NUL bytes (a UTF-8 byte order mark, as spreadsheets write it, is dropped).
+
+    A refusal says what the bytes look like instead (UTF-16 with or without a byte-order mark,
+    Windows-1251, ...) and names the line of the first offending byte.
+    """
+    problem = find_problem(data)
+    if problem is not None:
         raise AdapterError(
             Reason.ADAPTER_ENCODING,
-            f"byte {exc.start} is not UTF-8 (a file saved as Windows-1251?); save it as UTF-8",
+            f"not UTF-8: {problem.detail}; save it as UTF-8",
             filename=filename,
-            line=line,
-        ) from None
+            line=data[: problem.offset].count(b"\n") + 1,
+        )
+    return data.decode("utf-8-sig")

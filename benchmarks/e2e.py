@@ -21,8 +21,10 @@ from benchmarks.auditlog import cached_log, inclusion_proof_ms, verify_entries_p
 from benchmarks.baselines import faststream_installed, faststream_leg, raw_latency_leg, raw_leg
 from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
+from benchmarks.floor import broker_costs_us, crypto_costs_us, price
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
 from benchmarks.report import percentile, print_table, ratio
+from broker.exchange import runtime
 from broker.exchange.devkit import provision_dev_exchange
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "labour-exchange-bench"
@@ -56,6 +58,10 @@ async def _broker_legs(
     try:
         urls = LinkUrls(sender=dev.gateway_url("TJ"), receiver=dev.gateway_url("RU"))
         await raw_leg(urls=urls, shape=warm_up, timeout_s=options.timeout_s)
+        # The primitives' prices, measured alone at the start of the run (`benchmarks.floor`).
+        costs_us = crypto_costs_us() | await broker_costs_us(
+            urls=urls, count=2000, in_flight=options.in_flight, prefetch=options.prefetch
+        )
         raw_meter = CpuMeter()
         raw = await raw_leg(urls=urls, shape=shape, timeout_s=options.timeout_s)
         raw_client_cpu, _, raw_broker_cpu = raw_meter.per_1k(shape.messages)
@@ -86,10 +92,19 @@ async def _broker_legs(
                 rate_per_s=options.steady_rate_per_s,
                 timeout_s=options.timeout_s,
             )
+            # And at a rate the pipeline sustains on this machine: half what it just measured.
+            sustained_rate = max(1.0, pipeline.msgs_per_s / 2)
+            sustained = await latency_leg(
+                link,
+                messages=min(options.latency_messages, int(sustained_rate * 10)),
+                rate_per_s=sustained_rate,
+                timeout_s=options.timeout_s,
+            )
         finally:
             await link.close()
     finally:
         dev.teardown()
+    floor = price(costs_us, pipeline.operations, options.messages)
     result: dict[str, object] = {
         "raw_msgs_per_s": raw,
         "faststream_msgs_per_s": faststream,
@@ -113,6 +128,16 @@ async def _broker_legs(
         "steady_receipt_p99_ms": percentile(steady.receipt_ms, 99),
         "raw_steady_p50_ms": percentile(raw_steady, 50),
         "raw_steady_p99_ms": percentile(raw_steady, 99),
+        "sustained_rate_per_s": sustained_rate,
+        "sustained_p50_ms": percentile(sustained.audited_ms, 50),
+        "sustained_p99_ms": percentile(sustained.audited_ms, 99),
+        "sustained_receipt_p99_ms": percentile(sustained.receipt_ms, 99),
+        # The floor the design sets, priced in this run, beside what both gateways spent.
+        "floor_ms_per_msg": floor.ms_per_msg,
+        "ours_ms_per_msg": pipeline.cpu_s_per_1k,
+        "ours_vs_floor": pipeline.cpu_s_per_1k / floor.ms_per_msg,
+        "primitive_costs_us": costs_us,
+        "primitives_per_msg": floor.counts_per_msg,
     }
     return result, notes
 
@@ -120,7 +145,10 @@ async def _broker_legs(
 def run(options: Options, events: EventClock) -> dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
+        # Every leg on the loop the gateways run on (uvloop where installed): like for like.
+        loop = runtime.use_fast_event_loop()
         result, notes = asyncio.run(_broker_legs(options, workdir, events))
+        result["event_loop"] = loop
         receiver_log = workdir / "ru" / "audit.sqlite"
         cores = os.cpu_count() or 1
         verify_rate, verified = verify_entries_per_s(receiver_log)
@@ -146,6 +174,9 @@ def run(options: Options, events: EventClock) -> dict[str, object]:
             "p50/p99: gateway send started -> RECEIVED entry durable in the receiver's audit log",
             "cpu_s_per_1k: both gateway processes together (split in sender_/receiver_cpu_s_per_1k); "
             "peak_rss_mb: the larger of the two; *_broker_cpu_s_per_1k: RabbitMQ's own CPU, when it runs here",
+            "floor_ms_per_msg: primitive_costs_us (measured alone at the start) x primitives_per_msg (counted "
+            "in both gateways during the throughput leg); ours_ms_per_msg: both gateways' CPU per message",
+            "steady_*: latency at --steady-rate; sustained_*: at half the pipeline's measured throughput",
         ],
     }
     return result

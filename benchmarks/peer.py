@@ -2,7 +2,8 @@
 
 `python -m benchmarks.peer GATEWAY_TOML` assembles the gateway exactly as `broker gateway` does,
 prints `ready` once it consumes, then one line per watched log event (`event NAME MESSAGE_ID
-MONOTONIC`) until its standard input closes. CLOCK_MONOTONIC is one clock for every process on the
+MONOTONIC`) and, every 50 ms, the primitives it performed so far (`counts sign=N verify=N ...`,
+`benchmarks.floor`) until its standard input closes. CLOCK_MONOTONIC is one clock for every process on the
 machine, so the parent can subtract its own times from these.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.events import WATCHED, drop_info_events, watch_log_events
+from benchmarks.floor import OperationCounter
+from broker.exchange import runtime
 from broker.exchange.gateway import gateway_from_settings
 from broker.state.settings import ExchangeSettings
 
@@ -27,10 +30,15 @@ def _report(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
     return drop_info_events(logger, method, event)
 
 
+COUNTER = OperationCounter()
+
+
 async def serve(config: Path) -> None:
     watch_log_events(_report)
+    COUNTER.install()  # before the gateway starts: its consumer is counted too
     gateway = await gateway_from_settings(ExchangeSettings.load(config))
     await gateway.start()
+    runtime.tune_for_long_run()
     flusher = asyncio.create_task(_flush_every(0.05))  # one write per 50 ms, not one per message
     try:
         print("ready", flush=True)
@@ -44,8 +52,11 @@ async def serve(config: Path) -> None:
 async def _flush_every(seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
+        counts = " ".join(f"{name}={count}" for name, count in COUNTER.snapshot().items())
+        sys.stdout.write(f"counts {counts}\n")
         sys.stdout.flush()
 
 
 if __name__ == "__main__":
+    runtime.use_fast_event_loop()  # as `broker gateway` runs
     asyncio.run(serve(Path(sys.argv[1])))

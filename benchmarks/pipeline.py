@@ -24,7 +24,9 @@ from benchmarks.common import (
     throughput,
 )
 from benchmarks.events import ACCEPTED, RECEIPTED, REJECTED, EventClock
+from benchmarks.floor import OperationCounter, diff
 from broker.core.catalogue import sample_payloads
+from broker.exchange import runtime
 from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
 from broker.state.settings import ExchangeSettings
@@ -42,6 +44,7 @@ class PeerProcess:
         self._process = process
         self._events = events
         self._reader: asyncio.Task[None] | None = None
+        self.counts: dict[str, int] = {}  # the primitives it performed, as it last reported them
 
     @classmethod
     async def start(cls, config: Path, events: EventClock) -> PeerProcess:
@@ -61,9 +64,12 @@ class PeerProcess:
     async def _read_events(self) -> None:
         assert self._process.stdout is not None
         async for line in self._process.stdout:
-            kind, name, message_id, at = line.decode().split()
+            kind, *fields = line.decode().split()
             if kind == "event":
+                name, message_id, at = fields
                 self._events.saw(name, message_id, float(at))
+            elif kind == "counts":
+                self.counts = {name: int(count) for name, count in (field.split("=") for field in fields)}
 
     @property
     def pid(self) -> int:
@@ -92,6 +98,7 @@ class Link:
     sender: Gateway
     receiver: PeerProcess
     events: EventClock
+    counter: OperationCounter
 
     async def close(self) -> None:
         await self.sender.close()
@@ -104,9 +111,12 @@ async def start_link(dev: DevExchange, events: EventClock) -> Link:
 
 async def start_link_from(settings: dict[str, ExchangeSettings], events: EventClock) -> Link:
     receiver = await PeerProcess.start(settings["RU"].country_state_dir / "gateway.toml", events)
+    counter = OperationCounter()
+    counter.install()  # before the gateway starts: its consumer is counted too
     sender = await gateway_from_settings(settings["TJ"])
     await sender.start()
-    return Link(sender=sender, receiver=receiver, events=events)
+    runtime.tune_for_long_run()  # as `broker gateway` does once started
+    return Link(sender=sender, receiver=receiver, events=events, counter=counter)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +127,7 @@ class PipelineThroughput:
     receiver_cpu_s_per_1k: float
     broker_cpu_s_per_1k: float | None
     peak_rss_mb: float
+    operations: dict[str, int]  # primitives both gateways performed during the leg
 
 
 async def throughput_leg(link: Link, *, shape: LoadShape, timeout_s: float) -> PipelineThroughput:
@@ -130,10 +141,13 @@ async def throughput_leg(link: Link, *, shape: LoadShape, timeout_s: float) -> P
         await link.sender.send(payload, to=RECIPIENT, sender=SENDER)
 
     meter = CpuMeter(peer_pid=link.receiver.pid)
+    own_before, peer_before = link.counter.snapshot(), dict(link.receiver.counts)
     started = time.monotonic()
     await publish_all(shape.messages, in_flight=shape.in_flight, publish_one=send_one)
     await receipts.wait(timeout_s)
     sender_cpu, receiver_cpu, broker_cpu = meter.per_1k(shape.messages)
+    await asyncio.sleep(0.2)  # the peer reports its counts every 50 ms
+    own, peer = diff(link.counter.snapshot(), own_before), diff(link.receiver.counts, peer_before)
     link.events.watchers[RECEIPTED].clear()
     await _check_complete(link, expected=accepted_before + shape.messages)
     return PipelineThroughput(
@@ -145,6 +159,7 @@ async def throughput_leg(link: Link, *, shape: LoadShape, timeout_s: float) -> P
         peak_rss_mb=max(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, link.receiver.peak_rss_mb()
         ),
+        operations={operation: own[operation] + peer[operation] for operation in own},
     )
 
 

@@ -101,6 +101,13 @@ def _cost_table(result: dict[str, object]) -> Table:
         "steady_receipt_p99_ms",
         "raw_steady_p50_ms",
         "raw_steady_p99_ms",
+        "sustained_rate_per_s",
+        "sustained_p50_ms",
+        "sustained_p99_ms",
+        "sustained_receipt_p99_ms",
+        "floor_ms_per_msg",
+        "ours_ms_per_msg",
+        "ours_vs_floor",
     ):
         value = result.get(key)
         table.add_row(key, f"{value:,.2f}" if isinstance(value, int | float) else "n/a")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure RabbitMQ (with the shovel plugin) and PostgreSQL are installed and running on localhost.
+# Make sure RabbitMQ (with the shovel and management plugins) and PostgreSQL are installed and running on localhost.
 # Installs them through apt when missing and starts them when stopped; exits non-zero if it cannot,
 # so tests fail loudly instead of skipping.
 set -euo pipefail
@@ -27,9 +27,15 @@ if ! rabbitmqctl -q status >/dev/null 2>&1; then
   done
 fi
 rabbitmqctl -q await_startup >/dev/null
-if ! rabbitmq-plugins -q list -e -m 2>/dev/null | grep -qx rabbitmq_shovel; then
-  rabbitmq-plugins -q enable rabbitmq_shovel >/dev/null
-fi
+# The shovel carries messages between the countries; `broker topology` administers the node, and
+# gateways read their link's state, through the management HTTP API (and its shovel status page).
+wanted_plugins="rabbitmq_shovel rabbitmq_management rabbitmq_shovel_management"
+enabled_plugins=$(rabbitmq-plugins -q list -e -m 2>/dev/null || true)
+for plugin in $wanted_plugins; do
+  if ! grep -qx "$plugin" <<<"$enabled_plugins"; then
+    rabbitmq-plugins -q enable "$plugin" >/dev/null
+  fi
+done
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 if ! command -v pg_ctlcluster >/dev/null; then

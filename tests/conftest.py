@@ -55,6 +55,14 @@ def trust(dev_pki: KeyStore, agreement: Agreement) -> TrustStore:
     return dev_pki.trust_store(agreement.countries)
 
 
+@pytest.fixture
+def cli_keeps_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in-process configures structlog for its process (level, stderr), which would
+    silence the `capture_logs` of every later test: leave the test's logging alone."""
+    for module in ("broker.cli.common", "broker.cli.topology"):
+        monkeypatch.setattr(f"{module}.configure_logging", lambda *_, **__: None)
+
+
 # The real-broker fixtures live in tests/support; registered here for every test package. Each is
 # built only when a test asks for it.
 __all__ = ["dev_exchange", "exchange", "gateways", "rabbit_link", "ru_gateway", "tj_gateway"]

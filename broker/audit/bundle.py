@@ -14,10 +14,12 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from broker.audit.checkpoint import SignedCheckpoint
-from broker.audit.entry import EntryKind
+from broker.audit.entry import AuditEntry, EntryKind
 from broker.audit.proofs import InclusionProof, ProvenEntry, check_inclusion
+from broker.audit.receipt_refs import RECEIPT_KINDS, batch_of, is_ref, parse_ref
 from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.errors import ExchangeError, LocalError, Reason, VerificationError
 from broker.core.trust import TrustStore
@@ -60,6 +62,22 @@ def names_worker(envelope: bytes, document_number: str) -> bool:
         return False
     payload = document.get("payload") if isinstance(document, dict) else None
     return any(found.get("number") == document_number for found in _documents(payload))
+
+
+def about_messages(entries: Sequence[AuditEntry], about: set[UUID]) -> list[AuditEntry]:
+    """The entries about these messages: their own, and each batched receipt one of them refers to
+    (the signed receipt lists other messages too, by id and hash only)."""
+    chosen = [entry for entry in entries if entry.message_id in about]
+    receipts = {
+        parse_ref(entry.envelope).receipt_id
+        for entry in chosen
+        if entry.kind in RECEIPT_KINDS and is_ref(entry.envelope)
+    }
+    return [
+        entry
+        for entry in entries
+        if entry.message_id in about or (entry.kind in RECEIPT_KINDS and entry.message_id in receipts)
+    ]
 
 
 def proof_name(index: int) -> str:
@@ -180,12 +198,20 @@ def check_bundle(data: bytes, *, trust: TrustStore) -> CheckedBundle:
 
 
 def _check_about_worker(proven: list[ProvenEntry], document_number: str) -> None:
-    """Every entry concerns a message whose own bytes name the worker."""
+    """Every entry concerns a message whose own bytes name the worker (a batched receipt: lists one)."""
     about = {
         entry.draft.message_id
         for entry in proven
         if entry.draft.kind in MESSAGE_KINDS and names_worker(entry.draft.envelope, document_number)
     }
     for entry in proven:
-        if entry.draft.message_id not in about:
-            raise _invalid(f"entry {entry.index} is not about a message naming document {document_number}")
+        if entry.draft.message_id in about or _answers_one_of(entry, about):
+            continue
+        raise _invalid(f"entry {entry.index} is not about a message naming document {document_number}")
+
+
+def _answers_one_of(entry: ProvenEntry, about: set[UUID | None]) -> bool:
+    if entry.draft.kind not in RECEIPT_KINDS:
+        return False
+    found = batch_of(entry.draft.envelope)
+    return found is not None and any(line.message_id in about for line in found[1].lines)

@@ -17,6 +17,7 @@ from uuid import UUID
 from broker.audit.checkpoint import SignedCheckpoint, parse_hash, parse_time, verify_checkpoint
 from broker.audit.entry import EntryDraft, EntryKind, entry_bytes
 from broker.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from broker.audit.receipt_refs import RECEIPT_KINDS, is_ref, parse_ref
 from broker.audit.stored_envelopes import SIGNED_KINDS, verify_envelope
 from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.errors import ExchangeError, Reason, VerificationError
@@ -149,7 +150,12 @@ def check_inclusion(proof: InclusionProof, *, trust: TrustStore, origin: str | N
         raise _invalid(f"entry {proof.index} is not in the signed tree of size {proof.tree_size}")
     verify_checkpoint(proof.checkpoint, trust=trust, origin=origin)
     draft = decode_entry(proof.entry)
-    if draft.kind in SIGNED_KINDS:
+    if draft.kind in RECEIPT_KINDS and is_ref(draft.envelope):
+        try:  # a message's pointer to its batched receipt: signed by nobody, the receipt it names is
+            parse_ref(draft.envelope)
+        except ValueError as exc:
+            raise _invalid(f"entry: {exc}") from None
+    elif draft.kind in SIGNED_KINDS:
         verify_envelope(draft.envelope, trust=trust)
     return ProvenEntry(index=proof.index, draft=draft, checkpoint=proof.checkpoint)
 

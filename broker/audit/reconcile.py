@@ -15,6 +15,7 @@ from uuid import UUID
 
 from broker.audit.bounded import body_digest
 from broker.audit.entry import AuditEntry, EntryKind
+from broker.audit.receipt_refs import answered_ids
 from broker.audit.rows import UnreadableRow
 from broker.audit.witnessing import UNANSWERED_TYPES
 
@@ -55,7 +56,8 @@ class LogDigest:
         if target is not None:
             target.setdefault(entry.message_id, seen)
         elif entry.kind is EntryKind.RECEIPT_SENT:
-            self.receipts_sent.add(entry.message_id)
+            # A batched receipt answers every message it lists; a message's reference to it adds nothing.
+            self.receipts_sent.update(answered_ids(entry))
 
 
 def digest(name: str, entries: Iterable[AuditEntry | UnreadableRow]) -> LogDigest:

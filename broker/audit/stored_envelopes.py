@@ -49,8 +49,10 @@ def expected_peer(kind: EntryKind, envelope: Envelope) -> str:
 
 
 def subject_id(kind: EntryKind, envelope: Envelope) -> str:
-    """The message an entry is about: the envelope itself, or for a receipt the message it answers."""
-    if kind in (EntryKind.RECEIPT_SENT, EntryKind.RECEIPT_RECEIVED):
+    """The message an entry is about: the envelope itself, or for a single receipt the message it
+    answers (a batched receipt is about many: its entry names the receipt's own id,
+    `broker.audit.receipt_refs`)."""
+    if kind in (EntryKind.RECEIPT_SENT, EntryKind.RECEIPT_RECEIVED) and envelope.type != "receipt.batch":
         about: Any = envelope.payload.get("message_id")
         return str(about)
     return str(envelope.id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, hash_matches, verify_witness
-from broker.core.catalogue.receipt import Receipt
+from broker.core.catalogue.receipt import RECEIPT_TYPES
 from broker.core.catalogue.witness import CheckpointWitness
 from broker.core.errors import Reason, VerificationError
 from broker.core.pki import Signer
@@ -27,7 +27,7 @@ WITNESS_TYPE = CheckpointWitness.MESSAGE_TYPE
 
 # Types a gateway never answers with a receipt, not even a negative one: answering them could make
 # two gateways answer each other for ever.
-UNANSWERED_TYPES = frozenset({Receipt.MESSAGE_TYPE, WITNESS_TYPE})
+UNANSWERED_TYPES = frozenset({*RECEIPT_TYPES, WITNESS_TYPE})
 
 
 def seal_witness(

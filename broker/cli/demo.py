@@ -172,7 +172,7 @@ async def run_demo(
             "`apt-get install -y rabbitmq-server && rabbitmq-server -detached` "
             "(scripts/demo.sh does this for you).",
         )
-    from broker.exchange.devkit import provision_dev_exchange, remove_dev_exchange  # noqa: PLC0415
+    from broker.exchange.devkit import provision_dev_exchange, remove_dev_exchange  # noqa: PLC0415 - needs the broker
 
     prefix = vhost_prefix or f"demo-{secrets.token_hex(3)}-"
     admin = admin or RabbitAdmin()

@@ -34,19 +34,22 @@ from broker.state.settings import ExchangeSettings, describe_errors
 
 def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
+    from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
+    from broker.exchange.status_server import serving_status  # noqa: PLC0415
 
     settings = load_settings(country, config, service=True)
+    runtime.use_fast_event_loop()
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Gateway.from_settings(settings) as gw:
-            if settings.metrics_port:
-                gw.metrics.serve(settings.metrics_port)
-            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}. Ctrl-C stops.")
+        async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
+            runtime.tune_for_long_run()
+            where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
+            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
             await stop.wait()
 
     run(serve)

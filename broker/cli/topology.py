@@ -1,23 +1,28 @@
 """`broker topology apply|show`: set up and inspect the RabbitMQ side of one bilateral link.
 
 In development both countries are vhosts of the local node, so one `apply` sets up both. In
-production each operator runs `apply --local <own country>` on their own broker, with the peer's
-broker URL and a secrets file holding the link passwords agreed with the peer.
+production each operator runs `apply --local <own country>` against their own broker's management
+API (RABBITMQ_ADMIN_URL/USER/PASSWORD or `--admin-credentials`), from any host that reaches it, with
+the peer's broker URL and a secrets file holding the link passwords agreed with the peer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from broker.cli.common import exit_with
+from broker.cli.logs import configure_logging
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
+from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import check_message_size_limits
+from broker.exchange.topology import BrokerPlan
 from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -40,7 +45,15 @@ LocalOption = Annotated[
 SecretsOption = Annotated[
     Path, typer.Option("--secrets", help="JSON file of RabbitMQ user passwords; missing ones are generated.")
 ]
-NodeOption = Annotated[str | None, typer.Option("--node", help="RabbitMQ node name for rabbitmqctl.")]
+AdminCredentialsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--admin-credentials",
+        help=f"JSON file with the management API's url, user, password and ca_file (default: the "
+        f"{ENV_URL}, {ENV_USER}, {ENV_PASSWORD} and {ENV_CA_FILE} variables; http://127.0.0.1:15672 "
+        "as guest when none is set).",
+    ),
+]
 MaxMessageOption = Annotated[
     int,
     typer.Option(
@@ -57,67 +70,97 @@ PlaintextOption = Annotated[
 ]
 
 
+def _plans(
+    broker: list[str] | None, local: list[str] | None, plaintext_host: list[str] | None
+) -> list[BrokerPlan]:
+    brokers = provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ())
+    return provisioning.plans_for(brokers, local)
+
+
+def _admin(credentials: Path | None, plaintext_host: list[str] | None) -> RabbitAdmin:
+    return RabbitAdmin(
+        ManagementEndpoint.configure(credentials_file=credentials, plaintext_hosts=plaintext_host or ())
+    )
+
+
 @topology_app.command("apply")
 def apply_command(
     broker: BrokerOption = None,
     local: LocalOption = None,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
-    node: NodeOption = None,
+    admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
     max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
+    configure_logging(level=logging.WARNING)  # the changes are printed; stdout stays the report
     try:
-        plans = provisioning.plans_for(
-            provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()),
-            local,
-        )
+        plans = _plans(broker, local, plaintext_host)
         passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
-        admin = RabbitAdmin(node=node)
-        # Before changing anything: a node that refuses what the gateways accept is not worth setting up.
-        limits = check_message_size_limits(
-            broker_limit=admin.max_message_size(), gateway_limit=max_message_bytes
-        )
-        changes = asyncio.run(provisioning.apply_topology(plans=plans, passwords=passwords, admin=admin))
+        with _admin(admin_credentials, plaintext_host) as admin:
+            # The node's message size limit is probed before any shovel starts: a node that refuses
+            # what the gateways accept stops the apply there.
+            applied = asyncio.run(
+                provisioning.apply_plans(
+                    plans=plans, passwords=passwords, admin=admin, gateway_limit=max_message_bytes
+                )
+            )
     except ExchangeError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=1) from error
-    typer.echo(limits)
-    for change in changes:
+        exit_with(error)
+    for vhost, verdict in applied.message_size.items():
+        typer.echo(f"{vhost}: {verdict}")
+    for change in applied.changes:
         typer.echo(change)
-    typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({len(changes)} changes)")
+    count = len(applied.changes)
+    typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({count} changes)")
 
 
 @topology_app.command("show")
 def show_command(
     broker: BrokerOption = None,
     local: LocalOption = None,
-    status: Annotated[bool, typer.Option("--status", help="Add shovel states and queue depths.")] = False,
-    node: NodeOption = None,
+    status: Annotated[
+        bool,
+        typer.Option("--status", help="Add shovel states, queue depths and the node's message size limit."),
+    ] = False,
+    secrets_file: SecretsOption = DEFAULT_SECRETS,
+    admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
     max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Print the planned topology as JSON (passwords masked), and optionally its live state."""
+    configure_logging(level=logging.WARNING)  # stdout is the JSON report
     try:
-        plans = provisioning.plans_for(
-            provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ()),
-            local,
-        )
+        plans = _plans(broker, local, plaintext_host)
         report = [provisioning.describe(plan) for plan in plans]
         if status:
-            admin = RabbitAdmin(node=node)
-            shovels = admin.shovel_status()
-            limits = provisioning.message_size_status(admin.max_message_size(), max_message_bytes)
-            for entry, plan in zip(report, plans, strict=True):
-                entry["message_size"] = limits
-                # Only the highest-priority policy applies: shows whether quarantine's limit is in force.
-                entry["queue_policies"] = admin.queue_policies(plan.vhost)
-                entry["shovel_status"] = {s.name: s.state for s in shovels if s.vhost == plan.vhost}
-                entry["queue_counts"] = {
-                    name: {"messages": messages, "consumers": consumers}
-                    for name, (messages, consumers) in admin.queue_counts(plan.vhost).items()
-                }
+            with _admin(admin_credentials, plaintext_host) as admin:
+                for entry, plan in zip(report, plans, strict=True):
+                    entry.update(_live_state(admin, plan, secrets_file, max_message_bytes))
     except ExchangeError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=1) from error
+        exit_with(error)
     typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def _live_state(
+    admin: RabbitAdmin, plan: BrokerPlan, secrets_file: Path, gateway_limit: int
+) -> dict[str, Any]:
+    shovels = admin.shovel_status()
+    state: dict[str, Any] = {
+        # Only the highest-priority policy applies: shows whether quarantine's limit is in force.
+        "queue_policies": admin.queue_policies(plan.vhost),
+        "shovel_status": {s.name: s.state for s in shovels if s.vhost == plan.vhost},
+        "queue_counts": {
+            name: {"messages": messages, "consumers": consumers}
+            for name, (messages, consumers) in admin.queue_counts(plan.vhost).items()
+        },
+    }
+    # The limit is probed over AMQP as the gateway, whose password only the secrets file knows.
+    passwords = provisioning.read_passwords(secrets_file)
+    if plan.broker.gateway_user in passwords:
+        state["message_size"] = asyncio.run(provisioning.message_size_status(plan, passwords, gateway_limit))
+    else:
+        state["message_size"] = {
+            "verdict": f"unknown: no password of {plan.broker.gateway_user} in {secrets_file}"
+        }
+    return state

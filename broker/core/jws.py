@@ -117,6 +117,29 @@ def verify_detached(jws: str, payload: bytes) -> VerifiedSignature:
     if len(parts) != 3 or parts[1] != "":
         raise VerificationError(Reason.SIGNATURE_INVALID, "not a detached compact JWS (<protected>..<sig>)")
     protected, _, signature_b64 = parts
+    # The header is sender-controlled: only headers of a plausible size are remembered.
+    if len(protected) > _CACHED_HEADER_CHARS:
+        chain, kid, public_key = _checked_header.__wrapped__(protected)
+    else:
+        chain, kid, public_key = _checked_header(protected)
+    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
+    try:
+        public_key.verify(b64url_decode(signature_b64), signing_input)
+    except InvalidSignature:
+        raise VerificationError(
+            Reason.SIGNATURE_INVALID, "Ed25519 signature does not match the envelope"
+        ) from None
+    return VerifiedSignature(chain=chain, kid=kid)
+
+
+_CACHED_HEADER_CHARS = 4 * _CACHED_CHAIN_CHARS // 3 + 1024
+
+
+# A peer signs every message with the same protected header (one per signing chain): parse and check
+# it once. Everything here follows from the header's bytes alone; a header that fails is not cached,
+# and the signature (and the chain's trust at each message's time) is still checked every time.
+@lru_cache(maxsize=64)
+def _checked_header(protected: str) -> tuple[tuple[x509.Certificate, ...], str, Ed25519PublicKey]:
     header = strict_loads(b64url_decode(protected))
     if not isinstance(header, dict):
         raise VerificationError(Reason.SIGNATURE_INVALID, "JWS protected header is not a JSON object")
@@ -143,11 +166,4 @@ def verify_detached(jws: str, payload: bytes) -> VerifiedSignature:
     public_key = chain[0].public_key()
     if not isinstance(public_key, Ed25519PublicKey):
         raise VerificationError(Reason.CERT_USAGE, "signer certificate does not hold an Ed25519 key")
-    signing_input = protected.encode("ascii") + b"." + b64url(payload).encode("ascii")
-    try:
-        public_key.verify(b64url_decode(signature_b64), signing_input)
-    except InvalidSignature:
-        raise VerificationError(
-            Reason.SIGNATURE_INVALID, "Ed25519 signature does not match the envelope"
-        ) from None
-    return VerifiedSignature(chain=chain, kid=kid)
+    return chain, kid, public_key

@@ -7,10 +7,11 @@ clients differ in what they do by default, so each gets its own rule:
 - aio-pika (`amqps://`): verifies chain and host name unless the URL says `no_verify_ssl`.
 - the shovel (Erlang's amqp client, `amqps://`): verifies nothing unless the URI carries
   `verify=verify_peer`, `cacertfile` and `server_name_indication`; `shovel_query` adds them.
+- httpx (the management API, `https://`): always verifies chain and host name.
 - asyncpg (`postgresql://`): `sslmode` defaults to `prefer`, which checks neither certificate nor
   host name and falls back to plaintext; only `verify-full` does both.
 
-Plaintext (`amqp://`, PostgreSQL `sslmode=disable`) to a non-local host is refused too, unless the
+Plaintext (`amqp://`, `http://`, PostgreSQL `sslmode=disable`) to a non-local host is refused too, unless the
 host is listed in `plaintext_hosts` (a private container network, say). Diagnostics name the
 scheme and host, never the URL: it may carry a password.
 """
@@ -64,6 +65,28 @@ def check_amqp_url(url: str, *, plaintext_hosts: Collection[str] = ()) -> None:
     query = dict(parse_qsl(parts.query))
     if query.get("no_verify_ssl", "0") != "0":
         raise _insecure(f"amqps://{host}: no_verify_ssl turns off certificate verification")
+
+
+def check_http_url(url: str, *, plaintext_hosts: Collection[str] = ()) -> None:
+    """A management API URL: `https://` to any non-local host (httpx always verifies chain and host
+    name, there is no switch to turn it off), plain `http://` only locally or to an allowed host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            Reason.CONFIG_INVALID, f"management API URL must be http(s)://host:port, not {url!r}"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            "management API URL must not carry credentials (give user and password apart)",
+        )
+    host = parts.hostname
+    if parts.scheme == "http" and not is_local_host(host) and not _allowed_plaintext(host, plaintext_hosts):
+        raise _insecure(
+            f"http://{host}: the management API's password would cross the network in clear; use "
+            f"https:// (verified TLS), or allow {host} explicitly ({_PLAINTEXT_OPTIONS}) if it is on a "
+            "private network"
+        )
 
 
 def shovel_query(url: str, *, plaintext_hosts: Collection[str] = ()) -> str:

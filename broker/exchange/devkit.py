@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,11 +38,12 @@ class DevExchange:
 
     def teardown(self, admin: RabbitAdmin | None = None) -> list[str]:
         """Delete this exchange's vhosts and users (nothing else on the node); what was deleted."""
-        return remove_dev_objects(
-            vhosts=[broker.vhost for broker in self.brokers.values()],
-            users=needed_users(self.plans),
-            admin=admin or RabbitAdmin(),
-        )
+        with nullcontext(admin) if admin else RabbitAdmin() as used:
+            return remove_dev_objects(
+                vhosts=[broker.vhost for broker in self.brokers.values()],
+                users=needed_users(self.plans),
+                admin=used,
+            )
 
 
 def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) -> dict[str, CountryBroker]:
@@ -56,15 +57,9 @@ def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) ->
 
 
 def remove_dev_objects(*, vhosts: Sequence[str], users: Sequence[str], admin: RabbitAdmin) -> list[str]:
-    """Delete the named vhosts (with their queues, policies and shovels) and users that exist.
-
-    In parallel: every rabbitmqctl call starts an Erlang VM (a second or more each).
-    """
-    with ThreadPoolExecutor(max_workers=max(1, len(vhosts) + len(users))) as pool:
-        vhosts_gone = list(pool.map(admin.delete_vhost, vhosts))
-        users_gone = list(pool.map(admin.delete_user, users))
-    removed = [f"vhost {vhost}" for vhost, gone in zip(vhosts, vhosts_gone, strict=True) if gone]
-    return removed + [f"user {user}" for user, gone in zip(users, users_gone, strict=True) if gone]
+    """Delete the named vhosts (with their queues, policies and shovels) and users that exist."""
+    removed = [f"vhost {vhost}" for vhost in vhosts if admin.delete_vhost(vhost)]
+    return removed + [f"user {user}" for user in users if admin.delete_user(user)]
 
 
 def remove_dev_exchange(
@@ -78,9 +73,10 @@ def remove_dev_exchange(
     plans = plans_for(
         list(dev_brokers(load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host).values()), None
     )
-    return remove_dev_objects(
-        vhosts=[plan.vhost for plan in plans], users=needed_users(plans), admin=admin or RabbitAdmin()
-    )
+    with nullcontext(admin) if admin else RabbitAdmin() as used:
+        return remove_dev_objects(
+            vhosts=[plan.vhost for plan in plans], users=needed_users(plans), admin=used
+        )
 
 
 DEV_CRL_VALIDITY_DAYS = 365
@@ -144,7 +140,8 @@ async def provision_dev_exchange(
     secrets_path = workdir / "rabbitmq-secrets.json"
     secrets_path.touch(mode=0o600, exist_ok=True)
     secrets_path.write_text(json.dumps(passwords, indent=2), encoding="utf-8")
-    await apply_topology(plans=plans, passwords=passwords, admin=admin or RabbitAdmin())
+    with nullcontext(admin) if admin else RabbitAdmin() as used:
+        await apply_topology(plans=plans, passwords=passwords, admin=used)
     exchange_settings: dict[str, ExchangeSettings] = {}
     for country, broker in brokers.items():
         settings = ExchangeSettings.load(

@@ -1,8 +1,8 @@
-"""Prometheus metrics of a gateway, served on an optional HTTP port."""
+"""Prometheus metrics of a gateway (served with its health endpoints by `status_server`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class GatewayMetrics:
@@ -55,6 +55,3 @@ class GatewayMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600),
             registry=self.registry,
         )
-
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)

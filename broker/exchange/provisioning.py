@@ -11,21 +11,30 @@ import os
 import secrets
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from broker.core.agreement import Agreement, load_agreement
-from broker.core.errors import ConfigError, Reason
+from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import (
+    OUTBOUND,
     BrokerPlan,
     CountryBroker,
     broker_plan,
     check_message_size_limits,
+    limit_from_refusal,
+    size_probes,
     submitting_authorities,
 )
 from broker.exchange.transport import RabbitTransport
+from broker.exchange.transport_api import Transport
+
+# Bound to no queue of `outbound`: a probe body is dropped as soon as the broker took it.
+SIZE_PROBE_KEY = "size-probe"
+SIZE_PROBE_TIMEOUT_S = 60.0
 
 
 def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ()) -> list[CountryBroker]:
@@ -79,7 +88,9 @@ def needed_users(plans: Sequence[BrokerPlan]) -> list[str]:
 
 
 def read_passwords(path: Path) -> dict[str, str]:
-    """The secrets file `broker topology apply` writes: a JSON object, RabbitMQ user → password."""
+    """The secrets file's user passwords (a JSON object, user → password); none when it does not exist."""
+    if not path.exists():
+        return {}
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -94,7 +105,7 @@ def read_passwords(path: Path) -> dict[str, str]:
 
 def load_passwords(path: Path, users: Sequence[str]) -> dict[str, str]:
     """Read the secrets file, generating passwords for users it lacks (kept private to the owner)."""
-    passwords = read_passwords(path) if path.exists() else {}
+    passwords = read_passwords(path)
     missing = [user for user in users if not passwords.get(user)]
     if missing:
         passwords.update({user: secrets.token_urlsafe(24) for user in missing})
@@ -105,6 +116,45 @@ def load_passwords(path: Path, users: Sequence[str]) -> dict[str, str]:
     return passwords
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What `apply_plans` changed, and per vhost the node's message size limit against the gateways'."""
+
+    changes: list[str]
+    message_size: dict[str, str]
+
+
+async def apply_plans(
+    *,
+    plans: Sequence[BrokerPlan],
+    passwords: Mapping[str, str],
+    admin: RabbitAdmin,
+    shovel_timeout: float = 30.0,
+    gateway_limit: int | None = None,
+) -> Applied:
+    """Vhosts, users and permissions first, then queues, then shovels (which would create missing queues).
+
+    With `gateway_limit` (the gateways' max_message_bytes), each vhost's node is probed after its
+    queues exist and before any shovel starts: a node that refuses what the gateways accept stops
+    the apply there.
+    """
+    changes: list[str] = []
+    limits: dict[str, str] = {}
+    for plan in plans:
+        changes += await asyncio.to_thread(admin.provision, plan, passwords)
+    for plan in plans:
+        transport = await _gateway_transport(plan, passwords, "topology-apply")
+        try:
+            await transport.declare(plan.declarations)
+            if gateway_limit is not None:
+                limits[plan.vhost] = await probe_message_size(transport, gateway_limit)
+        finally:
+            await transport.close()
+    for plan in plans:
+        changes += await asyncio.to_thread(admin.start_shovels, plan, passwords, timeout=shovel_timeout)
+    return Applied(changes=changes, message_size=limits)
+
+
 async def apply_topology(
     *,
     plans: Sequence[BrokerPlan],
@@ -112,23 +162,67 @@ async def apply_topology(
     admin: RabbitAdmin,
     shovel_timeout: float = 30.0,
 ) -> list[str]:
-    """Vhosts, users and permissions first, then queues, then shovels (which would create missing queues)."""
-    changes: list[str] = []
-    for plan in plans:
-        changes += await asyncio.to_thread(admin.provision, plan, passwords)
-    for plan in plans:
-        gateway = plan.broker.gateway_user
-        transport = await RabbitTransport.connect(
-            url=plan.broker.uri_for(user=gateway, password=passwords[gateway]),
-            name=f"topology-apply-{plan.vhost}",
+    """`apply_plans` without the message size probe; returns what changed."""
+    applied = await apply_plans(plans=plans, passwords=passwords, admin=admin, shovel_timeout=shovel_timeout)
+    return applied.changes
+
+
+async def _gateway_transport(plan: BrokerPlan, passwords: Mapping[str, str], purpose: str) -> RabbitTransport:
+    gateway = plan.broker.gateway_user
+    return await RabbitTransport.connect(
+        url=plan.broker.uri_for(user=gateway, password=_password(passwords, gateway)),
+        name=f"{purpose}-{plan.vhost}",
+    )
+
+
+async def probe_message_size(transport: Transport, gateway_limit: int) -> str:
+    """The node's max_message_size against the gateways', found by publishing bodies it must take.
+
+    RabbitMQ's management API does not report max_message_size, so the node is asked the only way
+    that counts: a body of the gateways' limit plus headroom must be taken, and one of twice the
+    limit should be refused (a refusal names the node's limit). The bodies go to the `outbound`
+    exchange under a key no queue is bound to, so the broker drops them once it took them.
+    """
+    smallest, over_twice = size_probes(gateway_limit)
+    limit = await _refusal_limit(transport, smallest)
+    if limit is None:
+        limit = await _refusal_limit(transport, over_twice)
+        if limit is None:
+            return check_message_size_limits(broker_limit=None, gateway_limit=gateway_limit)
+    return check_message_size_limits(broker_limit=limit, gateway_limit=gateway_limit)
+
+
+async def _refusal_limit(transport: Transport, size: int) -> int | None:
+    """None when the node took a body of `size` bytes; else the limit it named when refusing it."""
+    try:
+        await transport.publish(
+            exchange=OUTBOUND,
+            routing_key=SIZE_PROBE_KEY,
+            body=bytes(size),
+            message_id=SIZE_PROBE_KEY,
+            timeout=SIZE_PROBE_TIMEOUT_S,
+            mandatory=False,
         )
-        try:
-            await transport.declare(plan.declarations)
-        finally:
-            await transport.close()
-    for plan in plans:
-        changes += await asyncio.to_thread(admin.start_shovels, plan, passwords, timeout=shovel_timeout)
-    return changes
+    except TransportError as error:
+        limit = limit_from_refusal(error.diagnostic)
+        if limit is None:
+            raise
+        return limit
+    return None
+
+
+async def message_size_status(
+    plan: BrokerPlan, passwords: Mapping[str, str], gateway_limit: int
+) -> dict[str, Any]:
+    """The node's limit against the gateways', for `show --status` (a mismatch is shown, not raised)."""
+    transport = await _gateway_transport(plan, passwords, "topology-show")
+    try:
+        verdict = await probe_message_size(transport, gateway_limit)
+    except ConfigError as error:
+        verdict = f"error: {error}"
+    finally:
+        await transport.close()
+    return {"gateway_max_message_bytes": gateway_limit, "verdict": verdict}
 
 
 def describe(plan: BrokerPlan) -> dict[str, Any]:
@@ -137,7 +231,7 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
     return {
         "country": plan.broker.country,
         "vhost": plan.vhost,
-        "users": list(plan.users),
+        "users": {user: list(plan.user_tags(user)) for user in plan.users},
         "permissions": [vars(permission) for permission in plan.permissions],
         "exchanges": {exchange.name: str(exchange.kind) for exchange in plan.declarations.exchanges},
         "queues": {queue.name: queue.argument_map() for queue in plan.declarations.queues},
@@ -155,14 +249,8 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
     }
 
 
-def message_size_status(broker_limit: int, gateway_limit: int) -> dict[str, Any]:
-    """The node's limit against the gateways', for `show --status` (a mismatch is shown, not raised)."""
+def _password(passwords: Mapping[str, str], user: str) -> str:
     try:
-        verdict = check_message_size_limits(broker_limit=broker_limit, gateway_limit=gateway_limit)
-    except ConfigError as error:
-        verdict = f"error: {error}"
-    return {
-        "broker_max_message_size": broker_limit,
-        "gateway_max_message_bytes": gateway_limit,
-        "verdict": verdict,
-    }
+        return passwords[user]
+    except KeyError:
+        raise ConfigError(Reason.CONFIG_INVALID, f"no password for RabbitMQ user {user}") from None

@@ -61,6 +61,11 @@ def submitter_login(amqp_url: str, *, country: str, authority: str, secrets_file
     """(user, URL) for `authority`'s ministry system: the gateway's broker and vhost, its own user,
     the password `broker topology apply` keeps in `secrets_file`."""
     user = submitter_user(vhost_of(amqp_url), country, authority)
+    if not secrets_file.exists():
+        raise ConfigError(
+            Reason.INPUT_UNREADABLE,
+            f"no secrets file {secrets_file} (`broker topology apply` writes one; or pass --secrets FILE)",
+        )
     password = read_passwords(secrets_file).get(user)
     if not password:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """RabbitMQ topology of one bilateral link, computed from a description of the two brokers.
 
 Pure: names, arguments, permissions and shovel definitions only. `rabbit_admin` applies the
-broker-wide parts with rabbitmqctl and `transport` declares exchanges and queues over AMQP.
+broker-wide parts over the management HTTP API and `transport` declares exchanges and queues over AMQP.
 
 Each country is its own broker (in development: its own vhost on one node), so every function
 takes a `CountryBroker` carrying that country's AMQP URL. User names follow the vhost name, which
@@ -51,13 +51,18 @@ QUARANTINE_MAX_BYTES = 256 * 1024 * 1024
 QUARANTINE_POLICY = "exchange-quarantine-limit"
 # Only the highest-priority policy matching a queue applies: stay above catch-all operator policies.
 QUARANTINE_POLICY_PRIORITY = 100
-# RabbitMQ's own default max_message_size (3.8 and later), used when a node sets none.
-RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 # How far the broker's limit must exceed the gateway's: a body a little over the gateway's limit (a
 # peer configured differently) must still reach the gateway, to be answered `message.oversized`,
 # rather than be refused by the broker, which stalls the shovel carrying it. RabbitMQ counts only
 # the body; the margin also covers our headers.
 MESSAGE_SIZE_HEADROOM = 64 * 1024
+# The gateway's own user may read the management API: readiness reads its shovel's status there,
+# which RabbitMQ shows to `monitoring` users only (and only for vhosts they hold a permission in). It
+# reads, never changes, and still touches no message outside its permissions (docs/decisions.md,
+# "Health and readiness").
+MONITORING_TAG = "monitoring"
+# RabbitMQ's words when it refuses a body over its max_message_size (3.8 and later).
+_SIZE_REFUSAL = re.compile(r"larger than configured max size (\d+)")
 
 _COUNTRY = re.compile(r"^[a-z]{2}$")
 _VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -108,7 +113,7 @@ class Declarations:
 
 @dataclass(frozen=True)
 class Permissions:
-    """rabbitmqctl set_permissions regexes of one user in one vhost."""
+    """RabbitMQ's configure/write/read regexes of one user in one vhost."""
 
     user: str
     vhost: str
@@ -201,7 +206,7 @@ class ShovelSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.source.country}-to-{self.destination.country}"
+        return shovel_name(self.source.country, self.destination.country)
 
     @property
     def vhost(self) -> str:
@@ -246,6 +251,15 @@ class BrokerPlan:
     @property
     def vhost(self) -> str:
         return self.broker.vhost
+
+    def user_tags(self, user: str) -> tuple[str, ...]:
+        """RabbitMQ user tags: the gateway may read its vhost's shovel status, link users nothing."""
+        return (MONITORING_TAG,) if user == self.broker.gateway_user else ()
+
+
+def shovel_name(source_country: str, destination_country: str) -> str:
+    """`tj-to-ru`: the shovel in the source's vhost that carries its outbound queue to the destination."""
+    return f"{source_country.lower()}-to-{destination_country.lower()}"
 
 
 def vhost_of(url: str) -> str:
@@ -350,15 +364,16 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
     return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
 
 
-def check_message_size_limits(*, broker_limit: int, gateway_limit: int) -> str:
+def check_message_size_limits(*, broker_limit: int | None, gateway_limit: int) -> str:
     """The operator's line on the node's max_message_size against the gateways' max_message_bytes.
 
-    Refuses a broker limit the gateways' limit does not fit under (with MESSAGE_SIZE_HEADROOM); warns
-    when the broker takes bodies much bigger than any gateway opens (deploy/rabbitmq/rabbitmq.conf
-    sets twice the gateway's default).
+    `broker_limit` None means the node took a body of twice the gateway's limit (its exact limit is
+    then unknown: only a refusal names it). Refuses a broker limit the gateways' limit does not fit
+    under (with MESSAGE_SIZE_HEADROOM); warns when the broker takes bodies much bigger than any
+    gateway opens (deploy/rabbitmq/rabbitmq.conf sets twice the gateway's default).
     """
     wanted = gateway_limit + MESSAGE_SIZE_HEADROOM
-    if broker_limit < wanted:
+    if broker_limit is not None and broker_limit < wanted:
         raise ConfigError(
             Reason.CONFIG_INVALID,
             f"the broker's max_message_size is {broker_limit} bytes, below the gateway's "
@@ -366,13 +381,25 @@ def check_message_size_limits(*, broker_limit: int, gateway_limit: int) -> str:
             f"the gateways accept, and a shovel carrying one would stall; set max_message_size to at "
             f"least {wanted} in rabbitmq.conf (deploy/rabbitmq/rabbitmq.conf)",
         )
-    if broker_limit > 2 * gateway_limit:
+    if broker_limit is None or broker_limit > 2 * gateway_limit:
+        measured = "" if broker_limit is None else f" ({broker_limit} bytes)"
         return (
-            f"warning: the broker's max_message_size is {broker_limit} bytes, more than twice the "
-            f"gateway's max_message_bytes {gateway_limit}: it accepts bodies the gateway only rejects; "
+            f"warning: the broker's max_message_size{measured} is more than twice the gateway's "
+            f"max_message_bytes {gateway_limit}: it accepts bodies the gateway only rejects; "
             f"set max_message_size = {2 * gateway_limit} as deploy/rabbitmq/rabbitmq.conf does"
         )
     return f"broker max_message_size {broker_limit} bytes fits gateway max_message_bytes {gateway_limit}"
+
+
+def size_probes(gateway_limit: int) -> tuple[int, int]:
+    """Body sizes that tell the node's limit apart: the smallest it must take, and one it should refuse."""
+    return gateway_limit + MESSAGE_SIZE_HEADROOM, 2 * gateway_limit + 1
+
+
+def limit_from_refusal(diagnostic: str) -> int | None:
+    """The node's max_message_size named in its refusal of a body, if the refusal names it."""
+    match = _SIZE_REFUSAL.search(diagnostic)
+    return int(match.group(1)) if match else None
 
 
 def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> Policy:

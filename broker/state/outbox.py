@@ -142,6 +142,22 @@ class Outbox:
             (state, reason, at.isoformat(), str(message_id)),
         )
 
+    async def settle(
+        self, message_id: UUID, *, sha256: str, accepted: bool, reason: str | None, at: datetime
+    ) -> datetime | None:
+        """`mark_receipt` for an outstanding record of exactly these bytes, in one statement.
+
+        Returns when the message was sent, or None when nothing changed (unknown id, other bytes,
+        already settled): the caller then reads the record to say which.
+        """
+        state = SendState.RECEIPTED if accepted else SendState.REJECTED
+        rows = await self._run(
+            "UPDATE outbox SET state=?, reason=?, receipt_at=? "
+            "WHERE message_id=? AND sha256=? AND state IN (?, ?) RETURNING sent_at",
+            (state, reason, at.isoformat(), str(message_id), sha256, SendState.SENT, SendState.CONFIRMED),
+        )
+        return datetime.fromisoformat(str(rows[0][0])) if rows else None
+
     async def note_rejection(self, message_id: UUID, *, reason: str) -> None:
         """Keep the reason of a negative receipt that leaves the message outstanding (to be re-sent)."""
         await self._run(

@@ -7,12 +7,13 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from broker.core.errors import ConfigError, Reason
-from broker.core.tls_policy import check_amqp_url, check_postgres_dsn
+from broker.core.tls_policy import check_amqp_url, check_http_url, check_postgres_dsn
 
 # Art. 15.5 says "immediately" for a death; a cancellation starts the Art. 14 fifteen-day clock.
 DEFAULT_RECEIPT_DEADLINES_S: dict[str, float] = {
@@ -58,7 +59,20 @@ class ExchangeSettings(BaseSettings):
         description="receipts needing a new checkpoint this soon after the last one share the next",
     )
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serves /metrics, /healthz and /readyz"
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1", min_length=1, description="where they listen: 0.0.0.0 in a container"
+    )
+    management_url: str | None = Field(
+        default=None,
+        description="this broker's management API, where readiness reads the link's shovel status "
+        "(default: the amqp_url host, http://...:15672, or https://...:15671 for amqps)",
+    )
+    management_ca_file: Path | None = Field(
+        default=None, description="CA of the management API's certificate (default: amqp_url's cacertfile)"
+    )
     log_format: Literal["console", "json"] = "console"
     # Comma-separated in EXCHANGE_PLAINTEXT_HOSTS (NoDecode: not JSON).
     plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -82,9 +96,26 @@ class ExchangeSettings(BaseSettings):
     def _connections_verify_the_server(self) -> Self:
         # A ConfigError (not a ValueError) passes through pydantic with its own reason code.
         check_amqp_url(self.amqp_url, plaintext_hosts=self.plaintext_hosts)
+        check_http_url(self.management_api_url, plaintext_hosts=self.plaintext_hosts)
         if self.audit_dsn is not None:
             check_postgres_dsn(self.audit_dsn, plaintext_hosts=self.plaintext_hosts, environ=os.environ)
         return self
+
+    @property
+    def management_api_url(self) -> str:
+        if self.management_url:
+            return self.management_url
+        parts = urlsplit(self.amqp_url)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        return f"https://{host}:15671" if parts.scheme == "amqps" else f"http://{host}:15672"
+
+    @property
+    def management_api_ca_file(self) -> Path | None:
+        if self.management_ca_file is not None:
+            return self.management_ca_file
+        query = dict(parse_qsl(urlsplit(self.amqp_url).query))
+        cafile = query.get("cacertfile") or query.get("cafile")
+        return Path(cafile) if cafile else None
 
     @property
     def country_state_dir(self) -> Path:

@@ -21,7 +21,7 @@ import pytest
 
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, CompactRange, verify_consistency, verify_inclusion
-from broker.audit.stores.base import READ_PAGE, GroupCommitter, StoreBase, plan_batch
+from broker.audit.stores.base import READ_PAGE, GroupCommitter, StoreBase, WriteBatch, plan_batch
 from broker.audit.stores.postgres import PostgresAuditStore
 from broker.audit.stores.sqlite import SqliteAuditStore, nodes_query
 from broker.core.errors import AuditError, ConfigError, Reason
@@ -258,6 +258,35 @@ class TestAuditStore:
         assert [entry.index for entry in receipts] == [2]
         assert await store.find(uuid4()) == []
 
+    async def test_append_first_writes_a_kind_once_per_message_and_returns_the_trail(
+        self, store: StoreBase
+    ) -> None:
+        message = uuid4()
+        trail = {EntryKind.RECEIVED, EntryKind.DELIVERED}
+        before, first = await store.append_first(draft(0, message_id=message), trail=trail)
+        assert before == []
+        assert first is not None
+        assert first.index == 0
+        await store.append([draft(1, message_id=message, kind=EntryKind.DELIVERED), draft(2)])
+        again, second = await store.append_first(draft(3, message_id=message), trail=trail)
+        assert second is None  # a duplicate: nothing written
+        assert [(entry.index, entry.kind) for entry in again] == [
+            (0, EntryKind.RECEIVED),
+            (1, EntryKind.DELIVERED),
+        ]
+        assert await store.size() == 3
+        # Copies racing into one transaction: one is written, the other sees a duplicate.
+        other = uuid4()
+        outcomes = await asyncio.gather(
+            store.append_first(draft(4, message_id=other), trail=trail),
+            store.append_first(draft(5, message_id=other), trail=trail),
+            store.append([draft(6)]),
+        )
+        written = [entry for _, entry in outcomes[:2] if entry is not None]
+        assert len(written) == 1
+        assert [entry.kind for entry in await store.find(other)] == [EntryKind.RECEIVED]
+        assert await store.root() == naive_root([entry.leaf_hash for entry in await collect(store)])
+
     async def test_entries_are_read_in_pages_and_in_order(self, store: StoreBase) -> None:
         count = READ_PAGE * 2 + 17
         await store.append([draft(i) for i in range(count)])
@@ -433,7 +462,8 @@ class FakeWriter:
         self.batches: list[int] = []
         self.fail_first = fail_first
 
-    async def write(self, drafts: list[EntryDraft]) -> list[AuditEntry]:
+    async def write(self, batch: WriteBatch) -> list[AuditEntry]:
+        drafts = batch.decide({})
         await asyncio.sleep(0.005)  # the "fsync", during which new requests queue up
         if self.fail_first:
             self.fail_first -= 1

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
 
-from broker.audit.bundle import build_bundle, check_bundle, names_worker
+from broker.audit.bundle import about_messages, build_bundle, check_bundle, names_worker
 from broker.audit.checkpoint import CheckpointBody, SignedCheckpoint, sign_checkpoint
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, entry_bytes, entry_leaf_hash
 from broker.audit.merkle import (
@@ -26,10 +27,13 @@ from broker.audit.proofs import (
     check_inclusion,
     read_proof,
 )
+from broker.audit.receipt_refs import ReceiptRef, batch_drafts
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.verify import ExternalCheckpoint, LogVerifier, UnreadableRow, verify_log
+from broker.core.catalogue.receipt import ReceiptBatch, ReceiptLine, Verdict
 from broker.core.catalogue.samples import sample_payloads
 from broker.core.errors import ExchangeError, Reason, VerificationError
+from broker.core.ids import uuid7
 from broker.core.pki import Signer
 from broker.core.sealing import seal
 from broker.core.trust import TrustStore
@@ -78,6 +82,30 @@ class Log:
                 envelope=sealed.raw,
             )
         )
+
+    def receipt(
+        self, answered: Sequence[AuditEntry], *, verdict: Verdict = Verdict.ACCEPTED
+    ) -> list[AuditEntry]:
+        """RU-GW's batched receipt answering `answered`, held once, with one reference per message."""
+        batch = ReceiptBatch(
+            received_at=self.now(),
+            lines=tuple(
+                ReceiptLine(
+                    message_id=entry.message_id or UUID(int=0),
+                    sha256=hashlib.sha256(entry.envelope).hexdigest(),
+                    verdict=verdict,
+                    reason=None if verdict is Verdict.ACCEPTED else "replay.stale",
+                    audit_index=entry.index,
+                )
+                for entry in answered
+            ),
+        )
+        sealed = seal(batch, sender="RU-GW", recipient="TJ-GW", signer=self.gateway, created_at=self.now())
+        drafts = batch_drafts(
+            kind=EntryKind.RECEIPT_SENT, time=self.now(), peer="TJ-GW", raw=sealed.raw,
+            sha256=sealed.sha256, receipt_id=sealed.envelope.id, batch=batch,
+        )  # fmt: skip
+        return [self.add(draft) for draft in drafts]
 
     def checkpoint(self, *, signer: Signer | None = None) -> SignedCheckpoint:
         body = CheckpointBody(
@@ -310,6 +338,59 @@ class TestBundle:
         data = build_bundle(document_number="999999999", proofs=[log.inclusion(0, checkpoint)])
         with pytest.raises(VerificationError):
             check_bundle(data, trust=trust)
+
+
+class TestBatchedReceipts:
+    def test_references_are_checked_against_the_receipt_they_name(self, log: Log, trust: TrustStore) -> None:
+        sent = [entry for entry in log.entries if entry.kind is EntryKind.SENT]
+        _held, *refs = log.receipt(sent[:2])
+        log.checkpoint()
+        assert verify_log(log.entries, trust=trust).ok
+        for change in (
+            {"verdict": "rejected", "reason": "replay.stale"},  # another answer than the signed one
+            {"message_id": sent[2].message_id},  # a message the receipt does not list
+            {"envelope": ReceiptRef(receipt_id=uuid7(), sha256="0" * 64).to_bytes()},  # no such receipt
+            {"envelope": refs[0].envelope.replace(b'"sha256":"', b'"sha256":"0')[:-3] + b'"}}'},
+        ):
+            entries = list(log.entries)
+            entries[refs[0].index] = _edited(refs[0], rehash=True, **change)
+            assert _finding(entries, trust)[:2] == (refs[0].index, Reason.AUDIT_TAMPERED), change
+
+    def test_reconcile_counts_each_line_and_a_bundle_carries_the_receipt(
+        self, log: Log, trust: TrustStore
+    ) -> None:
+        sent = [entry for entry in log.entries if entry.kind is EntryKind.SENT]
+        held, *refs = log.receipt(sent[:1])
+        checkpoint = log.checkpoint()
+        as_receiver = digest("TJ", [*(_edited(e, kind=EntryKind.RECEIVED) for e in sent[:2]), held, *refs])
+        gaps = reconcile(digest("RU", sent[:2]), as_receiver)
+        # Only the message the receipt does not list lacks one.
+        assert [(gap.message_id, "receipt-sent" in gap.problem) for gap in gaps] == [
+            (sent[1].message_id, True)
+        ]
+        # A worker's message, its reference and the signed receipt it names: one checked bundle.
+        worker = WORKER
+        assert names_worker(sent[0].envelope, worker)
+        about = {sent[0].message_id or UUID(int=0)}
+        chosen = about_messages(log.entries, about)
+        assert [entry.index for entry in chosen] == [sent[0].index, held.index, refs[0].index]
+        data = build_bundle(
+            document_number=worker, proofs=[log.inclusion(e.index, checkpoint) for e in chosen]
+        )
+        assert len(check_bundle(data, trust=trust).entries) == 3
+        # A receipt listing none of the worker's messages does not belong in it.
+        other, *_ = log.receipt(sent[1:2])
+        later = log.checkpoint()
+        data = build_bundle(
+            document_number=worker, proofs=[log.inclusion(i, later) for i in (sent[0].index, other.index)]
+        )
+        with pytest.raises(VerificationError):
+            check_bundle(data, trust=trust)
+        # A proof of the reference entry checks too: it is signed by nobody, its receipt is.
+        assert (
+            check_inclusion(log.inclusion(refs[0].index, later), trust=trust).draft.envelope
+            == refs[0].envelope
+        )
 
 
 def _entry(index: int, kind: EntryKind, message_id: int, body: bytes = b"m") -> AuditEntry:

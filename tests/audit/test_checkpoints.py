@@ -23,10 +23,11 @@ from broker.audit.checkpoint import (
     verify_witness,
 )
 from broker.audit.entry import EntryDraft, EntryKind
+from broker.audit.receipt_refs import is_ref
 from broker.audit.stores.checkpointer import Checkpointer
 from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.core.agreement import Agreement
-from broker.core.catalogue.receipt import Checkpoint, Receipt
+from broker.core.catalogue.receipt import Checkpoint, ReceiptBatch
 from broker.core.errors import Reason, VerificationError
 from broker.core.jws import sign_detached
 from broker.core.pki import Signer
@@ -303,10 +304,14 @@ async def test_gateways_put_covering_checkpoints_in_receipts_and_witness_each_ot
                 for e in entries
                 if e.kind is EntryKind.WITNESS
             }
-            receipts = [e for e in entries if e.kind is EntryKind.RECEIPT_RECEIVED]
+            # The signed receipts (batched: one per window), not the per-message references to them.
+            receipts = [e for e in entries if e.kind is EntryKind.RECEIPT_RECEIVED and not is_ref(e.envelope)]
             assert receipts
+            answers = []
             for entry in receipts:
-                receipt = Receipt.model_validate_json(json.dumps(json.loads(entry.envelope)["payload"]))
+                batch = ReceiptBatch.model_validate_json(json.dumps(json.loads(entry.envelope)["payload"]))
+                answers += batch.receipts()
+            for receipt in answers:
                 assert receipt.checkpoint is not None
                 assert receipt.audit_index is not None
                 signed = SignedCheckpoint.from_receipt(receipt.checkpoint)

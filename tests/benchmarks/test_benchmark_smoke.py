@@ -86,5 +86,32 @@ def test_a_small_benchmark_run_writes_every_key(tmp_path: Path) -> None:
     assert 0 < result["raw_steady_p50_ms"] <= result["raw_steady_p99_ms"]
     # Every entry the receiver wrote (received, delivered, receipt sent) was re-verified.
     assert result["verified_entries"] >= 3 * 300
+    # Issue 19: the floor priced in the same run beside what both gateways spent, and the latency
+    # at the fixed steady rate and at half the measured throughput (keys and sanity, never timings).
+    for key in (
+        "floor_ms_per_msg",
+        "ours_ms_per_msg",
+        "ours_vs_floor",
+        "steady_rate_per_s",
+        "steady_p99_ms",
+        "steady_receipt_p99_ms",
+        "sustained_rate_per_s",
+        "sustained_p50_ms",
+        "sustained_p99_ms",
+        "sustained_receipt_p99_ms",
+    ):
+        assert isinstance(result[key], int | float), key
+        assert math.isfinite(result[key]), key
+        assert result[key] > 0, key
+    assert result["ours_ms_per_msg"] == pytest.approx(result["cpu_s_per_1k"])
+    assert result["sustained_rate_per_s"] == pytest.approx(result["pipeline_msgs_per_s"] / 2)
+    operations = {"sign", "verify", "seal", "open", "publish", "consume"}
+    assert set(result["primitive_costs_us"]) == operations
+    assert all(cost > 0 for cost in result["primitive_costs_us"].values())
+    counts = result["primitives_per_msg"]
+    assert set(counts) == operations
+    # Every message is signed and verified once, published and consumed at least once.
+    assert all(counts[name] >= 1 for name in ("sign", "verify", "publish", "consume"))
+    assert result["event_loop"] in ("uvloop", "asyncio")
     assert (tmp_path / "cache" / "audit-3000.sqlite").exists()
     assert "pipeline_msgs_per_s" in completed.stdout  # the table was printed

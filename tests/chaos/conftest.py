@@ -2,8 +2,8 @@
 
 The node is started once per session and stopped at the end; faults (stop_app, cut links) are only
 ever injected into it. When it cannot start, the fixture raises: the suite fails rather than skips.
-Provisioning takes dozens of rabbitmqctl calls (a second or more each), so the exchange is made
-once per session too; each test gets fresh state directories (audit log, outbox) and empty queues.
+The exchange is made once per session too (over the node's management API); each test gets fresh
+state directories (audit log, outbox) and empty queues.
 """
 
 from __future__ import annotations
@@ -113,6 +113,6 @@ async def _declare_consulates(exchange: ChaosExchange) -> None:
 @pytest_asyncio.fixture
 async def exchange(chaos_exchange: ChaosExchange) -> ChaosExchange:
     """The session's exchange with every queue empty (a test that stops the node or re-routes a
-    shovel puts it back itself: each rabbitmqctl call costs seconds)."""
+    shovel puts it back itself)."""
     await chaos_exchange.empty_queues()
     return chaos_exchange

@@ -2,10 +2,11 @@
 
 Other suites (and other engineers) use `rabbit@localhost`; stopping it would fail their tests. The
 chaos suite starts `chaos-<hex>@localhost` on free ports with its own data and log directories, its
-own config (an AMQP listener, an AMQPS listener with a locally generated CA, no guest user) and only
-the shovel plugin, then injects faults into that node alone. The Debian `rabbitmq-server` and
-`rabbitmqctl` wrappers run as the `rabbitmq` user, so the node shares that user's Erlang cookie and
-`rabbitmqctl -n <node>` can reach it.
+own config (an AMQP listener, an AMQPS listener with a locally generated CA, a management API
+listener, no guest user) and the shovel and management plugins, then injects faults into that node
+alone. It is administered over its management API like any broker; stopping and starting it takes
+`rabbitmqctl`: the Debian `rabbitmq-server` and `rabbitmqctl` wrappers run as the `rabbitmq` user,
+so the node shares that user's Erlang cookie and `rabbitmqctl -n <node>` can reach it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker.exchange.management_api import ManagementEndpoint
 from broker.exchange.rabbit_admin import RabbitAdmin
 
 START_TIMEOUT_S = 90
@@ -128,10 +131,11 @@ class ChaosNode:
     tls_port: int
     base: Path
     tls: TlsFiles
+    management: ManagementEndpoint
 
-    @property
+    @cached_property
     def admin(self) -> RabbitAdmin:
-        return RabbitAdmin(node=self.name)
+        return RabbitAdmin(self.management)
 
     @property
     def host(self) -> str:
@@ -140,11 +144,14 @@ class ChaosNode:
     @classmethod
     def start(cls, base: Path) -> ChaosNode:
         name = f"chaos-{secrets.token_hex(3)}@localhost"
-        amqp_port, tls_port, dist_port = free_port(), free_port(), free_port()
+        amqp_port, tls_port, dist_port, management_port = free_port(), free_port(), free_port(), free_port()
+        admin_user, admin_password = f"chaos-admin-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
         for sub in ("mnesia", "log", "tls"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         tls = make_tls_files(base / "tls")
-        (base / "enabled_plugins").write_text("[rabbitmq_shovel].\n", encoding="utf-8")
+        (base / "enabled_plugins").write_text(
+            "[rabbitmq_shovel,rabbitmq_management,rabbitmq_shovel_management].\n", encoding="utf-8"
+        )
         (base / "rabbitmq.conf").write_text(
             "\n".join(
                 [
@@ -155,9 +162,11 @@ class ChaosNode:
                     f"ssl_options.keyfile = {tls.server_key}",
                     "ssl_options.verify = verify_none",
                     "ssl_options.fail_if_no_peer_cert = false",
-                    # No guest: the first user is a random one nobody uses, as in the compose file.
-                    f"default_user = chaos-admin-{secrets.token_hex(4)}",
-                    f"default_pass = {secrets.token_urlsafe(18)}",
+                    "management.tcp.ip = 127.0.0.1",
+                    f"management.tcp.port = {management_port}",
+                    # No guest: the first user (an administrator) is a random one only the suite knows.
+                    f"default_user = {admin_user}",
+                    f"default_pass = {admin_password}",
                     *shipped_settings(),
                     "",
                 ]
@@ -180,7 +189,12 @@ class ChaosNode:
         subprocess.run(
             ["rabbitmq-server", "-detached"], env=env, capture_output=True, timeout=60, check=False
         )
-        node = cls(name=name, amqp_port=amqp_port, tls_port=tls_port, base=base, tls=tls)
+        management = ManagementEndpoint(
+            url=f"http://127.0.0.1:{management_port}", user=admin_user, password=admin_password
+        )
+        node = cls(
+            name=name, amqp_port=amqp_port, tls_port=tls_port, base=base, tls=tls, management=management
+        )
         node.await_startup()
         return node
 

@@ -2,7 +2,7 @@
 
 Security review (issue 21), item 4: RabbitMQ's default max_message_size (128 MiB) let a peer push
 bodies 32 times bigger than any gateway opens. deploy/rabbitmq/rabbitmq.conf sets twice the
-gateways' limit; here a real node started with that file reports it, takes a body of exactly that
+gateways' limit; here a real node started with that file is probed for it as `topology apply` does, takes a body of exactly that
 size and refuses one byte more, and `broker topology apply`'s check accepts it.
 """
 
@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from broker.core.errors import TransportError
+from broker.exchange.provisioning import probe_message_size
 from broker.exchange.topology import INBOUND, Permissions, check_message_size_limits, vhost_declarations
 from broker.exchange.transport import RabbitTransport
 from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
@@ -52,11 +53,15 @@ async def link_vhost(chaos_node: ChaosNode) -> AsyncIterator[RabbitTransport]:
         await asyncio.to_thread(admin.delete_user, user)
 
 
-def test_the_node_reports_the_shipped_limit_and_it_fits_the_gateways(chaos_node: ChaosNode) -> None:
-    limit = chaos_node.admin.max_message_size()
+async def test_the_probe_finds_the_shipped_limit_and_it_fits_the_gateways(
+    link_vhost: RabbitTransport,
+) -> None:
+    verdict = await probe_message_size(link_vhost, DEFAULT_MAX_MESSAGE_BYTES)
 
-    assert limit == SHIPPED_LIMIT
-    assert "fits" in check_message_size_limits(broker_limit=limit, gateway_limit=DEFAULT_MAX_MESSAGE_BYTES)
+    assert verdict == check_message_size_limits(
+        broker_limit=SHIPPED_LIMIT, gateway_limit=DEFAULT_MAX_MESSAGE_BYTES
+    )
+    assert "fits" in verdict
 
 
 async def test_the_node_takes_a_body_at_its_limit_and_refuses_one_byte_more(

@@ -10,13 +10,13 @@ the broker, none goes to quarantine); when the store is back, every message is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker.audit import AuditEntry, EntryDraft, EntryKind
+from broker.audit import EntryKind
 from broker.core.catalogue import Payload, citizenship_of
 from broker.core.catalogue.labour_market import LabourMarketReport
 from broker.core.errors import AuditError, Reason
@@ -79,20 +79,21 @@ async def test_poison_is_quarantined_after_bounded_deliveries_and_audited(
     assert quarantined.headers["x-reason"] == str(Reason.HANDLER_CRASHED)
 
 
-class SwitchableAppend:
-    """Stands in for the store's `append`: refuses while `down`, like a store whose disk went away."""
+class StoreOutage:
+    """Stands in for every write of the audit store: refused while `down`, like a disk that went away."""
 
-    def __init__(self, real: Any) -> None:
-        self._real = real
+    def __init__(self) -> None:
         self.down = True
         self.refused = 0
 
-    async def __call__(self, drafts: Sequence[EntryDraft]) -> list[AuditEntry]:
-        if self.down:
-            self.refused += 1
-            raise AuditError(Reason.AUDIT_UNAVAILABLE, "audit database error: disk I/O error")
-        result: list[AuditEntry] = await self._real(drafts)
-        return result
+    def wrap(self, real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.refused += 1
+                raise AuditError(Reason.AUDIT_UNAVAILABLE, "audit database error: disk I/O error")
+            return await real(*args, **kwargs)
+
+        return write
 
 
 async def test_the_gateway_acks_nothing_while_its_audit_store_is_down(
@@ -102,10 +103,11 @@ async def test_the_gateway_acks_nothing_while_its_audit_store_is_down(
     await put_in_tj_inbound(exchange, messages)
 
     tj = await gateway_from_settings(exchange.settings("TJ", tmp_path))
-    append = SwitchableAppend(tj.audit.append)
-    monkeypatch.setattr(tj.audit, "append", append)  # before the consumer starts
+    outage = StoreOutage()
+    for write in ("append", "append_first"):  # every way an entry is written; before the consumer starts
+        monkeypatch.setattr(tj.audit, write, outage.wrap(getattr(tj.audit, write)))
     try:
-        await held_then_released(exchange, tj, append, messages)
+        await held_then_released(exchange, tj, outage, messages)
     finally:
         await tj.close()
 
@@ -118,12 +120,12 @@ async def test_the_gateway_acks_nothing_while_its_audit_store_is_down(
 
 
 async def held_then_released(
-    exchange: ChaosExchange, tj: Gateway, append: SwitchableAppend, messages: list[SealedMessage]
+    exchange: ChaosExchange, tj: Gateway, outage: StoreOutage, messages: list[SealedMessage]
 ) -> None:
     async with tj:
 
         async def all_refused_at_least_twice() -> bool:
-            return append.refused >= 2 * len(messages)
+            return outage.refused >= 2 * len(messages)
 
         await eventually(all_refused_at_least_twice, seconds=30)
 
@@ -136,7 +138,7 @@ async def held_then_released(
         assert (await queue_state(exchange, "TJ", "quarantine"))["ready"] == 0
         assert await tj.audit.size() == 0
 
-        append.down = False
+        outage.down = False
 
         async def all_received() -> bool:
             for message in messages:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.ru import RussianAdapter
 from broker.cli import app as cli_app
 from broker.core.catalogue import sample_payloads
 
@@ -171,3 +172,17 @@ def test_a_bug_is_one_line_naming_the_exception(
     [line] = [line for line in captured.err.splitlines() if line.strip()]
     assert line.startswith("error [internal.error] RuntimeError: a bug in the payload parser")
     assert "--debug" in line
+
+
+def test_an_import_of_utf16_without_a_byte_order_mark_is_one_encoding_line(
+    tmp_path: Path, settings_file: Path
+) -> None:
+    document = RussianAdapter().render(sample_payloads()["legislation.change"]).decode("utf-8")
+    law = tmp_path / "law.xml"
+    law.write_bytes(document.encode("utf-16-le"))
+    result = broker("adapt", "ru", "import", str(law), "--to", "TJ-MOL", "--config", str(settings_file),
+                    cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    line = one_error_line(result, "adapter.encoding")
+    assert "law.xml:1: " in line
+    assert "UTF-16LE without a byte-order mark" in line

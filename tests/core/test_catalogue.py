@@ -26,7 +26,7 @@ from broker.core.catalogue.base import Attachment
 from broker.core.catalogue.death import WorkerDeath
 from broker.core.catalogue.employer import EmployerPermit
 from broker.core.catalogue.fields import add_years, age_on
-from broker.core.catalogue.receipt import Receipt
+from broker.core.catalogue.receipt import Receipt, ReceiptBatch
 from broker.core.errors import Reason, ValidationError
 
 JsonDict = dict[str, Any]
@@ -73,6 +73,7 @@ def test_catalogue_lists_every_type_once_with_a_sample() -> None:
         ("work_permit.cancellation", 1),
         ("worker.death", 1),
         ("receipt", 1),
+        ("receipt.batch", 1),
         ("trust.update", 1),
         ("checkpoint.witness", 1),
     }
@@ -504,3 +505,26 @@ def test_validity_periods_do_not_run_backwards() -> None:
     assert parse("recruitment_agency.license", data)
     data["valid_until"] = "2020-01-01"
     assert_schema_invalid("recruitment_agency.license", data, path="(payload)")
+
+
+def test_a_batched_receipt_lists_each_message_once_under_a_covering_checkpoint() -> None:
+    data = sample_json("receipt.batch")
+    batch = parse("receipt.batch", data)
+    assert isinstance(batch, ReceiptBatch)
+    answers = batch.receipts()
+    assert [(a.message_id, a.verdict, a.reason) for a in answers] == [
+        (line.message_id, line.verdict, line.reason) for line in batch.lines
+    ]
+    assert all(a.checkpoint == batch.checkpoint and a.received_at == batch.received_at for a in answers)
+    twice = sample_json("receipt.batch")
+    twice["lines"] = [twice["lines"][0], twice["lines"][0]]
+    assert_schema_invalid("receipt.batch", twice, path="(payload)")
+    uncovered = sample_json("receipt.batch")
+    uncovered["checkpoint"]["tree_size"] = uncovered["lines"][1]["audit_index"]
+    assert_schema_invalid("receipt.batch", uncovered, path="(payload)")
+    empty = sample_json("receipt.batch")
+    empty["lines"] = []
+    assert_schema_invalid("receipt.batch", empty, path="lines")
+    reasonless = sample_json("receipt.batch")
+    del reasonless["lines"][1]["reason"]
+    assert_schema_invalid("receipt.batch", reasonless, path="lines.1")

@@ -59,6 +59,7 @@ ROUTES: Mapping[str, tuple[str, str]] = {
     "work_permit.cancellation": ("RU-MVD", "TJ-MOL"),
     "worker.death": ("RU-MVD", "TJ-MOL"),
     "receipt": ("RU-GW", "TJ-GW"),
+    "receipt.batch": ("RU-GW", "TJ-GW"),
     "trust.update": ("RU-CA", "TJ-GW"),
     "checkpoint.witness": ("TJ-GW", "RU-GW"),
 }
@@ -815,3 +816,22 @@ def test_created_at_is_kept_to_the_microsecond_in_utc(
     opened = open_message(sealed.raw, trust=trust, agreement=agreement)
     assert opened.envelope.created_at == moment
     assert b'"created_at":"2025-01-04T00:00:00.123456Z"' in sealed.raw
+
+
+def test_a_header_checked_before_does_not_vouch_for_another_signature(
+    dev_pki: KeyStore, sent_at: datetime, trust: TrustStore, agreement: Agreement
+) -> None:
+    # The protected header's checks are remembered per header (one per signing chain); the
+    # signature under it is still checked on every message.
+    document, signer = _unsigned_death(dev_pki, sent_at)
+    header = _header_for(signer.chain)
+    _open(_forge(document, header=header, sign=signer.private_key.sign), trust, agreement)
+    attacker = Ed25519PrivateKey.generate()
+    for _ in range(2):
+        forged = _forge(document, header=header, sign=attacker.sign)
+        assert _reason_of(forged, trust, agreement).reason is Reason.SIGNATURE_INVALID
+    # A header refused once is refused again, not remembered as good.
+    bad = {**header, "jku": "https://attacker.example/keys"}
+    for _ in range(2):
+        forged = _forge(document, header=bad, sign=signer.private_key.sign)
+        assert _reason_of(forged, trust, agreement).reason is Reason.SIGNATURE_INVALID

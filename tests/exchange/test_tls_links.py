@@ -89,6 +89,7 @@ class TestShovelUris:
         tj, ru = parse_brokers(values, plaintext_hosts=["rabbitmq-tj", "RABBITMQ-RU"])
         assert (tj.allow_plaintext, ru.allow_plaintext) == (True, True)
 
+    @pytest.mark.usefixtures("cli_keeps_test_logging")
     def test_topology_show_refuses_with_the_reason_and_accepts_named_plaintext(self) -> None:
         brokers = ["--broker", "tj=amqp://127.0.0.1:5672/tj", "--broker", "ru=amqp://10.1.2.3:5672/ru"]
 

@@ -11,12 +11,15 @@ import re
 import stat
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -49,11 +52,16 @@ from broker.exchange.topology import (
     vhost_declarations,
 )
 from broker.exchange.transport import RabbitTransport
+from tests.support.rabbit import node_max_message_size
 
 if TYPE_CHECKING:
     from tests.support.rabbit import RabbitLink
 
 
+# `broker topology` runs in-process here: it must not reconfigure the logging of later tests.
+pytestmark = pytest.mark.usefixtures("cli_keeps_test_logging")
+
+MANAGEMENT_URL = "http://127.0.0.1:15672"
 TJ = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj")
 RU = CountryBroker(country="ru", url="amqp://127.0.0.1:5672/ru")
 
@@ -332,15 +340,21 @@ def in_thread(function: Any, *args: Any) -> Any:
         return worker.submit(function, *args).result()
 
 
-def rabbitmqctl_json(*arguments: str) -> list[dict[str, Any]]:
-    output = subprocess.run(
-        ["rabbitmqctl", *arguments, "--formatter", "json", "--quiet"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    parsed: list[dict[str, Any]] = json.loads(output)
-    return parsed
+def api_json(*segments: str) -> Any:
+    """What the node's management API lists at /api/<segments>, read as its guest administrator."""
+    path = "/api/" + "/".join(quote(segment, safe="") for segment in segments)
+    response = httpx.get(f"{MANAGEMENT_URL}{path}", auth=("guest", "guest"), timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def api_json_when(ready: Callable[[Any], bool], *segments: str, timeout_s: float = 30.0) -> Any:
+    """`api_json`, polled until `ready` says the listing carries what the test reads."""
+    deadline = time.monotonic() + timeout_s
+    while not ready(listing := api_json(*segments)):
+        assert time.monotonic() < deadline, f"the management API never listed it: {listing!r}"
+        time.sleep(0.2)
+    return listing
 
 
 async def eventually_get(transport: RabbitTransport, queue: str, *, seconds: float = 15.0) -> Any:
@@ -376,39 +390,41 @@ class TestAppliedTopology:
     ) -> None:
         secrets_file = tmp_path / "secrets.json"
         secrets_file.write_text(json.dumps(rabbit_link.passwords))
-        gateway_limit = rabbit_link.admin.max_message_size()  # the node's limit leaves no headroom
+        gateway_limit = node_max_message_size()  # the node's limit leaves no headroom
         arguments = ["apply", "--secrets", str(secrets_file), "--max-message-bytes", str(gateway_limit)]
         arguments += ["--broker", f"tj={rabbit_link.tj.url}", "--broker", f"ru={rabbit_link.ru.url}"]
 
         result = in_thread(CliRunner().invoke, topology_app, arguments)
 
         assert result.exit_code == 1
-        assert "config.invalid" in result.output
-        assert "max_message_size" in result.output
+        assert (
+            f"error [config.invalid] the broker's max_message_size is {gateway_limit} bytes" in result.output
+        )
+        assert "shovel" not in result.output.split("error [config.invalid]")[0]  # refused before any shovel
 
     def test_queues_are_durable_quorum_queues_with_the_planned_arguments(
         self, rabbit_link: RabbitLink
     ) -> None:
-        listed = rabbitmqctl_json(
-            "list_queues", "-p", rabbit_link.tj.vhost, "name", "type", "durable", "arguments"
-        )
-        queues = {q["name"]: q for q in listed}
+        queues = {q["name"]: q for q in api_json("queues", rabbit_link.tj.vhost)}
 
         assert {"inbound", "quarantine", "outbound.ru"} <= set(queues)
         assert all(q["type"] == "quorum" and q["durable"] for q in queues.values())
-        assert {name: value for name, _, value in queues["inbound"]["arguments"]} == INBOUND_ARGUMENTS
+        assert queues["inbound"]["arguments"] == INBOUND_ARGUMENTS
 
     def test_quarantine_is_bounded_by_the_planned_policy(self, rabbit_link: RabbitLink) -> None:
         for broker in (rabbit_link.tj, rabbit_link.ru):
-            [policy] = rabbitmqctl_json("list_policies", "-p", broker.vhost)
-            applied = rabbitmqctl_json("list_queues", "-p", broker.vhost, "name", "policy")
+            [policy] = api_json("policies", broker.vhost)
+            # A queue's policy comes with its statistics, which the API refreshes every few seconds.
+            applied = api_json_when(
+                lambda queues: all("policy" in queue for queue in queues), "queues", broker.vhost
+            )
 
             assert (policy["name"], policy["pattern"], policy["apply-to"]) == (
                 QUARANTINE_POLICY,
                 "^quarantine$",
                 "queues",
             )
-            assert json.loads(policy["definition"]) == QUARANTINE_POLICY_DEFINITION
+            assert policy["definition"] == QUARANTINE_POLICY_DEFINITION
             assert {queue["name"]: queue["policy"] for queue in applied}["quarantine"] == QUARANTINE_POLICY
 
     def test_both_shovels_run(self, rabbit_link: RabbitLink) -> None:
@@ -451,7 +467,7 @@ class TestAppliedTopology:
             )
         assert caught.value.reason is Reason.TRANSPORT_FORBIDDEN
 
-        granted = rabbitmqctl_json("list_user_permissions", tj_user)
+        granted = api_json("users", tj_user, "permissions")
         assert [entry["vhost"] for entry in granted] == [rabbit_link.tj.vhost]
 
     async def test_wrong_password_is_refused(self, rabbit_link: RabbitLink) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from broker.audit import AuditEntry, EntryKind
 from broker.audit.checkpoint import CheckpointBody, cosign, sign_checkpoint
+from broker.audit.receipt_refs import RECEIPT_KINDS, batch_of
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.verify import verify_log
 from broker.audit.witnessing import WITNESS_TYPE, countersigned_record, seal_witness
@@ -55,6 +56,8 @@ async def traffic(gateways: dict[str, Gateway]) -> dict[str, Counter[str]]:
         counts[country] = Counter(
             f"{entry.kind}:{'witness' if entry.message_type == WITNESS_TYPE else 'other'}"
             for entry in await log_of(gateway)
+            # A batched receipt counts once per message it answers: its reference entries.
+            if not (entry.kind in RECEIPT_KINDS and batch_of(entry.envelope) is not None)
         )
     return counts
 

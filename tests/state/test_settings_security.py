@@ -88,6 +88,10 @@ INSECURE = {
     "PostgreSQL: second host of a list": {
         "audit_dsn": f"postgresql://u:{SECRET}@127.0.0.1:5432,db.example:5432/audit"
     },
+    "management API in clear to another host": {
+        "amqp_url": f"amqps://u:{SECRET}@rabbit.example/tj?cafile=/ca.pem",
+        "management_url": "http://rabbit.example:15672",
+    },
 }
 
 
@@ -123,6 +127,32 @@ SECURE = {
 def test_local_verified_or_explicitly_listed_connections_are_accepted(values: dict[str, str]) -> None:
     settings = ExchangeSettings.load(None, **{"country": "TJ", "amqp_url": "amqp://127.0.0.1/tj", **values})
     assert settings.amqp_url
+
+
+def test_the_management_api_follows_the_broker_unless_named() -> None:
+    verified = ExchangeSettings.load(
+        None, country="TJ", amqp_url="amqps://u:p@rabbit.example:5671/tj?cacertfile=/etc/ca.pem"
+    )
+    private = ExchangeSettings.load(
+        None, country="TJ", amqp_url="amqp://u:p@rabbitmq-tj/tj", plaintext_hosts="rabbitmq-tj"
+    )
+    named = ExchangeSettings.load(
+        None,
+        country="TJ",
+        amqp_url="amqp://u:p@127.0.0.1/tj",
+        management_url="https://mgmt.example",
+        management_ca_file="/etc/mgmt-ca.pem",
+    )
+
+    assert (verified.management_api_url, verified.management_api_ca_file) == (
+        "https://rabbit.example:15671",
+        Path("/etc/ca.pem"),
+    )
+    assert (private.management_api_url, private.management_api_ca_file) == ("http://rabbitmq-tj:15672", None)
+    assert (named.management_api_url, named.management_api_ca_file) == (
+        "https://mgmt.example",
+        Path("/etc/mgmt-ca.pem"),
+    )
 
 
 def test_plaintext_hosts_come_comma_separated_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,7 +70,7 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], *, what: str, tim
 
 @pytest.fixture(scope="session")
 def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
-    """Dev PKI, topology and shovels of both countries, once per session (provisioning takes ~30 s)."""
+    """Dev PKI, topology and shovels of both countries, once per session."""
     workdir = tmp_path_factory.mktemp("exchange")
     vhost_prefix = f"t-{secrets.token_hex(3)}-"
     admin = RabbitAdmin()
@@ -90,6 +90,7 @@ def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchan
         yield exchange
     finally:
         remove_dev_exchange(vhost_prefix=vhost_prefix, rabbit_host=RABBIT_HOST, admin=admin)
+        admin.close()
 
 
 class ExchangeHarness:
@@ -128,8 +129,10 @@ class ExchangeHarness:
         return waiting
 
     async def held(self, country: str, queue: str) -> int:
-        """Messages in `queue` including unacknowledged ones (from rabbitmqctl: about a second)."""
-        counts = await asyncio.to_thread(RabbitAdmin().queue_counts, self.dev.brokers[country].vhost)
+        """Messages in `queue` including unacknowledged ones (the management API's figure, which
+        lags the queue by up to its statistics interval, 5 s: poll it)."""
+        with RabbitAdmin() as admin:
+            counts = await asyncio.to_thread(admin.queue_counts, self.dev.brokers[country].vhost)
         return counts[queue][0]
 
     @staticmethod

@@ -8,7 +8,9 @@ fixture raises, so the tests fail rather than skip. Test modules import the fixt
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +24,25 @@ from broker.exchange.topology import BrokerPlan, CountryBroker
 from broker.exchange.transport import RabbitTransport
 
 RABBIT_HOST = "127.0.0.1:5672"
+# RabbitMQ's default max_message_size (3.8 and later), for a node whose configuration sets none.
+RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+
+
+def node_max_message_size(*node_options: str) -> int:
+    """The local node's effective max_message_size, read the one way it can be read: `rabbitmqctl eval`
+    on the node's host. The product probes it over AMQP instead; this is the tests' independent check."""
+    output = subprocess.run(
+        ["rabbitmqctl", *node_options, "--quiet", "eval", "application:get_env(rabbit, max_message_size)."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()
+    if output == "undefined":
+        return RABBITMQ_DEFAULT_MAX_MESSAGE_SIZE
+    match = re.fullmatch(r"\{ok,\s*(\d+)\}", output)
+    assert match is not None, output
+    return int(match.group(1))
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ def rabbit_link() -> Iterator[RabbitLink]:
             admin.delete_vhost(broker.vhost)
         for user in passwords:
             admin.delete_user(user)
+        admin.close()
 
 
 async def _gateway_transport(link: RabbitLink, broker: CountryBroker) -> AsyncIterator[RabbitTransport]:

@@ -42,6 +42,17 @@ class AuditStore(Protocol):
         """Record the drafts, contiguous and in order; durable on disk before this returns."""
         ...
 
+    async def append_first(
+        self, draft: EntryDraft, *, trail: Collection[EntryKind]
+    ) -> tuple[list[AuditEntry], AuditEntry | None]:
+        """Append `draft` unless its message already has an entry of its kind, in one transaction.
+
+        Returns the message's entries of the kinds in `trail` as they stood before, and the new entry
+        (None when one of its kind was there: a duplicate). The check and the append cannot be split
+        by another writer, and the gateway saves a separate lookup per message.
+        """
+        ...
+
     async def size(self) -> int: ...
 
     async def root(self, size: int | None = None) -> bytes:
@@ -61,6 +72,10 @@ class AuditStore(Protocol):
     async def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]: ...
 
     async def consistency_proof(self, old: int, new: int | None = None) -> list[bytes]: ...
+
+    async def check_writable(self) -> None:
+        """Raise AuditError unless an append could be written now (readiness); writes nothing."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -111,6 +126,47 @@ def missing_nodes(missing: Collection[NodeId]) -> AuditError:
 class _Request:
     drafts: list[EntryDraft]
     future: asyncio.Future[list[AuditEntry]] = field(repr=False)
+    # For `append_first`: the kinds of the message's entries to hand back, and those found.
+    trail: frozenset[EntryKind] | None = None
+    found: list[AuditEntry] = field(default_factory=list)
+
+
+class WriteBatch:
+    """The requests one transaction serves. A backend reads the entries of `probed` message ids inside
+    its transaction, `decide` says which drafts to write, and `share` hands each request its part."""
+
+    def __init__(self, requests: Sequence[_Request]) -> None:
+        self._requests = requests
+        self._written: list[_Request] = []
+
+    @property
+    def probed(self) -> set[UUID]:
+        return {
+            r.drafts[0].message_id for r in self._requests if r.trail is not None and r.drafts[0].message_id
+        }
+
+    def decide(self, existing: Mapping[UUID, Sequence[AuditEntry]]) -> list[EntryDraft]:
+        """The drafts to write, in order: a conditional one only if its message has no entry of its
+        kind, neither in the log nor earlier in this batch."""
+        planned: set[tuple[UUID | None, EntryKind]] = set()
+        self._written = []
+        for request in self._requests:
+            if request.trail is not None:
+                draft = request.drafts[0]
+                stored = existing.get(draft.message_id, ()) if draft.message_id is not None else ()
+                request.found = [entry for entry in stored if entry.kind in request.trail]
+                if (draft.message_id, draft.kind) in planned or any(e.kind == draft.kind for e in stored):
+                    continue
+                planned.add((draft.message_id, draft.kind))
+            self._written.append(request)
+        return [draft for request in self._written for draft in request.drafts]
+
+    def share(self, entries: Sequence[AuditEntry]) -> list[tuple[_Request, list[AuditEntry]]]:
+        shares, offset = [], 0
+        for request in self._written:
+            shares.append((request, list(entries[offset : offset + len(request.drafts)])))
+            offset += len(request.drafts)
+        return [*shares, *((r, []) for r in self._requests if r not in self._written)]
 
 
 class GroupCommitter:
@@ -123,7 +179,7 @@ class GroupCommitter:
     def __init__(
         self,
         *,
-        write: Callable[[list[EntryDraft]], Awaitable[list[AuditEntry]]],
+        write: Callable[[WriteBatch], Awaitable[list[AuditEntry]]],
         max_batch_entries: int = MAX_BATCH_ENTRIES,
     ) -> None:
         self._write = write
@@ -134,9 +190,18 @@ class GroupCommitter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-group-commit")
 
     async def submit(self, drafts: Sequence[EntryDraft]) -> list[AuditEntry]:
+        return await self._submit(_Request(list(drafts), asyncio.get_running_loop().create_future()))
+
+    async def submit_first(
+        self, draft: EntryDraft, *, trail: Collection[EntryKind]
+    ) -> tuple[list[AuditEntry], AuditEntry | None]:
+        request = _Request([draft], asyncio.get_running_loop().create_future(), trail=frozenset(trail))
+        written = await self._submit(request)
+        return request.found, (written[0] if written else None)
+
+    async def _submit(self, request: _Request) -> list[AuditEntry]:
         if self._closed:
             raise AuditError(Reason.AUDIT_UNAVAILABLE, "the audit store is closed")
-        request = _Request(list(drafts), asyncio.get_running_loop().create_future())
         self._queue.put_nowait(request)
         return await request.future
 
@@ -174,9 +239,9 @@ class GroupCommitter:
         return batch, False
 
     async def _commit(self, batch: list[_Request]) -> None:
-        drafts = [draft for request in batch for draft in request.drafts]
+        work = WriteBatch(batch)
         try:
-            written = await self._write(drafts)
+            written = await self._write(work)
         except ExchangeError as exc:
             self._fail(batch, exc)
             return
@@ -186,10 +251,7 @@ class GroupCommitter:
             self._fail(batch, error)
             return
         self.batches_committed += 1
-        offset = 0
-        for request in batch:
-            share = written[offset : offset + len(request.drafts)]
-            offset += len(request.drafts)
+        for request, share in work.share(written):
             if not request.future.done():
                 request.future.set_result(share)
 
@@ -221,9 +283,10 @@ class StoreBase(ABC):
     # Backend primitives.
 
     @abstractmethod
-    async def _write_batch(self, drafts: list[EntryDraft]) -> list[AuditEntry]:
+    async def _write_batch(self, batch: WriteBatch) -> list[AuditEntry]:
         """In one transaction, serialised against every other writer of the same log: read the
-        size, place the drafts after it (`plan_batch`), insert entries and nodes, commit."""
+        entries of `batch.probed` messages, `batch.decide` the drafts, read the size, place the
+        drafts after it (`plan_batch`), insert entries and nodes, commit."""
 
     @abstractmethod
     async def _read_size(self) -> int: ...
@@ -242,6 +305,9 @@ class StoreBase(ABC):
     @abstractmethod
     async def _close_backend(self) -> None: ...
 
+    @abstractmethod
+    async def check_writable(self) -> None: ...
+
     # AuditStore.
 
     @property
@@ -253,6 +319,13 @@ class StoreBase(ABC):
         if not drafts:
             return []
         return await self._committer.submit(drafts)
+
+    async def append_first(
+        self, draft: EntryDraft, *, trail: Collection[EntryKind]
+    ) -> tuple[list[AuditEntry], AuditEntry | None]:
+        if draft.message_id is None:
+            raise ValueError("append_first needs an entry about a message")
+        return await self._committer.submit_first(draft, trail=trail)
 
     async def size(self) -> int:
         return await self._read_size()

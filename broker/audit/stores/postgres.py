@@ -21,7 +21,7 @@ import asyncpg  # asyncpg ships no type information
 
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind
 from broker.audit.merkle import CompactRange, NodeId, perfect_cover
-from broker.audit.stores.base import StoreBase, border_from_nodes, plan_batch
+from broker.audit.stores.base import StoreBase, WriteBatch, border_from_nodes, plan_batch
 from broker.core.errors import AuditError, ConfigError, Reason
 from broker.core.tls_policy import check_postgres_dsn
 
@@ -143,6 +143,8 @@ class _Statements:
     select_nodes: str
     select_range: str
     select_by_message: str
+    select_by_messages: str
+    lock_for_append: str
 
     @classmethod
     def for_schema(cls, schema: str) -> _Statements:
@@ -167,6 +169,11 @@ class _Statements:
                 f"SELECT {_ENTRY_COLUMNS} FROM {entries} "  # noqa: S608
                 "WHERE message_id = $1 AND ($2::text[] IS NULL OR kind = ANY($2::text[])) ORDER BY idx"
             ),
+            select_by_messages=(
+                f"SELECT {_ENTRY_COLUMNS} FROM {entries} "  # noqa: S608
+                "WHERE message_id = ANY($1::uuid[]) ORDER BY idx"
+            ),
+            lock_for_append=f"LOCK TABLE {entries}, {subtrees} IN ROW EXCLUSIVE MODE NOWAIT",
         )
 
 
@@ -207,9 +214,17 @@ class PostgresAuditStore(StoreBase):
             raise
         return cls(pool=pool, schema=schema)
 
-    async def _write_batch(self, drafts: list[EntryDraft]) -> list[AuditEntry]:
+    async def _write_batch(self, batch: WriteBatch) -> list[AuditEntry]:
         async with _driver_errors(), self._pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", self._append_lock)
+            existing: dict[UUID, list[AuditEntry]] = {}
+            if batch.probed:
+                for row in await connection.fetch(self._sql.select_by_messages, list(batch.probed)):
+                    entry = _entry_from_record(row)
+                    existing.setdefault(entry.message_id or UUID(int=0), []).append(entry)
+            drafts = batch.decide(existing)
+            if not drafts:
+                return []
             size = await connection.fetchval(self._sql.size)
             border = self._border
             if border.size != size:
@@ -240,6 +255,12 @@ class PostgresAuditStore(StoreBase):
         # Reached only after COMMIT: a failed batch leaves the cached border as it was.
         self._border = plan.border_after
         return plan.entries
+
+    async def check_writable(self) -> None:
+        async with _driver_errors(), self._pool.acquire() as connection, connection.transaction():
+            # The lock an INSERT takes: refused without the right to insert, on a read-only server
+            # or a standby. Nothing is written and the transaction ends at once.
+            await connection.execute(self._sql.lock_for_append)
 
     async def _read_size(self) -> int:
         async with _driver_errors():

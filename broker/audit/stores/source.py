@@ -4,6 +4,11 @@ The gateway's stores assume their rows are sound: an edited `kind` or `time` mak
 the middle of a page. An auditor must instead see exactly which row is broken, so rows are read
 here one by one and an unreadable row becomes an `UnreadableRow` that verification reports by
 index. Nothing is ever written: SQLite is opened with `mode=ro`, PostgreSQL sessions are read-only.
+
+Each source reads one consistent state of the log, as it stood at the source's first read: SQLite
+in one read transaction, PostgreSQL in one REPEATABLE READ transaction. A gateway appending (or
+compacting) meanwhile changes nothing the auditor sees, and pages read later cannot disagree with
+the archived ranges read first.
 """
 
 from __future__ import annotations
@@ -106,7 +111,11 @@ class SqliteSource:
         if not path.is_file():
             raise ConfigError(Reason.CONFIG_INVALID, f"no audit store at {path}")
         try:
-            self._connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+            self._connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+            # Every later query reads the snapshot the first one takes (WAL: writers go on beside it).
+            self._connection.execute("BEGIN")
         except sqlite3.Error as exc:
             raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot open {path}: {exc}") from exc
 
@@ -185,6 +194,12 @@ class PostgresSource:
             raise AuditError(
                 Reason.AUDIT_UNAVAILABLE, f"cannot connect to the audit database: {exc}"
             ) from exc
+        try:
+            # One snapshot for every query of this source, however long the audit takes.
+            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        except (asyncpg.PostgresError, OSError) as exc:
+            await connection.close()
+            raise AuditError(Reason.AUDIT_UNAVAILABLE, f"cannot read the audit database: {exc}") from exc
         return cls(connection=connection, schema=schema, name=f"PostgreSQL schema {schema}")
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:

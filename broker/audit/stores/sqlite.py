@@ -18,7 +18,7 @@ from uuid import UUID
 
 from broker.audit.entry import AuditEntry, EntryDraft, EntryKind, format_time
 from broker.audit.merkle import CompactRange, NodeId, perfect_cover
-from broker.audit.stores.base import StoreBase, border_from_nodes, plan_batch
+from broker.audit.stores.base import StoreBase, WriteBatch, border_from_nodes, plan_batch
 from broker.core.errors import AuditError, Reason
 from broker.state.private_files import prepare_database
 
@@ -201,6 +201,10 @@ def _entry_from_row(row: tuple[Any, ...]) -> AuditEntry:
     return AuditEntry.placed(draft, index=idx, leaf_hash=leaf_hash)
 
 
+def _select_by_message(connection: sqlite3.Connection, message_id: UUID) -> list[AuditEntry]:
+    return [_entry_from_row(row) for row in connection.execute(_SELECT_BY_MESSAGE, (str(message_id),))]
+
+
 def select_entries(connection: sqlite3.Connection, start: int, end: int) -> list[AuditEntry]:
     """Entries [start, end) as stored, from any open connection (an auditor's worker process too)."""
     return [_entry_from_row(row) for row in connection.execute(_SELECT_RANGE, (start, end))]
@@ -235,13 +239,19 @@ class SqliteAuditStore(StoreBase):
             raise
         return cls(writer=writer, reader=reader, border=border)
 
-    async def _write_batch(self, drafts: list[EntryDraft]) -> list[AuditEntry]:
+    async def _write_batch(self, batch: WriteBatch) -> list[AuditEntry]:
         cached = self._border
 
         def write(connection: sqlite3.Connection) -> tuple[list[AuditEntry], CompactRange]:
             # IMMEDIATE takes the write lock first, so the size read below cannot go stale.
             connection.execute("BEGIN IMMEDIATE")
             try:
+                drafts = batch.decide(
+                    {message_id: _select_by_message(connection, message_id) for message_id in batch.probed}
+                )
+                if not drafts:
+                    connection.execute("COMMIT")
+                    return [], cached
                 size = _select_size(connection)
                 border = cached if cached.size == size else _load_border(connection, size)
                 plan = plan_batch(border, drafts)
@@ -290,11 +300,18 @@ class SqliteAuditStore(StoreBase):
         self, message_id: UUID, kinds: Collection[EntryKind] | None
     ) -> list[AuditEntry]:
         def read(connection: sqlite3.Connection) -> list[AuditEntry]:
-            rows = connection.execute(_SELECT_BY_MESSAGE, (str(message_id),))
-            entries = [_entry_from_row(row) for row in rows]
+            entries = _select_by_message(connection, message_id)
             return [entry for entry in entries if kinds is None or entry.kind in kinds]
 
         return await self._reader.run(read)
+
+    async def check_writable(self) -> None:
+        def take_the_write_lock(connection: sqlite3.Connection) -> None:
+            # What every append does first: fails on a read-only file system or a lock held elsewhere.
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("ROLLBACK")
+
+        await self._writer.run(take_the_write_lock)
 
     async def _close_backend(self) -> None:
         try:

@@ -1,10 +1,10 @@
-"""`broker audit ...`: the auditor's commands, read-only, offline on a copy of a store and trust bundles;
+"""`broker audit ...`: the auditor's commands, read-only, offline on a snapshot of a store and trust bundles;
 and the operator's two that write, `archive` and `compact` (docs/audit.md, "Archiving old entries").
 
 One module per verb family; importing them registers their commands on `audit_app`.
 """
 
-from broker.cli.audit import archive, evidence, proofs, replay, verify
+from broker.cli.audit import archive, evidence, proofs, replay, snapshot, verify
 from broker.cli.audit.common import EXIT_ERROR, EXIT_FAILED, audit_app, load_trust
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "load_trust",
     "proofs",
     "replay",
+    "snapshot",
     "verify",
 ]

@@ -46,7 +46,14 @@ EXIT_ERROR = 2
 SUBSCRIBER_QUEUE_PREFIX = "sub."
 _CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.DOTALL)
 
-StoreOption = Annotated[Path | None, typer.Option("--store", help="A copy of a SQLite audit store.")]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="A SQLite audit store: a snapshot (`broker audit snapshot`), or the store itself; "
+        "never a cp of a running one (it misses the -wal file).",
+    ),
+]
 DsnOption = Annotated[str | None, typer.Option("--dsn", help="PostgreSQL URL of an audit database.")]
 SchemaOption = Annotated[
     str, typer.Option("--schema", help="PostgreSQL schema of the log (gateways use audit_tj, audit_ru).")
@@ -174,7 +181,7 @@ async def covering_checkpoint(source: LogSource, index: int) -> SignedCheckpoint
         raise AuditError(
             Reason.AUDIT_NOT_COVERED,
             f"entry {index} is newer than every signed checkpoint in {source.name}; "
-            f"copy the store again after the gateway's next checkpoint",
+            f"snapshot the store again after the gateway's next checkpoint",
         )
     return max(candidates, key=lambda cp: cp.body.tree_size)
 

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from broker.audit.bundle import MAX_BUNDLE_BYTES, MESSAGE_KINDS, build_bundle, check_bundle, names_worker
+from broker.audit.bundle import (
+    MAX_BUNDLE_BYTES,
+    MESSAGE_KINDS,
+    about_messages,
+    build_bundle,
+    check_bundle,
+    names_worker,
+)
 from broker.audit.entry import format_time
 from broker.audit.reconcile import digest, reconcile
 from broker.audit.stores.archive_files import (
@@ -96,7 +103,7 @@ def bundle(
                 and row.message_id is not None
                 and names_worker(row.envelope, worker)
             }
-            chosen = [row for row in rows if row.message_id in about]
+            chosen = about_messages(rows, about)
             if not chosen:
                 raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no message in the log names document {worker}")
             covering = await covering_checkpoint(source, max(row.index for row in chosen))

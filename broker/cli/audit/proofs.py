@@ -16,6 +16,7 @@ from broker.audit.proofs import (
     check_inclusion,
     read_proof,
 )
+from broker.audit.receipt_refs import RECEIPT_KINDS, batch_of, is_ref, parse_ref
 from broker.audit.stores.archive_files import (
     whole_entry,
 )
@@ -91,6 +92,13 @@ def prove(
             if not entries:
                 raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no {kind} entry for message {message_id}")
             entry = await whole_entry(source, entries[0], archive=archive_dir(archive, trust))
+            if entry.kind in RECEIPT_KINDS and is_ref(entry.envelope):
+                # The message was answered in a batched receipt: prove the signed receipt that lists it.
+                receipt_id = parse_ref(entry.envelope).receipt_id
+                holding = await entries_of(source, kind=kind, message_id=receipt_id)
+                if not holding:
+                    raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no {kind} entry for receipt {receipt_id}")
+                entry = await whole_entry(source, holding[0], archive=archive_dir(archive, trust))
             covering = await covering_checkpoint(source, entry.index)
             proof = await prove_entry(source, entry, covering)
         check_inclusion(proof, trust=trust)  # never hand out a proof that does not check
@@ -127,6 +135,12 @@ def check_proof(
             f"{draft.message_id or ''} at {format_time(draft.time)}, in {proven.checkpoint.body.origin}'s "
             f"log of {proof.tree_size} entries signed at {format_time(proven.checkpoint.body.time)}"
         )
+        batch = batch_of(draft.envelope) if draft.kind in RECEIPT_KINDS else None
+        for line in batch[1].lines if batch is not None else ():
+            console.print(
+                f"  answers {line.message_id}: {line.verdict} {line.reason or ''} sha256 {line.sha256} "
+                f"audit index {line.audit_index}"
+            )
 
     run_audit(work)
 

@@ -9,14 +9,16 @@ import typer
 
 from broker.audit.archive import ArchivedRange
 from broker.audit.checkpoint import SignedCheckpoint
-from broker.audit.entry import EntryKind
+from broker.audit.entry import EntryKind, format_time
 from broker.audit.stores.archive_files import (
     restored_rows,
 )
+from broker.audit.stores.snapshot import wal_copy_warning
 from broker.audit.verify import (
     ArchivedRow,
     ExternalCheckpoint,
     LogVerifier,
+    VerifyReport,
     witnessed_checkpoints,
 )
 from broker.cli.audit.common import (
@@ -92,7 +94,10 @@ def verify(
 
     async def work() -> None:
         trust = load_trust(keys, trust_bundle)
-        async with opened_source(log_locator(store, dsn, schema), schema) as source:
+        locator = log_locator(store, dsn, schema)
+        # Before the source opens: reading a WAL-mode file may create its -wal file.
+        copied_without_wal = wal_copy_warning(store) if store is not None else None
+        async with opened_source(locator, schema) as source:
             log_origin = origin
             if log_origin is None:
                 checkpoints = await checkpoints_of(source)
@@ -124,11 +129,28 @@ def verify(
             f"{report.external_matched} of {len(external)} external checkpoints matched"
         )
         _print_archived(ranges, hash_only=hash_only, archive=archive, reached=report.size)
+        if copied_without_wal is not None:
+            console.print(f"[yellow]warning[/yellow] {copied_without_wal}")
         if report.finding is not None:
             raise VerificationFailed(str(report.finding))
-        console.print("[green]OK[/green] the log verifies")
+        console.print(f"[green]OK[/green] the log verifies: {_reach(report)}")
 
     run_audit(work)
+
+
+def _reach(report: VerifyReport) -> str:
+    """How far the verified log goes: a copy that holds a prefix of the log shows as one."""
+    reached = f"{report.size} entries, [0, {report.size})"
+    if report.latest_checkpoint is None:
+        return f"{reached}; no signed checkpoint covers them"
+    signed = report.latest_checkpoint.body
+    after = report.size - signed.tree_size
+    return (
+        f"{reached}; the last signed checkpoint covers the first {signed.tree_size}, signed by "
+        f"{signed.origin} at {format_time(signed.time)}; "
+        + ("1 entry after it is" if after == 1 else f"{after} entries after it are")
+        + " not yet covered by a signed root"
+    )
 
 
 def _print_archived(

@@ -17,7 +17,7 @@ from broker.core.catalogue.death import WorkerDeath
 from broker.core.catalogue.employer import EmployerPermit
 from broker.core.catalogue.labour_market import LabourMarketReport
 from broker.core.catalogue.legislation import LegislationChange
-from broker.core.catalogue.receipt import Receipt
+from broker.core.catalogue.receipt import Receipt, ReceiptBatch
 from broker.core.catalogue.recruitment import RecruitmentAgencyLicense
 from broker.core.catalogue.samples import sample_payloads
 from broker.core.catalogue.trust import TrustUpdate
@@ -43,6 +43,7 @@ _PAYLOAD_CLASSES: tuple[type[Payload], ...] = (
     WorkPermitCancellation,
     WorkerDeath,
     Receipt,
+    ReceiptBatch,
     TrustUpdate,
     CheckpointWitness,
 )

@@ -53,3 +53,81 @@ class Receipt(Payload):
         ):
             raise inconsistent("the checkpoint does not cover audit_index")
         return self
+
+
+# A window under load answers at most a prefetch's worth of messages; the cap bounds the envelope
+# (a line is about 200 bytes, a rejection's diagnostic at most 1000 more).
+MAX_RECEIPT_LINES = 1024
+
+
+class ReceiptLine(Model):
+    """One message's line in a batched receipt: what a single receipt says, less the checkpoint."""
+
+    message_id: UUID
+    sha256: Sha256Hex  # of the exact bytes received, before any parsing
+    verdict: Verdict
+    reason: str | None = Field(default=None, pattern=r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$", max_length=100)
+    diagnostic: Diagnostic | None = None
+    audit_index: Count  # the RECEIVED or REJECTED entry, covered by the receipt's checkpoint
+
+    @model_validator(mode="after")
+    def _reason_iff_rejected(self) -> Self:
+        if (self.verdict is Verdict.REJECTED) != (self.reason is not None):
+            raise inconsistent("a reason is given if and only if the verdict is rejected")
+        return self
+
+
+class ReceiptBatch(Payload):
+    """One signed receipt for every message answered in one checkpoint window (docs/decisions.md).
+
+    Each line names a message, the SHA-256 of the bytes that arrived, its verdict and its audit index;
+    the checkpoint covers every listed index. A message's proof of receipt is this receipt plus the
+    inclusion proof of its line's audit index under the checkpoint. A window of one is a batch of one.
+    """
+
+    MESSAGE_TYPE: ClassVar[str] = "receipt.batch"
+    VERSION: ClassVar[int] = 1
+
+    received_at: UtcDatetime
+    checkpoint: Checkpoint | None = None
+    lines: tuple[ReceiptLine, ...] = Field(min_length=1, max_length=MAX_RECEIPT_LINES)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        answered = {(line.message_id, line.sha256) for line in self.lines}
+        if len(answered) != len(self.lines):
+            raise inconsistent("a message (id and sha256) is listed twice")
+        if self.checkpoint is not None and any(
+            line.audit_index >= self.checkpoint.tree_size for line in self.lines
+        ):
+            raise inconsistent("the checkpoint does not cover every audit_index")
+        return self
+
+    def receipts(self) -> list[Receipt]:
+        """Each line as the single receipt it stands for (under this receipt's checkpoint and time).
+
+        Built without validating again: the batch was validated, and these copies are not signed
+        documents of their own, only each message's answer read out of this one.
+        """
+        return [
+            Receipt.model_construct(
+                message_id=line.message_id,
+                sha256=line.sha256,
+                verdict=line.verdict,
+                reason=line.reason,
+                diagnostic=line.diagnostic,
+                received_at=self.received_at,
+                audit_index=line.audit_index,
+                checkpoint=self.checkpoint,
+            )
+            for line in self.lines
+        ]
+
+
+AnyReceipt = Receipt | ReceiptBatch
+RECEIPT_TYPES = frozenset({Receipt.MESSAGE_TYPE, ReceiptBatch.MESSAGE_TYPE})
+
+
+def receipts_in(payload: AnyReceipt) -> list[Receipt]:
+    """The per-message answers a receipt of either form gives."""
+    return payload.receipts() if isinstance(payload, ReceiptBatch) else [payload]

@@ -27,7 +27,7 @@ from broker.core.catalogue.death import ConsularOffice, ResponsibleParty, Worker
 from broker.core.catalogue.employer import EmployerPermit, PermissionStatus
 from broker.core.catalogue.labour_market import Indicator, IndicatorCode, LabourMarketReport
 from broker.core.catalogue.legislation import LegislationArea, LegislationChange
-from broker.core.catalogue.receipt import Checkpoint, Receipt, Verdict
+from broker.core.catalogue.receipt import Checkpoint, Receipt, ReceiptBatch, ReceiptLine, Verdict
 from broker.core.catalogue.recruitment import RecruitmentAgencyLicense
 from broker.core.catalogue.trust import TrustUpdate
 from broker.core.catalogue.witness import CheckpointWitness
@@ -200,6 +200,29 @@ def _receipt() -> Receipt:
     )
 
 
+def _receipt_batch() -> ReceiptBatch:
+    return ReceiptBatch(
+        received_at=datetime(2025, 1, 17, 9, 30, 12, tzinfo=UTC),
+        checkpoint=Checkpoint(tree_size=45, root_hash=hashlib.sha256(b"root").hexdigest()),
+        lines=(
+            ReceiptLine(
+                message_id=UUID("01946b2e-8f3a-7c41-9d2e-5b7a10c4e8f1"),
+                sha256=hashlib.sha256(b"the exact bytes of the received envelope").hexdigest(),
+                verdict=Verdict.ACCEPTED,
+                audit_index=41,
+            ),
+            ReceiptLine(
+                message_id=UUID("01946b2e-9011-7a02-8c3d-2f4e6a8b0c1d"),
+                sha256=hashlib.sha256(b"the exact bytes of a stale envelope").hexdigest(),
+                verdict=Verdict.REJECTED,
+                reason="replay.stale",
+                diagnostic="created_at is older than 7 days",
+                audit_index=43,
+            ),
+        ),
+    )
+
+
 def _trust_update() -> TrustUpdate:
     # Stand-in bytes keep the sample readable; broker/core/trust_update.py parses and checks real DER.
     return TrustUpdate(
@@ -242,6 +265,7 @@ def sample_payloads() -> dict[str, Payload]:
         _work_permit_cancellation(),
         _worker_death(),
         _receipt(),
+        _receipt_batch(),
         _trust_update(),
         _checkpoint_witness(),
     ]

@@ -26,6 +26,7 @@ from broker.exchange.gateway.sending import Sender, SendOptions, SendResult
 from broker.exchange.gateway.submissions import Submissions
 from broker.exchange.gateway.trust_updates import RememberTrust, TrustUpdates
 from broker.exchange.gateway.witnessing import Witnessing
+from broker.exchange.health import PeerLink, Readiness, check_readiness
 from broker.exchange.metrics import GatewayMetrics
 from broker.exchange.personal_keys import PersonalDataKeys
 from broker.exchange.topology import INBOUND, SUBMIT
@@ -182,6 +183,10 @@ class Gateway:
 
     async def trail(self, message_id: UUID) -> list[AuditEntry]:
         return await self._ctx.audit.find(message_id)
+
+    async def readiness(self, link: PeerLink | None = None) -> Readiness:
+        """Broker connection, audit store and keys checked now, and the peer link given `link` (`health`)."""
+        return await check_readiness(self._ctx, link)
 
 
 __all__ = ["Gateway", "SendResult"]

@@ -25,7 +25,7 @@ from broker.audit.bounded import stored_form
 from broker.audit.stored_envelopes import verify_envelope as verify_signed_envelope
 from broker.audit.witnessing import UNANSWERED_TYPES
 from broker.core.catalogue import citizenship_of
-from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.catalogue.receipt import RECEIPT_TYPES, Verdict
 from broker.core.catalogue.trust import TrustUpdate
 from broker.core.catalogue.witness import CheckpointWitness
 from broker.core.envelope import sha256_hex
@@ -169,8 +169,9 @@ class Receiver:
             await self.reject(raw, error)
             return Disposition.ACK
         self._warn_if_crl_stale(opened)
-        if opened.envelope.type == Receipt.MESSAGE_TYPE:
-            await self._sender.on_receipt(opened)
+        if opened.envelope.type in RECEIPT_TYPES:
+            async with self._locks.hold(opened.envelope.id):  # copies of one receipt, one at a time
+                await self._sender.on_receipt(opened)
             return Disposition.ACK
         if opened.data_key is not None and ctx.personal is not None:
             # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
@@ -219,35 +220,28 @@ class Receiver:
         ctx = self._ctx
         envelope = opened.envelope
         bound = ctx.log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
-        trail = await ctx.audit.find(
-            envelope.id, kinds=[EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT]
+        # The duplicate check and the RECEIVED entry in one transaction (`append_first`).
+        trail, appended = await ctx.audit.append_first(
+            ctx.draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED),
+            trail=(EntryKind.RECEIVED, EntryKind.DELIVERED, EntryKind.RECEIPT_SENT),
         )
-        received = [e for e in trail if e.kind == EntryKind.RECEIVED]
-        if received and sha256_hex(received[0].envelope) != opened.sha256:
-            raise ReplayError(
-                Reason.REPLAY_CONFLICT,
-                f"message id {envelope.id} was already received (audit index {received[0].index}) with different bytes",
-            )
-        if received:
-            received_entry = received[0]
+        if appended is None:
+            received_entry = next(e for e in trail if e.kind == EntryKind.RECEIVED)
+            if sha256_hex(received_entry.envelope) != opened.sha256:
+                raise ReplayError(
+                    Reason.REPLAY_CONFLICT,
+                    f"message id {envelope.id} was already received (audit index {received_entry.index}) with different bytes",
+                )
             bound.info("message.duplicate", audit_index=received_entry.index)
         else:
-            [received_entry] = await ctx.audit.append(
-                [ctx.draft(EntryKind.RECEIVED, opened, verdict=Verdict.ACCEPTED)]
-            )
+            received_entry = appended
             ctx.metrics.received.labels(envelope.type).inc()
             bound.info("message.accepted", audit_index=received_entry.index)
         delivered: list[EntryDraft] = []
         if not any(e.kind == EntryKind.DELIVERED for e in trail):
             await self._deliver(opened, received_wraps=received_wraps)
             delivered.append(ctx.draft(EntryKind.DELIVERED, opened, verdict=Verdict.ACCEPTED, envelope=b""))
-        await self._receipts.answer_once(
-            opened,
-            trail,
-            audit_index=received_entry.index,
-            checkpoint=await self._receipts.checkpoint_covering(received_entry.index),
-            along=delivered,
-        )
+        await self._receipts.answer_once(opened, trail, audit_index=received_entry.index, along=delivered)
 
     async def _deliver(self, opened: OpenedMessage, *, received_wraps: Sequence[WrappedKey] = ()) -> None:
         ctx = self._ctx

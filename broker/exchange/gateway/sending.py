@@ -15,8 +15,9 @@ from typing import TypedDict, Unpack
 from uuid import UUID
 
 from broker.audit import EntryDraft, EntryKind
+from broker.audit.receipt_refs import batch_drafts
 from broker.core.catalogue import Payload
-from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.catalogue.receipt import Receipt, ReceiptBatch, Verdict, receipts_in
 from broker.core.errors import LocalError, PolicyError, Reason
 from broker.core.ids import uuid7
 from broker.core.sealing import OpenedMessage, SealedMessage, seal
@@ -215,50 +216,79 @@ class Sender:
 
     # -- receipts coming back ------------------------------------------------------------------
     async def on_receipt(self, opened: OpenedMessage) -> None:
+        """A receipt from the peer, single or batched: audit it, witness its checkpoint, settle each
+        message it answers, and wake whoever waits on one of them."""
         ctx = self._ctx
-        receipt = opened.payload
-        assert isinstance(receipt, Receipt)  # open_message parsed it by its declared type
-        bound = ctx.log.bind(
-            message_id=str(receipt.message_id), type=Receipt.MESSAGE_TYPE, sender=opened.envelope.sender
-        )
-        await ctx.audit.append(
-            [
+        payload = opened.payload
+        assert isinstance(payload, Receipt | ReceiptBatch)  # open_message parsed it by its declared type
+        envelope = opened.envelope
+        if isinstance(payload, ReceiptBatch):
+            # The same batch again (the peer answered a re-sent duplicate with it): logged as it came,
+            # without a second set of references.
+            again = await ctx.audit.find(envelope.id, kinds=[EntryKind.RECEIPT_RECEIVED])
+            drafts = batch_drafts(
+                kind=EntryKind.RECEIPT_RECEIVED,
+                time=ctx.clock(),
+                peer=envelope.sender,
+                raw=opened.raw,
+                sha256=opened.sha256,
+                receipt_id=envelope.id,
+                batch=payload,
+                lines=() if again else None,
+            )
+        else:
+            drafts = [
                 EntryDraft(
                     kind=EntryKind.RECEIPT_RECEIVED,
                     time=ctx.clock(),
-                    message_id=receipt.message_id,
+                    message_id=payload.message_id,
                     message_type=Receipt.MESSAGE_TYPE,
-                    peer=opened.envelope.sender,
+                    peer=envelope.sender,
                     envelope=opened.raw,
+                    verdict=payload.verdict,
+                    reason=payload.reason,
+                )
+            ]
+        await ctx.audit.append(drafts)
+        await self._witnessing.witness(payload.checkpoint, peer=envelope.sender, receipt_id=envelope.id)
+        # Each answer settles its own outbox record; together they share one group commit.
+        await asyncio.gather(
+            *(self._settle(receipt, sender=envelope.sender) for receipt in receipts_in(payload))
+        )
+
+    async def _settle(self, receipt: Receipt, *, sender: str) -> None:
+        ctx = self._ctx
+        bound = ctx.log.bind(message_id=str(receipt.message_id), type=Receipt.MESSAGE_TYPE, sender=sender)
+        accepted = receipt.verdict == Verdict.ACCEPTED
+        retryable = not accepted and receipt.reason in RETRYABLE_REJECTIONS
+        sent_at = None
+        if not retryable:
+            sent_at = await ctx.outbox.settle(
+                receipt.message_id,
+                sha256=receipt.sha256,
+                accepted=accepted,
+                reason=receipt.reason,
+                at=receipt.received_at,
+            )
+        if sent_at is not None:
+            ctx.metrics.receipt_latency.observe(max(0.0, (ctx.clock() - sent_at).total_seconds()))
+        else:  # nothing settled: say why (rare, so the record is read only now)
+            record = await ctx.outbox.get(receipt.message_id)
+            if record is None:
+                bound.warning("receipt.unknown_message")
+                return
+            if record.sha256 != receipt.sha256:
+                # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our
+                # own message's state is not changed by it.
+                bound.warning(
+                    "receipt.other_bytes",
+                    receipt_sha256=receipt.sha256,
                     verdict=receipt.verdict,
                     reason=receipt.reason,
                 )
-            ]
-        )
-        await self._witnessing.witness(receipt, peer=opened.envelope.sender)
-        record = await ctx.outbox.get(receipt.message_id)
-        if record is None:
-            bound.warning("receipt.unknown_message")
-            return
-        if record.sha256 != receipt.sha256:
-            # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our own
-            # message's state is not changed by it.
-            bound.warning(
-                "receipt.other_bytes",
-                receipt_sha256=receipt.sha256,
-                verdict=receipt.verdict,
-                reason=receipt.reason,
-            )
-            return
-        accepted = receipt.verdict == Verdict.ACCEPTED
-        final = accepted or receipt.reason not in RETRYABLE_REJECTIONS
-        if not final:
-            await self._keep_outstanding(record, receipt)
-        elif record.state in (SendState.SENT, SendState.CONFIRMED):
-            await ctx.outbox.mark_receipt(
-                receipt.message_id, accepted=accepted, reason=receipt.reason, at=receipt.received_at
-            )
-            ctx.metrics.receipt_latency.observe(max(0.0, (ctx.clock() - record.sent_at).total_seconds()))
+                return
+            if retryable:
+                await self._keep_outstanding(record, receipt)
         bound.info(
             "receipt.received",
             verdict=receipt.verdict,
@@ -269,7 +299,7 @@ class Sender:
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
         for observer in self._observers:
-            await observer(receipt, final)
+            await observer(receipt, not retryable)
 
     async def _keep_outstanding(self, record: OutboxRecord, receipt: Receipt) -> None:
         """A rejection that says nothing about our bytes: keep the message, re-send it at its deadline.

@@ -7,10 +7,12 @@ only if the root it countersigned is our log's root at that size (`broker.audit.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from broker.audit import EntryKind
 from broker.audit.checkpoint import WitnessRecord
 from broker.audit.witnessing import check_against_log, countersigned_record, seal_witness
-from broker.core.catalogue.receipt import Receipt, Verdict
+from broker.core.catalogue.receipt import Checkpoint, Verdict
 from broker.core.catalogue.witness import CheckpointWitness
 from broker.core.envelope import sha256_hex
 from broker.core.errors import LocalError, Reason, RemoteError, ReplayError
@@ -22,17 +24,17 @@ class Witnessing:
     def __init__(self, ctx: GatewayContext) -> None:
         self._ctx = ctx
 
-    async def witness(self, receipt: Receipt, *, peer: str) -> None:
+    async def witness(self, checkpoint: Checkpoint | None, *, peer: str, receipt_id: UUID) -> None:
         """Countersign the peer's checkpoint in a receipt; a bad one is logged, the receipt still counts."""
         ctx = self._ctx
-        if ctx.checkpointer is None or receipt.checkpoint is None:
+        if ctx.checkpointer is None or checkpoint is None:
             return
         try:
-            record = await ctx.checkpointer.witness(receipt.checkpoint, origin=peer)
+            record = await ctx.checkpointer.witness(checkpoint, origin=peer)
         except RemoteError as error:
             ctx.log.warning(
                 "checkpoint.invalid",
-                message_id=str(receipt.message_id),
+                message_id=str(receipt_id),
                 reason=str(error.reason),
                 diagnostic=error.diagnostic,
             )
