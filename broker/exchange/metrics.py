@@ -40,7 +40,7 @@ class GatewayMetrics:
         )
         self.submissions = Counter(
             "exchange_submissions_total",
-            "Submissions from ministry systems, by outcome: accepted, or the refusal's reason code",
+            "Submissions from ministry systems, by outcome: accepted, repeated, or the refusal's reason code",
             ["outcome"],
             registry=self.registry,
         )

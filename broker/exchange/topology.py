@@ -35,6 +35,9 @@ SUBMIT = "submit"
 # The default exchange: the gateway answers a submission on its `reply_to` (direct reply-to) through it.
 DEFAULT_EXCHANGE = "amq.default"
 NO_CITIZENSHIP = "-"
+# Bytes of submissions waiting for a gateway before the broker refuses more (the publisher's confirm
+# is then negative): a few hundred of the largest, many thousands of ordinary ones.
+SUBMIT_MAX_BYTES = 256 * 1024 * 1024
 # Roles that never submit through the gateway: the gateway itself, and the CA operator whose
 # trust updates `broker keys` sends.
 PROTOCOL_ROLES = frozenset({"gateway", "ca"})
@@ -349,7 +352,15 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
         # Not dead-lettered: a submission the gateway cannot take is answered (refused), and one no
         # gateway takes expires unsent (the client sets its TTL), so nothing lands in quarantine.
-        QueueDeclaration(SUBMIT, _quorum_arguments(dead_letter=False)),
+        # Bounded: a ministry system flooding it while no gateway runs is refused, not stored.
+        QueueDeclaration(
+            SUBMIT,
+            (
+                *_quorum_arguments(dead_letter=False),
+                ("x-max-length-bytes", SUBMIT_MAX_BYTES),
+                ("x-overflow", "reject-publish"),
+            ),
+        ),
         *(
             QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
             for peer in peer_countries

@@ -39,6 +39,7 @@ from broker.exchange.topology import (
     DELIVERY_LIMIT,
     QUARANTINE_MAX_BYTES,
     QUARANTINE_POLICY,
+    SUBMIT_MAX_BYTES,
     CountryBroker,
     Declarations,
     ExchangeDeclaration,
@@ -96,7 +97,11 @@ class TestPlan:
             "inbound": INBOUND_ARGUMENTS,
             "quarantine": {"x-queue-type": "quorum"},
             "outbound.ru": {"x-queue-type": "quorum"},
-            "submit": {"x-queue-type": "quorum"},
+            "submit": {
+                "x-queue-type": "quorum",
+                "x-max-length-bytes": SUBMIT_MAX_BYTES,
+                "x-overflow": "reject-publish",
+            },
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
             ("inbound", "inbound", "tj"),

@@ -164,6 +164,7 @@ class Submissions:
         if record is not None:
             earlier = await ctx.outbox.get(record.message_id)
             if earlier is not None:
+                ctx.metrics.submissions.labels("repeated").inc()
                 return _repeated(earlier, submission.request_id)
         sealed, sealed_key = self._prepare(authorities, submission)
         earlier = await ctx.outbox.get(sealed.envelope.id)
