@@ -69,12 +69,16 @@ RECEIPT_WAIT_S = 60.0
 class Outcome:
     message_type: str
     direction: str
-    message_id: UUID | None
-    verdict: str | None
-    reason: str | None
-    audit_index: int | None
-    latency_ms: float
-    error: str | None
+    message_id: UUID | None = None
+    verdict: str | None = None
+    reason: str | None = None
+    audit_index: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _rabbit_listening(host: str = "127.0.0.1", port: int = 5672) -> bool:
@@ -88,29 +92,23 @@ def _rabbit_listening(host: str = "127.0.0.1", port: int = 5672) -> bool:
 async def _send_timed(gateway: Gateway, message_type: str, sender: str, recipient: str) -> Outcome:
     """Through the Python API of a gateway the ministry system embeds."""
     direction = f"{gateway.country} → {gateway.peer_country}"
-    payload = sample_payloads()[message_type]
     started = time.perf_counter()
     try:
         result = await gateway.send(
-            payload, to=recipient, sender=sender, wait_receipt=True, receipt_timeout_s=RECEIPT_WAIT_S
+            sample_payloads()[message_type],
+            to=recipient,
+            sender=sender,
+            wait_receipt=True,
+            receipt_timeout_s=RECEIPT_WAIT_S,
         )
     except (ExchangeError, TimeoutError) as error:
-        return Outcome(
-            message_type, direction, None, None, None, None, 0.0, str(error) or "no receipt in time"
-        )
+        return Outcome(message_type, direction, error=str(error) or "no receipt in time")
     receipt = result.receipt
     assert receipt is not None  # wait_receipt
-    latency = (time.perf_counter() - started) * 1000
     return Outcome(
-        message_type,
-        direction,
-        result.message_id,
-        receipt.verdict,
-        receipt.reason,
-        receipt.audit_index,
-        latency,
-        None,
-    )
+        message_type, direction, result.message_id, receipt.verdict, receipt.reason, receipt.audit_index,
+        _ms_since(started),
+    )  # fmt: skip
 
 
 async def _submit_timed(client: SubmissionClient, message_type: str, sender: str, recipient: str) -> Outcome:
@@ -125,23 +123,14 @@ async def _submit_timed(client: SubmissionClient, message_type: str, sender: str
     accepted = await client.answer(request_id, timeout_s=RECEIPT_WAIT_S)
     if not isinstance(accepted, Accepted):
         error = accepted.diagnostic if isinstance(accepted, Refused) else "the gateway did not answer"
-        return Outcome(message_type, direction, None, None, None, None, 0.0, error)
+        return Outcome(message_type, direction, error=error)
     news = await client.answer(request_id, timeout_s=RECEIPT_WAIT_S)
     if not isinstance(news, ReceiptNews):
-        return Outcome(
-            message_type, direction, accepted.message_id, None, None, None, 0.0, "no receipt in time"
-        )
-    latency = (time.perf_counter() - started) * 1000
+        return Outcome(message_type, direction, accepted.message_id, error="no receipt in time")
     return Outcome(
-        message_type,
-        direction,
-        accepted.message_id,
-        news.verdict,
-        news.reason,
-        news.audit_index,
-        latency,
-        None,
-    )
+        message_type, direction, accepted.message_id, news.verdict, news.reason, news.audit_index,
+        _ms_since(started),
+    )  # fmt: skip
 
 
 async def _submitters(dev: DevExchange, country: str) -> dict[str, SubmissionClient]:

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import structlog
 
 from broker.core.agreement import Agreement
-from broker.core.errors import ConfigError, ExchangeError, LocalError, Reason
+from broker.core.errors import ConfigError, ExchangeError, LocalError, PolicyError, Reason
 from broker.exchange.provisioning import read_passwords
 from broker.exchange.submission import (
     DEFAULT_SUBMISSION_TTL_S,
@@ -47,14 +47,10 @@ def submitting_authority(agreement: Agreement, country: str, message_type: str, 
                 f"{sender} submits nothing through {country}'s gateway; its ministries are {', '.join(ministries)}",
             )
         return sender
-    candidates = [a for a in agreement.senders_of(message_type, country) if a in ministries]
-    if len(candidates) != 1:
-        raise LocalError(
-            Reason.POLICY_SENDER_NOT_ALLOWED,
-            f"name the sender of {message_type} with --sender: {country} has {len(candidates)} authorities "
-            f"allowed to send it ({', '.join(candidates) or 'none'})",
-        )
-    return candidates[0]
+    try:
+        return agreement.only_sender(message_type, country, among=ministries)
+    except PolicyError as refused:
+        raise LocalError(refused.reason, refused.diagnostic) from None
 
 
 def submitter_login(amqp_url: str, *, country: str, authority: str, secrets_file: Path) -> tuple[str, str]:

@@ -323,12 +323,7 @@ class Sender:
         )
 
     def _default_sender(self, message_type: str) -> str:
-        ctx = self._ctx
-        candidates = ctx.agreement.senders_of(message_type, ctx.country)
-        if len(candidates) != 1:
-            raise LocalError(
-                Reason.POLICY_SENDER_NOT_ALLOWED,
-                f"name the sender of {message_type}: {ctx.country} has {len(candidates)} authorities allowed "
-                f"to send it ({', '.join(candidates) or 'none'})",
-            )
-        return candidates[0]
+        try:
+            return self._ctx.agreement.only_sender(message_type, self._ctx.country)
+        except PolicyError as refused:  # a sender we cannot pick: ours to refuse, not a peer's fault
+            raise LocalError(refused.reason, refused.diagnostic) from None
