@@ -50,6 +50,8 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
             runtime.tune_for_long_run()
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
             console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
+            if gw.submitters:
+                console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
             await stop.wait()
 
     run(serve)

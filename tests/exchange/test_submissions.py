@@ -152,6 +152,7 @@ async def test_a_submission_is_sent_and_its_receipt_passed_on(
     assert record is not None
     assert (record.sha256, record.state) == (taken.sha256, "receipted")
     assert len(await gateways["TJ"].audit.find(taken.message_id, kinds=[EntryKind.RECEIVED])) == 1
+    assert gateways["RU"].submitters == (login(exchange, "RU-MVD")[0], login(exchange, "RU-MINTRUD")[0])
 
 
 @pytest.mark.parametrize(

@@ -91,6 +91,11 @@ class Gateway:
             self._ctx.checkpointer.replace_signer(signer)
 
     @property
+    def submitters(self) -> tuple[str, ...]:
+        """The RabbitMQ users of ministry systems this gateway takes submissions from."""
+        return () if self._submissions is None else tuple(self._submissions.authorities_of)
+
+    @property
     def personal(self) -> PersonalDataKeys | None:
         return self._ctx.personal
 
