@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, Reason, TransportError
+from broker.exchange.ministries import submitting_authorities
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import (
     OUTBOUND,
@@ -27,7 +28,6 @@ from broker.exchange.topology import (
     check_message_size_limits,
     limit_from_refusal,
     size_probes,
-    submitting_authorities,
 )
 from broker.exchange.transport import RabbitTransport
 from broker.exchange.transport_api import Transport

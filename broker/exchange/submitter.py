@@ -18,6 +18,7 @@ import structlog
 
 from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, ExchangeError, LocalError, PolicyError, Reason
+from broker.exchange.ministries import submitter_user, submitting_authorities, vhost_of
 from broker.exchange.provisioning import read_passwords
 from broker.exchange.submission import (
     DEFAULT_SUBMISSION_TTL_S,
@@ -28,7 +29,7 @@ from broker.exchange.submission import (
     encode_submission,
     parse_answer,
 )
-from broker.exchange.topology import SUBMIT, submitter_user, submitting_authorities, vhost_of
+from broker.exchange.topology import SUBMIT
 from broker.exchange.transport import RabbitRequests, RabbitTransport
 
 _log = structlog.get_logger(__name__)

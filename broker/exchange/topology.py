@@ -9,8 +9,8 @@ lets a test run with vhosts `t-<random>-tj` share a node with the demo's and an 
 
 Users of one country's broker: `<vhost>-gateway` (its gateway), `<peer vhost>-link` (the peer's
 shovel, publish to `inbound` only) and one per ministry authority that submits messages through the
-gateway, `<vhost>-<authority without the country prefix>` (`tj-mol` for TJ-MOL), which may only
-publish to the `submit` exchange (docs/decisions.md, "Submitting through the running gateway").
+gateway (`tj-mol` for TJ-MOL, named in `ministries`), which may only publish to the `submit`
+exchange (docs/decisions.md, "Submitting through the running gateway").
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import shovel_query
+from broker.exchange.ministries import submitter_user
 
 INBOUND = "inbound"
 QUARANTINE = "quarantine"
@@ -38,9 +38,6 @@ NO_CITIZENSHIP = "-"
 # Bytes of submissions waiting for a gateway before the broker refuses more (the publisher's confirm
 # is then negative): a few hundred of the largest, many thousands of ordinary ones.
 SUBMIT_MAX_BYTES = 256 * 1024 * 1024
-# Roles that never submit through the gateway: the gateway itself, and the CA operator whose
-# trust updates `broker keys` sends.
-PROTOCOL_ROLES = frozenset({"gateway", "ca"})
 
 # Poison messages are redelivered this many times before the broker dead-letters them.
 DELIVERY_LIMIT = 5
@@ -265,33 +262,6 @@ def shovel_name(source_country: str, destination_country: str) -> str:
     return f"{source_country.lower()}-to-{destination_country.lower()}"
 
 
-def vhost_of(url: str) -> str:
-    """The vhost an AMQP URL names (`amqp://user:pw@host:5672/tj?...` → `tj`)."""
-    return unquote(urlsplit(url).path.removeprefix("/"))
-
-
-def submitter_user(vhost: str, country: str, authority_id: str) -> str:
-    if not _AUTHORITY.fullmatch(authority_id):
-        raise ConfigError(Reason.CONFIG_INVALID, f"authority id {authority_id!r} cannot name a user")
-    name = authority_id.lower()
-    return f"{vhost}-{name.removeprefix(country.lower() + '-')}"
-
-
-def submitting_authorities(agreement: Agreement, country: str) -> tuple[str, ...]:
-    """Authorities of `country` that may send some type of the agreement (its ministries), in order."""
-    sending_roles = {role for rule in agreement.rules for role in rule.senders} - PROTOCOL_ROLES
-    return tuple(
-        authority.id
-        for authority in agreement.authorities
-        if authority.country == country.upper() and sending_roles & set(authority.roles)
-    )
-
-
-def submitter_users(vhost: str, country: str, authorities: Sequence[str]) -> dict[str, str]:
-    """RabbitMQ user → the authority it submits for (one user per authority)."""
-    return {submitter_user(vhost, country, authority): authority for authority in authorities}
-
-
 def outbound_queue(peer_country: str) -> str:
     return f"{OUTBOUND}.{peer_country}"
 
@@ -493,15 +463,6 @@ def broker_plan(
         declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
         shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
         policies=(quarantine_policy(local.vhost),),
-    )
-
-
-def bilateral_plans(
-    first: CountryBroker, second: CountryBroker, *, agreement: Agreement
-) -> tuple[BrokerPlan, BrokerPlan]:
-    return (
-        broker_plan(first, [second], submitters=submitting_authorities(agreement, first.country)),
-        broker_plan(second, [first], submitters=submitting_authorities(agreement, second.country)),
     )
 
 

@@ -27,6 +27,7 @@ from broker.cli.topology import topology_app
 from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.fake_transport import _topic_matches
+from broker.exchange.ministries import submitting_authorities
 from broker.exchange.provisioning import (
     apply_topology,
     describe,
@@ -48,7 +49,6 @@ from broker.exchange.topology import (
     broker_plan,
     delivery_routing_key,
     gateway_permissions,
-    submitting_authorities,
     subscriber_declarations,
     vhost_declarations,
 )
@@ -271,7 +271,8 @@ class TestPlan:
 
     def test_pure_modules_do_not_import_the_broker_library(self) -> None:
         code = (
-            "import sys, broker.exchange.topology, broker.exchange.transport_api, broker.exchange.fake_transport;"
+            "import sys, broker.exchange.topology, broker.exchange.transport_api, broker.exchange.fake_transport,"
+            " broker.exchange.ministries, broker.exchange.submission;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aio_pika', 'aiormq', 'pamqp')))"
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

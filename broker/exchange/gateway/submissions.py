@@ -32,6 +32,7 @@ from broker.core.sealing import SealedMessage, check_freshness, peek, verify_env
 from broker.exchange.gateway.context import GatewayContext
 from broker.exchange.gateway.receiving import PerMessageLocks
 from broker.exchange.gateway.sending import Sender
+from broker.exchange.ministries import submitter_users, submitting_authorities, vhost_of
 from broker.exchange.submission import (
     Accepted,
     ReceiptNews,
@@ -42,7 +43,6 @@ from broker.exchange.submission import (
     parse_submission,
     refused,
 )
-from broker.exchange.topology import submitter_users, submitting_authorities, vhost_of
 from broker.exchange.transport_api import Disposition, IncomingMessage
 from broker.state.outbox import OutboxRecord, SendState
 from broker.state.submissions import SubmissionLedger
