@@ -1,22 +1,29 @@
 """`broker demo`: a full exchange between Tajikistan and Russia on the local RabbitMQ.
 
-Creates a dev PKI for both countries, applies the topology (vhosts `tj` and `ru`, shovels both
-ways), starts both gateways in this process, lets the Tajik consulate in Moscow subscribe, sends one
-message of each type each way, waits for every receipt and prints what happened.
+Creates a dev PKI for both countries, applies the topology (vhosts `demo-<random>-tj` and
+`demo-<random>-ru` with their own users, shovels both ways), starts both gateways in this process,
+lets the Tajik consulate in Moscow subscribe, sends one message of each type each way (Tajik
+ministries through the Python API, Russian ones through the running gateway's submission channel),
+waits for every receipt and prints what happened. At the end it deletes the vhosts and users it
+made, unless `--keep`; nothing else on the RabbitMQ node is touched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import shutil
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from broker.cli.common import run
@@ -24,7 +31,12 @@ from broker.cli.logs import configure_logging
 from broker.cli.output import console
 from broker.core.catalogue import sample_payloads
 from broker.core.errors import ExchangeError, Reason, TransportError
-from broker.exchange.gateway import Gateway, SendResult, gateway_from_settings
+from broker.core.ids import uuid7
+from broker.exchange.devkit import DevExchange
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.exchange.submission import Accepted, ReceiptNews, Refused, Submission
+from broker.exchange.submitter import SubmissionClient
 from broker.exchange.subscriber import Alert, Subscription
 from broker.exchange.transport import RabbitTransport
 
@@ -50,15 +62,23 @@ ROUTES: dict[str, list[tuple[str, str, str]]] = {
 }
 CONSULATE = "TJ-CONSULATE-MOSCOW"
 CONSULATE_TYPES = ("worker.death", "work_permit.cancellation")
+RECEIPT_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
 class Outcome:
     message_type: str
     direction: str
-    result: SendResult | None
-    latency_ms: float
-    error: str | None
+    message_id: UUID | None = None
+    verdict: str | None = None
+    reason: str | None = None
+    audit_index: int | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _rabbit_listening(host: str = "127.0.0.1", port: int = 5672) -> bool:
@@ -70,19 +90,70 @@ def _rabbit_listening(host: str = "127.0.0.1", port: int = 5672) -> bool:
 
 
 async def _send_timed(gateway: Gateway, message_type: str, sender: str, recipient: str) -> Outcome:
+    """Through the Python API of a gateway the ministry system embeds."""
     direction = f"{gateway.country} → {gateway.peer_country}"
-    payload = sample_payloads()[message_type]
     started = time.perf_counter()
     try:
         result = await gateway.send(
-            payload, to=recipient, sender=sender, wait_receipt=True, receipt_timeout_s=60
+            sample_payloads()[message_type],
+            to=recipient,
+            sender=sender,
+            wait_receipt=True,
+            receipt_timeout_s=RECEIPT_WAIT_S,
         )
     except (ExchangeError, TimeoutError) as error:
-        return Outcome(message_type, direction, None, 0.0, str(error) or "no receipt within 60 s")
-    return Outcome(message_type, direction, result, (time.perf_counter() - started) * 1000, None)
+        return Outcome(message_type, direction, error=str(error) or "no receipt in time")
+    receipt = result.receipt
+    assert receipt is not None  # wait_receipt
+    return Outcome(
+        message_type, direction, result.message_id, receipt.verdict, receipt.reason, receipt.audit_index,
+        _ms_since(started),
+    )  # fmt: skip
 
 
-async def run_demo(*, workdir: Path, console: Console) -> bool:
+async def _submit_timed(client: SubmissionClient, message_type: str, sender: str, recipient: str) -> Outcome:
+    """Through the submission channel of the running gateway, as the ministry's own RabbitMQ user."""
+    direction = f"{client.country} → {'TJ' if client.country == 'RU' else 'RU'}"
+    payload = json.loads(sample_payloads()[message_type].model_dump_json())
+    request_id = str(uuid7())
+    started = time.perf_counter()
+    await client.submit(
+        Submission(request_id=request_id, type=message_type, to=recipient, sender=sender, payload=payload)
+    )
+    accepted = await client.answer(request_id, timeout_s=RECEIPT_WAIT_S)
+    if not isinstance(accepted, Accepted):
+        error = accepted.diagnostic if isinstance(accepted, Refused) else "the gateway did not answer"
+        return Outcome(message_type, direction, error=error)
+    news = await client.answer(request_id, timeout_s=RECEIPT_WAIT_S)
+    if not isinstance(news, ReceiptNews):
+        return Outcome(message_type, direction, accepted.message_id, error="no receipt in time")
+    return Outcome(
+        message_type, direction, accepted.message_id, news.verdict, news.reason, news.audit_index,
+        _ms_since(started),
+    )  # fmt: skip
+
+
+async def _submitters(dev: DevExchange, country: str) -> dict[str, SubmissionClient]:
+    """One connection per ministry of `country` that sends in the demo, each as its own user."""
+    clients = {}
+    for sender in sorted({sender for _, sender, _ in ROUTES[country]}):
+        broker = dev.brokers[country]
+        user = broker.submitter_user(sender)
+        url = broker.uri_for(user=user, password=dev.passwords[user])
+        clients[sender] = await SubmissionClient.connect(url=url, user=user, country=country)
+    return clients
+
+
+async def run_demo(
+    *,
+    workdir: Path,
+    console: Console,
+    keep: bool = False,
+    vhost_prefix: str | None = None,
+    admin: RabbitAdmin | None = None,
+) -> bool:
+    """The whole demo in vhosts `<prefix>tj`/`<prefix>ru` (default prefix `demo-<random>-`), which it
+    deletes at the end with its users unless `keep`. It touches nothing else on the node."""
     if not _rabbit_listening():
         raise TransportError(
             Reason.TRANSPORT_UNAVAILABLE,
@@ -90,14 +161,33 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
             "`apt-get install -y rabbitmq-server && rabbitmq-server -detached` "
             "(scripts/demo.sh does this for you).",
         )
-    from broker.exchange.devkit import provision_dev_exchange  # noqa: PLC0415 - needs the broker
+    from broker.exchange.devkit import provision_dev_exchange, remove_dev_exchange  # noqa: PLC0415 - needs the broker
 
+    prefix = vhost_prefix or f"demo-{secrets.token_hex(3)}-"
+    admin = admin or RabbitAdmin()
     shutil.rmtree(workdir, ignore_errors=True)
-    console.print(f"[bold]1.[/bold] dev PKI for TJ and RU, topology (vhosts tj, ru, shovels) in {workdir}")
-    dev = await provision_dev_exchange(workdir, resend_check_interval_s=1.0)
+    console.print(
+        f"[bold]1.[/bold] dev PKI for TJ and RU, topology (vhosts {prefix}tj, {prefix}ru, their users, "
+        f"shovels) in {workdir}"
+    )
+    try:
+        dev = await provision_dev_exchange(
+            workdir, vhost_prefix=prefix, admin=admin, resend_check_interval_s=1.0
+        )
+        outcomes, alerts = await _exchange(dev, console)
+        return _summary(outcomes, alerts, console=console, workdir=workdir)
+    finally:
+        if keep:
+            console.print(f"kept vhosts {prefix}tj and {prefix}ru and their users (--keep)")
+        else:
+            removed = await asyncio.to_thread(remove_dev_exchange, vhost_prefix=prefix, admin=admin)
+            console.print(f"removed what the demo made: {len(removed)} vhosts and users named {prefix}*")
+
+
+async def _exchange(dev: DevExchange, console: Console) -> tuple[list[Outcome], list[Alert]]:
     gateways = {country: await gateway_from_settings(dev.settings[country]) for country in ("TJ", "RU")}
     consulate_transport = await RabbitTransport.connect(url=dev.gateway_url("TJ"), name="demo-consulate")
-    alerts: list[Alert] = []
+    submitters: dict[str, SubmissionClient] = {}
     try:
         subscription = Subscription(
             transport=consulate_transport,
@@ -109,41 +199,50 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
             decryptor=dev.keystore.decryptor(CONSULATE),
         )
         await subscription.declare()
-        await consulate_transport.purge(subscription.queue)
         for gateway in gateways.values():
             await gateway.start()
+        submitters = await _submitters(dev, "RU")
         console.print("[bold]2.[/bold] gateways TJ-GW and RU-GW running; consulate subscribed")
-
-        console.print("[bold]3.[/bold] sending one message of each type each way, waiting for receipts")
-        outcomes = await asyncio.gather(
-            *(
-                _send_timed(gateways[country], message_type, sender, recipient)
-                for country, routes in ROUTES.items()
-                for message_type, sender, recipient in routes
-            )
+        console.print(
+            "[bold]3.[/bold] one message of each type each way, waiting for receipts: TJ ministries "
+            "through the Python API of an embedded gateway, RU ministries submitting to the running RU "
+            "gateway as their own RabbitMQ users (what `broker send` does)"
         )
+        sends = [
+            _send_timed(gateways["TJ"], message_type, sender, recipient)
+            for message_type, sender, recipient in ROUTES["TJ"]
+        ]
+        sends += [
+            _submit_timed(submitters[sender], message_type, sender, recipient)
+            for message_type, sender, recipient in ROUTES["RU"]
+        ]
+        outcomes = list(await asyncio.gather(*sends))
         alerts = await subscription.collect(len(CONSULATE_TYPES), timeout_s=30)
     finally:
+        for client in submitters.values():
+            await client.close()
         for gateway in gateways.values():
             await gateway.close()
         await consulate_transport.close()
+    return outcomes, alerts
 
+
+def _summary(outcomes: list[Outcome], alerts: list[Alert], *, console: Console, workdir: Path) -> bool:
     table = Table(title="Exchange summary")
     for column in ("type", "direction", "verdict", "receipt latency", "receiver audit index", "message id"):
         table.add_column(column)
     all_accepted = True
     for outcome in outcomes:
-        receipt = outcome.result.receipt if outcome.result else None
-        verdict = receipt.verdict if receipt else f"[red]{outcome.error}[/red]"
-        if receipt is None or receipt.verdict != "accepted":
+        verdict = outcome.verdict or f"[red]{escape(outcome.error or '')}[/red]"
+        if outcome.verdict != "accepted":
             all_accepted = False
         table.add_row(
             outcome.message_type,
             outcome.direction,
-            str(verdict) if receipt is None or receipt.reason is None else f"{verdict} ({receipt.reason})",
-            f"{outcome.latency_ms:.0f} ms" if receipt else "-",
-            str(receipt.audit_index) if receipt else "-",
-            str(outcome.result.message_id) if outcome.result else "-",
+            verdict if outcome.reason is None else f"{verdict} ({outcome.reason})",
+            f"{outcome.latency_ms:.0f} ms" if outcome.verdict else "-",
+            str(outcome.audit_index) if outcome.verdict else "-",
+            str(outcome.message_id) if outcome.message_id else "-",
         )
     console.print(table)
     console.print(f"[bold]{CONSULATE}[/bold] received {len(alerts)} alert(s):")
@@ -163,8 +262,11 @@ async def run_demo(*, workdir: Path, console: Console) -> bool:
 
 def demo(
     workdir: Annotated[Path, typer.Option(help="where keys and state of the demo live")] = Path("var/demo"),
+    keep: Annotated[
+        bool, typer.Option("--keep", help="leave the demo's vhosts and users on RabbitMQ when it ends")
+    ] = False,
 ) -> None:
-    """A full exchange between TJ and RU on the local RabbitMQ."""
+    """A full exchange between TJ and RU on the local RabbitMQ, in vhosts of its own it removes after."""
     configure_logging("console", level=30)
-    ok = run(lambda: run_demo(workdir=workdir, console=console))
+    ok = run(lambda: run_demo(workdir=workdir, console=console, keep=keep))
     raise typer.Exit(0 if ok else 1)

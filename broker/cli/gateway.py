@@ -1,14 +1,14 @@
-"""`broker gateway|send|status`: run a country's gateway, send through it, follow a message."""
+"""`broker gateway|send|status`: run a country's gateway, hand it a message to send, follow a message."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
+import pydantic
 import typer
 
 from broker.cli.common import (
@@ -21,8 +21,15 @@ from broker.cli.common import (
     run,
 )
 from broker.cli.output import console, print_json, print_table
+from broker.cli.submitting import DEFAULT_RECEIPT_WAIT_S, submit_and_follow
+from broker.cli.topology import DEFAULT_SECRETS
+from broker.core.agreement import load_agreement
+from broker.core.canonical import strict_loads
 from broker.core.catalogue import parse_payload
-from broker.core.errors import LocalError, Reason
+from broker.core.errors import ExchangeError, LocalError, Reason
+from broker.core.ids import uuid7
+from broker.exchange.submission import Submission
+from broker.state.settings import ExchangeSettings, describe_errors
 
 
 def gateway(country: CountryOption, config: ConfigOption = None) -> None:
@@ -43,6 +50,8 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
             runtime.tune_for_long_run()
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
             console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
+            if gw.submitters:
+                console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
             await stop.wait()
 
     run(serve)
@@ -54,27 +63,85 @@ def send(
     file: Annotated[Path, typer.Option("--file", help="payload JSON")],
     to: Annotated[str, typer.Option("--to", help="recipient authority id, e.g. TJ-MOL")],
     sender: Annotated[
-        str | None, typer.Option("--sender", help="signing authority (default: the only one allowed)")
+        str | None,
+        typer.Option("--sender", help="the ministry that submits and signs (default: the only one allowed)"),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the signed receipt")] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="wait for the peer's signed receipt (default) or not")
+    ] = True,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="seconds to wait for the receipt before giving up")
+    ] = DEFAULT_RECEIPT_WAIT_S,
+    request_id: Annotated[
+        str | None,
+        typer.Option("--request-id", help="your id for this request: the same id never sends twice"),
+    ] = None,
+    secrets: Annotated[
+        Path | None,
+        typer.Option(
+            "--secrets", help=f"RabbitMQ passwords (default: {DEFAULT_SECRETS}, as topology apply writes)"
+        ),
+    ] = None,
     version: int = 1,
     config: ConfigOption = None,
 ) -> None:
-    """Seal a payload file and send it to the peer country."""
-    from broker.exchange.gateway import Gateway  # noqa: PLC0415
+    """Hand a payload to the country's running gateway, print its message id, wait for the receipt.
+
+    Connects as the sending ministry's own RabbitMQ user; the gateway (`broker gateway`) seals,
+    records and sends. Exit 0 when the peer accepted it; 1 when it was refused or rejected, or no
+    receipt came within --timeout (the message stays on its way: `broker status` follows it).
+    """
+    from broker.exchange.submitter import submitter_login, submitting_authority  # noqa: PLC0415
 
     settings = load_settings(country, config)
-    payload = parse_payload(message_type, version, read_input(file, what="payload file"))
+    raw = read_input(file, what="payload file")
+    try:
+        parse_payload(message_type, version, raw)  # a bad payload is named before anything connects
+        document = strict_loads(raw)
+        authority = submitting_authority(
+            load_agreement(settings.agreement_file), settings.country, message_type, sender
+        )
+        submission = _submission(request_id or str(uuid7()), message_type, version, to, authority, document)
+        user, url = submitter_login(
+            settings.amqp_url,
+            country=settings.country,
+            authority=authority,
+            secrets_file=secrets or _secrets_file(settings),
+        )
+    except ExchangeError as error:
+        exit_with(error)
+    follow = f"broker status {{id}} --country {settings.country}" + (f" --config {config}" if config else "")
+    code = run(
+        lambda: submit_and_follow(
+            url=url,
+            user=user,
+            country=settings.country,
+            submission=submission,
+            wait=wait,
+            timeout_s=timeout,
+            follow=follow,
+        )
+    )
+    raise typer.Exit(code)
 
-    async def go() -> None:
-        async with Gateway.from_settings(settings) as gw:
-            result = await gw.send(payload, to=to, sender=sender, wait_receipt=wait)
-            line: dict[str, Any] = {"message_id": str(result.message_id), "sha256": result.sha256}
-            if result.receipt is not None:
-                line |= {"verdict": result.receipt.verdict, "reason": result.receipt.reason}
-            console.print_json(json.dumps(line))
 
-    run(go)
+def _secrets_file(settings: ExchangeSettings) -> Path:
+    """The passwords file the country's settings name (`secrets_file`, as `broker init` writes it),
+    else the default `broker topology apply` writes."""
+    return settings.secrets_file or DEFAULT_SECRETS
+
+
+def _submission(
+    request_id: str, message_type: str, version: int, to: str, sender: str, document: object
+) -> Submission:
+    if not isinstance(document, dict):
+        raise LocalError(Reason.SCHEMA_INVALID, "the payload file must hold one JSON object")
+    try:
+        return Submission(
+            request_id=request_id, type=message_type, version=version, to=to, sender=sender, payload=document
+        )
+    except pydantic.ValidationError as exc:
+        raise LocalError(Reason.SUBMISSION_MALFORMED, describe_errors(exc)) from None
 
 
 TRAIL_COLUMNS = ("index", "time", "kind", "type", "peer", "verdict", "reason")

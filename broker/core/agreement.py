@@ -8,6 +8,7 @@ delivering to a local subscriber.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -95,6 +96,24 @@ class Agreement(BaseModel):
 
     def types(self) -> tuple[str, ...]:
         return tuple(r.type for r in self.rules)
+
+    def senders_of(self, message_type: str, country: str) -> tuple[str, ...]:
+        """The authorities of `country` whose roles may send `message_type`."""
+        rule = self.rule(message_type)
+        return tuple(
+            a.id for a in self.authorities if a.country == country and set(a.roles) & set(rule.senders)
+        )
+
+    def only_sender(self, message_type: str, country: str, *, among: Collection[str] | None = None) -> str:
+        """The one authority of `country` (of those `among`, if given) that may send `message_type`."""
+        candidates = [a for a in self.senders_of(message_type, country) if among is None or a in among]
+        if len(candidates) != 1:
+            raise PolicyError(
+                Reason.POLICY_SENDER_NOT_ALLOWED,
+                f"name the sender of {message_type}: {country} has {len(candidates)} authorities allowed "
+                f"to send it ({', '.join(candidates) or 'none'})",
+            )
+        return candidates[0]
 
     # -- policy --------------------------------------------------------------------------------
     def check_send(self, *, message_type: str, sender_id: str, recipient_id: str) -> Rule:

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     POLICY_RECIPIENT_UNKNOWN = "policy.recipient_unknown"
     POLICY_WRONG_RECIPIENT = "policy.wrong_recipient"
     POLICY_SUBSCRIBER_NOT_ALLOWED = "policy.subscriber_not_allowed"
+    POLICY_SUBMITTER_NOT_ALLOWED = "policy.submitter_not_allowed"
     REPLAY_DUPLICATE = "replay.duplicate"
     REPLAY_CONFLICT = "replay.conflict"
     REPLAY_STALE = "replay.stale"
@@ -70,6 +71,11 @@ class Reason(StrEnum):
     CLI_USAGE = "cli.usage"
     INPUT_UNREADABLE = "input.unreadable"
     INTERNAL_ERROR = "internal.error"
+    SUBMISSION_MALFORMED = "submission.malformed"
+    SUBMISSION_OVERSIZED = "submission.oversized"
+    SUBMISSION_REQUEST_REUSED = "submission.request_reused"
+    SUBMISSION_NO_GATEWAY = "submission.no_gateway"
+    RECEIPT_PENDING = "receipt.pending"
 
 
 class ExchangeError(Exception):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from broker.core.agreement import Agreement, load_agreement
+from broker.core.errors import ConfigError, Reason
 from broker.exchange.provisioning import apply_topology, needed_users, plans_for
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import BrokerPlan, CountryBroker
@@ -35,12 +37,47 @@ class DevExchange:
         broker = self.brokers[country]
         return broker.uri_for(user=broker.gateway_user, password=self.passwords[broker.gateway_user])
 
-    def teardown(self, admin: RabbitAdmin | None = None) -> None:
+    def teardown(self, admin: RabbitAdmin | None = None) -> list[str]:
+        """Delete this exchange's vhosts and users (nothing else on the node); what was deleted."""
         with nullcontext(admin) if admin else RabbitAdmin() as used:
-            for broker in self.brokers.values():
-                used.delete_vhost(broker.vhost)
-            for user in self.passwords:
-                used.delete_user(user)
+            return remove_dev_objects(
+                vhosts=[broker.vhost for broker in self.brokers.values()],
+                users=needed_users(self.plans),
+                admin=used,
+            )
+
+
+def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) -> dict[str, CountryBroker]:
+    """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node."""
+    return {
+        country: CountryBroker(
+            country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
+        )
+        for country in agreement.countries
+    }
+
+
+def remove_dev_objects(*, vhosts: Sequence[str], users: Sequence[str], admin: RabbitAdmin) -> list[str]:
+    """Delete the named vhosts (with their queues, policies and shovels) and users that exist."""
+    removed = [f"vhost {vhost}" for vhost in vhosts if admin.delete_vhost(vhost)]
+    return removed + [f"user {user}" for user in users if admin.delete_user(user)]
+
+
+def remove_dev_exchange(
+    *, vhost_prefix: str, rabbit_host: str = "127.0.0.1:5672", admin: RabbitAdmin | None = None
+) -> list[str]:
+    """Delete what `provision_dev_exchange` with this prefix made, also after it stopped half-way."""
+    if not vhost_prefix:
+        raise ConfigError(
+            Reason.CONFIG_INVALID, "a development exchange is removed by its prefix, and this one has none"
+        )
+    plans = plans_for(
+        list(dev_brokers(load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host).values()), None
+    )
+    with nullcontext(admin) if admin else RabbitAdmin() as used:
+        return remove_dev_objects(
+            vhosts=[plan.vhost for plan in plans], users=needed_users(plans), admin=used
+        )
 
 
 DEV_CRL_VALIDITY_DAYS = 365
@@ -76,19 +113,18 @@ async def provision_dev_exchange(
     now: datetime | None = None,
     **setting_overrides: object,
 ) -> DevExchange:
-    """Keys under `workdir/keys`, state under `workdir/<cc>/`, vhosts `<prefix>tj` and `<prefix>ru`."""
+    """Keys under `workdir/keys`, state under `workdir/<cc>/`, vhosts `<prefix>tj` and `<prefix>ru`.
+
+    Users are named after the vhosts, so a prefix keeps the whole exchange apart from any other on
+    the node; `DevExchange.teardown` (or `remove_dev_exchange` with the prefix) deletes it again.
+    """
     agreement = load_agreement()
     # Nobody re-issues a development CRL: it lasts as long as the certificates, so a gateway does not
     # refuse the dev exchange with `crl.stale` a month after it was set up (or a test dated it back).
     keystore = KeyStore(root=workdir / "keys", crl_validity_days=DEV_CRL_VALIDITY_DAYS)
     create_dev_pki(keystore, agreement, now=now or datetime.now(UTC))
-    brokers = {
-        country: CountryBroker(
-            country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
-        )
-        for country in agreement.countries
-    }
-    plans = tuple(plans_for(list(brokers.values()), None))
+    brokers = dev_brokers(agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host)
+    plans = tuple(plans_for(list(brokers.values()), None, agreement=agreement))
     passwords = {user: secrets.token_urlsafe(18) for user in needed_users(plans)}
     secrets_path = workdir / "rabbitmq-secrets.json"
     secrets_path.touch(mode=0o600, exist_ok=True)

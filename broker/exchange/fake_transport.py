@@ -49,6 +49,7 @@ class FakeTransport:
         headers: Mapping[str, HeaderValue] = NO_HEADERS,
         timeout: float = 10.0,  # noqa: ASYNC109 - the confirm deadline is part of the publish contract
         mandatory: bool = True,
+        correlation_id: str | None = None,
     ) -> None:
         self._ensure_open()
         message = IncomingMessage(
@@ -57,6 +58,7 @@ class FakeTransport:
             routing_key=routing_key,
             exchange=exchange,
             headers=dict(headers),
+            correlation_id=correlation_id,
         )
         if exchange not in self._exchanges:
             raise TransportError(Reason.TRANSPORT_UNROUTABLE, f"no exchange {exchange!r} in {self._name}")

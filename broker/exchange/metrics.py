@@ -50,6 +50,12 @@ class GatewayMetrics:
             ["country"],
             registry=self.registry,
         )
+        self.submissions = Counter(
+            "exchange_submissions_total",
+            "Submissions from ministry systems, by outcome: accepted, repeated, or the refusal's reason code",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.receipts_outstanding = Gauge(
             "exchange_receipts_outstanding",
             "Sent messages still waiting for a receipt",

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, Reason, TransportError
+from broker.exchange.ministries import submitting_authorities
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import (
     OUTBOUND,
@@ -56,7 +58,12 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
     return brokers
 
 
-def plans_for(brokers: Sequence[CountryBroker], local: Sequence[str] | None) -> list[BrokerPlan]:
+def plans_for(
+    brokers: Sequence[CountryBroker], local: Sequence[str] | None, *, agreement: Agreement | None = None
+) -> list[BrokerPlan]:
+    """The plans of the `local` brokers (all without it), with a submitting user per ministry of
+    `agreement` (default: the shipped one)."""
+    agreement = agreement or load_agreement()
     wanted = {country.lower() for country in local} if local else {broker.country for broker in brokers}
     unknown = wanted - {broker.country for broker in brokers}
     if unknown:
@@ -64,7 +71,11 @@ def plans_for(brokers: Sequence[CountryBroker], local: Sequence[str] | None) -> 
             Reason.CONFIG_INVALID, f"--local names countries without a --broker: {sorted(unknown)}"
         )
     return [
-        broker_plan(broker, [peer for peer in brokers if peer is not broker])
+        broker_plan(
+            broker,
+            [peer for peer in brokers if peer is not broker],
+            submitters=submitting_authorities(agreement, broker.country),
+        )
         for broker in brokers
         if broker.country in wanted
     ]
@@ -77,11 +88,17 @@ def needed_users(plans: Sequence[BrokerPlan]) -> list[str]:
 
 
 def read_passwords(path: Path) -> dict[str, str]:
-    """The secrets file's user passwords; none when it does not exist."""
+    """The secrets file's user passwords (a JSON object, user → password); none when it does not exist."""
     if not path.exists():
         return {}
     try:
-        return {str(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            Reason.INPUT_UNREADABLE, f"cannot read the secrets file {path}: {exc.strerror}"
+        ) from None
+    try:
+        return {str(k): str(v) for k, v in json.loads(text).items()}
     except (ValueError, AttributeError) as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"{path} is not a JSON object of user passwords") from exc
 

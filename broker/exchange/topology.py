@@ -5,7 +5,12 @@ broker-wide parts over the management HTTP API and `transport` declares exchange
 
 Each country is its own broker (in development: its own vhost on one node), so every function
 takes a `CountryBroker` carrying that country's AMQP URL. User names follow the vhost name, which
-lets a test run with vhosts `t-<random>-tj` share a node with the demo's `tj` and `ru`.
+lets a test run with vhosts `t-<random>-tj` share a node with the demo's and an operator's exchange.
+
+Users of one country's broker: `<vhost>-gateway` (its gateway), `<peer vhost>-link` (the peer's
+shovel, publish to `inbound` only) and one per ministry authority that submits messages through the
+gateway (`tj-mol` for TJ-MOL, named in `ministries`), which may only publish to the `submit`
+exchange (docs/decisions.md, "Submitting through the running gateway").
 """
 
 from __future__ import annotations
@@ -19,12 +24,20 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import shovel_query
+from broker.exchange.ministries import submitter_user
 
 INBOUND = "inbound"
 QUARANTINE = "quarantine"
 OUTBOUND = "outbound"
 DELIVERY = "delivery"
+# Ministry systems hand messages to their gateway here (exchange and queue of the same name).
+SUBMIT = "submit"
+# The default exchange: the gateway answers a submission on its `reply_to` (direct reply-to) through it.
+DEFAULT_EXCHANGE = "amq.default"
 NO_CITIZENSHIP = "-"
+# Bytes of submissions waiting for a gateway before the broker refuses more (the publisher's confirm
+# is then negative): a few hundred of the largest, many thousands of ordinary ones.
+SUBMIT_MAX_BYTES = 256 * 1024 * 1024
 
 # Poison messages are redelivered this many times before the broker dead-letters them.
 DELIVERY_LIMIT = 5
@@ -174,6 +187,10 @@ class CountryBroker:
         """The user this country's shovel logs in as on the peer's broker."""
         return f"{self.vhost}-link"
 
+    def submitter_user(self, authority_id: str) -> str:
+        """The RabbitMQ user a ministry system of `authority_id` submits as: TJ-MOL → `tj-mol`."""
+        return submitter_user(self.vhost, self.country, authority_id)
+
     def uri_for(self, *, user: str, password: str) -> str:
         parts = urlsplit(self.url)
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
@@ -298,10 +315,22 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         ExchangeDeclaration(QUARANTINE, ExchangeKind.FANOUT),
         ExchangeDeclaration(OUTBOUND, ExchangeKind.DIRECT),
         ExchangeDeclaration(DELIVERY, ExchangeKind.TOPIC),
+        ExchangeDeclaration(SUBMIT, ExchangeKind.DIRECT),
     )
     queues = (
         QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
         QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
+        # Not dead-lettered: a submission the gateway cannot take is answered (refused), and one no
+        # gateway takes expires unsent (the client sets its TTL), so nothing lands in quarantine.
+        # Bounded: a ministry system flooding it while no gateway runs is refused, not stored.
+        QueueDeclaration(
+            SUBMIT,
+            (
+                *_quorum_arguments(dead_letter=False),
+                ("x-max-length-bytes", SUBMIT_MAX_BYTES),
+                ("x-overflow", "reject-publish"),
+            ),
+        ),
         *(
             QueueDeclaration(outbound_queue(peer), _quorum_arguments(dead_letter=False))
             for peer in peer_countries
@@ -310,6 +339,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
     bindings = (
         BindingDeclaration(INBOUND, INBOUND, local_country),
         BindingDeclaration(QUARANTINE, QUARANTINE, ""),
+        BindingDeclaration(SUBMIT, SUBMIT, local_country),
         *(BindingDeclaration(OUTBOUND, outbound_queue(peer), peer) for peer in peer_countries),
     )
     return Declarations(exchanges=exchanges, queues=queues, bindings=bindings)
@@ -367,14 +397,30 @@ def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> P
 
 
 def gateway_permissions(broker: CountryBroker) -> Permissions:
-    # Only this topology's names, and only in the country's own vhost.
-    own_resources = r"^(inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|sub\..+)$"
+    # Only this topology's names, and only in the country's own vhost. Writing to the default
+    # exchange is how an answer reaches a submitter's direct reply-to address.
+    names = r"inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|submit|sub\..+"
     return Permissions(
         user=broker.gateway_user,
         vhost=broker.vhost,
-        configure=own_resources,
-        write=own_resources,
-        read=own_resources,
+        configure=f"^({names})$",
+        write=f"^({names}|{re.escape(DEFAULT_EXCHANGE)})$",
+        read=f"^({names})$",
+    )
+
+
+def submitter_permissions(broker: CountryBroker, authority_id: str) -> Permissions:
+    """A ministry system may publish to `submit` and nothing else.
+
+    Reading its answers needs no permission: direct reply-to is no queue of the vhost. A passive
+    declare of `submit` (to see whether a gateway consumes it) needs none either.
+    """
+    return Permissions(
+        user=broker.submitter_user(authority_id),
+        vhost=broker.vhost,
+        configure="^$",
+        write=f"^{SUBMIT}$",
+        read="^$",
     )
 
 
@@ -389,22 +435,35 @@ def link_permissions(*, source: CountryBroker, destination: CountryBroker) -> Pe
     )
 
 
-def broker_plan(local: CountryBroker, peers: Sequence[CountryBroker]) -> BrokerPlan:
+def broker_plan(
+    local: CountryBroker, peers: Sequence[CountryBroker], *, submitters: Sequence[str] = ()
+) -> BrokerPlan:
+    """`submitters`: the authorities of `local`'s country that submit through its gateway."""
     if any(peer.country == local.country for peer in peers):
         raise ConfigError(Reason.CONFIG_INVALID, f"country {local.country} cannot be its own peer")
     incoming_links = tuple(link_permissions(source=peer, destination=local) for peer in peers)
+    ministries = tuple(submitter_permissions(local, authority) for authority in submitters)
+    # The country's own link user lives on the peer's broker, which may be the same node.
+    taken = {local.gateway_user, local.link_user, *(permission.user for permission in incoming_links)}
+    clashing = [permission.user for permission in ministries if permission.user in taken]
+    if clashing or len({permission.user for permission in ministries}) != len(ministries):
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"submitting authorities of {local.country} map to RabbitMQ users that clash: "
+            f"{', '.join(clashing) or 'two authorities share one user'}",
+        )
     return BrokerPlan(
         broker=local,
-        users=(local.gateway_user, *(permission.user for permission in incoming_links)),
-        permissions=(gateway_permissions(local), *incoming_links),
+        users=(
+            local.gateway_user,
+            *(permission.user for permission in incoming_links),
+            *(permission.user for permission in ministries),
+        ),
+        permissions=(gateway_permissions(local), *incoming_links, *ministries),
         declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
         shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
         policies=(quarantine_policy(local.vhost),),
     )
-
-
-def bilateral_plans(first: CountryBroker, second: CountryBroker) -> tuple[BrokerPlan, BrokerPlan]:
-    return broker_plan(first, [second]), broker_plan(second, [first])
 
 
 def _password(passwords: Mapping[str, str], user: str) -> str:

@@ -1,7 +1,8 @@
-"""RabbitMQ through aio-pika: the only module that imports it.
+"""RabbitMQ through aio-pika: with `amqp_wire`, the only modules that import it.
 
-Every aio-pika/aiormq exception is turned into a `TransportError` here, so nothing from the broker
-library reaches a gateway loop. One transport talks to one vhost (one country's broker).
+Every aio-pika/aiormq exception is turned into a `TransportError` (`amqp_wire.transport_error`), so
+nothing from the broker library reaches a gateway loop. One transport talks to one vhost (one
+country's broker).
 """
 
 from __future__ import annotations
@@ -9,28 +10,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
-import aiormq.exceptions as amqp_errors
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from pamqp.commands import Basic
 
 from broker.core.errors import Reason, TransportError
-from broker.exchange.topology import Declarations, subscriber_declarations, subscriber_queue
-from broker.exchange.transport_api import (
-    BROKER_HEADERS,
-    DEATH_HEADER,
-    DELIVERY_COUNT_HEADER,
-    NO_HEADERS,
-    Disposition,
-    Handler,
-    HeaderValue,
-    IncomingMessage,
+from broker.exchange.amqp_wire import (
+    confirmed_publish,
+    connect_error,
+    incoming_message,
+    transport_error,
+    without_credentials,
 )
+from broker.exchange.topology import Declarations, subscriber_declarations, subscriber_queue
+from broker.exchange.transport_api import NO_HEADERS, Disposition, Handler, HeaderValue, IncomingMessage
 
 _log = structlog.get_logger(__name__)
+
+# RabbitMQ's pseudo-queue for answers to the requests a channel publishes.
+REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class RabbitTransport:
@@ -50,19 +49,19 @@ class RabbitTransport:
     @classmethod
     async def connect(cls, *, url: str, name: str, operation_timeout: float = 10.0) -> RabbitTransport:
         """Connect (reconnecting later on its own) with `name` shown in the broker's connection list."""
-        where = _without_credentials(url)
+        where = without_credentials(url)
         try:
             connection = await aio_pika.connect_robust(
                 url, client_properties={"connection_name": name}, timeout=operation_timeout
             )
         except Exception as exc:
-            raise _connect_error(exc, where) from exc
+            raise connect_error(exc, where) from exc
         transport = cls(connection=connection, name=name, operation_timeout=operation_timeout)
         try:
             await transport._publishing_channel()
         except Exception as exc:
             await connection.close()
-            raise _error(exc, f"opening a channel on {where}") from exc
+            raise transport_error(exc, f"opening a channel on {where}") from exc
         _log.info("transport.connected", connection=name, broker=where)
         return transport
 
@@ -76,35 +75,41 @@ class RabbitTransport:
         headers: Mapping[str, HeaderValue] = NO_HEADERS,
         timeout: float = 10.0,  # noqa: ASYNC109 - the confirm deadline is part of the publish contract
         mandatory: bool = True,
+        correlation_id: str | None = None,
     ) -> None:
-        log = _log.bind(
-            connection=self._name, message_id=message_id, exchange=exchange, routing_key=routing_key
-        )
         message = aio_pika.Message(
             body,
             message_id=message_id,
             headers=dict(headers),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=correlation_id,
         )
-        action = f"publishing {message_id} to {exchange!r} with key {routing_key!r}"
+        await confirmed_publish(
+            self._publishing_channel,
+            message,
+            exchange=exchange,
+            routing_key=routing_key,
+            timeout=timeout,
+            mandatory=mandatory,
+            log=_log.bind(
+                connection=self._name, message_id=message_id, exchange=exchange, routing_key=routing_key
+            ),
+        )
+
+    async def requests(self) -> RabbitRequests:
+        """A channel that publishes requests and receives their answers (RabbitMQ direct reply-to)."""
         try:
-            async with asyncio.timeout(timeout):
-                channel = await self._publishing_channel()
-                target = await channel.get_exchange(exchange, ensure=False)
-                confirmation = await target.publish(message, routing_key=routing_key, mandatory=mandatory)
-        except TimeoutError as exc:
-            log.warning("transport.publish_failed", reason=str(Reason.TRANSPORT_NOT_CONFIRMED))
-            raise TransportError(
-                Reason.TRANSPORT_NOT_CONFIRMED, f"{action}: no broker confirm within {timeout} s"
-            ) from exc
+            async with asyncio.timeout(self._operation_timeout):
+                await self._connection.ready()
+                channel = aio_pika.Channel(self._connection, publisher_confirms=True, on_return_raises=True)
+                await channel.initialize()
+                requests = RabbitRequests(channel=channel, name=self._name)
+                # Consuming first: RabbitMQ refuses a publish naming the reply-to address before it.
+                replies = await channel.get_queue(REPLY_TO, ensure=False)
+                await replies.consume(requests.on_reply, no_ack=True)
         except Exception as exc:
-            error = _error(exc, action, missing=Reason.TRANSPORT_UNROUTABLE)
-            log.warning("transport.publish_failed", reason=str(error.reason))
-            raise error from exc
-        if not isinstance(confirmation, Basic.Ack):
-            log.warning("transport.publish_failed", reason=str(Reason.TRANSPORT_NOT_CONFIRMED))
-            raise TransportError(Reason.TRANSPORT_NOT_CONFIRMED, f"{action}: the broker did not confirm it")
-        log.info("transport.published", size=len(body))
+            raise transport_error(exc, "opening a request channel") from exc
+        return requests
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int = 64) -> RabbitConsumer:
         try:
@@ -119,7 +124,7 @@ class RabbitTransport:
                 )
                 consumer.tag = await amqp_queue.consume(consumer.on_message, no_ack=False)
         except Exception as exc:
-            raise _error(exc, f"consuming from {queue!r}") from exc
+            raise transport_error(exc, f"consuming from {queue!r}") from exc
         _log.info("transport.consuming", connection=self._name, queue=queue, prefetch=prefetch)
         return consumer
 
@@ -133,7 +138,7 @@ class RabbitTransport:
                 await raw.ack()
             else:
                 await raw.nack(requeue=True)
-            return _incoming(raw)
+            return incoming_message(raw)
 
     async def peek(self, queue: str, *, limit: int = 100) -> list[IncomingMessage]:
         """Take up to `limit` messages unacknowledged; closing the channel puts them all back."""
@@ -144,7 +149,7 @@ class RabbitTransport:
                 raw = await amqp_queue.get(no_ack=False, fail=False)
                 if raw is None:
                     break
-                messages.append(_incoming(raw))
+                messages.append(incoming_message(raw))
         return messages
 
     async def move(
@@ -159,7 +164,7 @@ class RabbitTransport:
                     break
                 if raw.message_id != message_id:
                     continue
-                message = _incoming(raw)
+                message = incoming_message(raw)
                 await self.publish(
                     exchange=exchange,
                     routing_key=routing_key,
@@ -212,7 +217,7 @@ class RabbitTransport:
         try:
             await self._connection.close()
         except Exception as exc:
-            raise _error(exc, "closing the connection") from exc
+            raise transport_error(exc, "closing the connection") from exc
         _log.info(connection=self._name, event="transport.closed")
 
     async def _publishing_channel(self) -> AbstractChannel:
@@ -247,7 +252,64 @@ class RabbitTransport:
         except TransportError:
             raise
         except Exception as exc:
-            raise _error(exc, action) from exc
+            raise transport_error(exc, action) from exc
+
+
+class RabbitRequests:
+    """Requests published with `reply_to` set to this channel's direct reply-to address; answers
+    arrive on the same channel and wait in `answers` until read. Closing the channel ends them."""
+
+    def __init__(self, *, channel: AbstractChannel, name: str) -> None:
+        self._channel = channel
+        self._name = name
+        self.answers: asyncio.Queue[IncomingMessage] = asyncio.Queue()
+
+    async def on_reply(self, raw: AbstractIncomingMessage) -> None:
+        self.answers.put_nowait(incoming_message(raw))
+
+    async def publish(
+        self,
+        *,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        correlation_id: str,
+        user_id: str | None,
+        expiration_s: float | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the confirm deadline is part of the publish contract
+    ) -> None:
+        """Publish a request, confirmed and mandatory; `user_id` must be this connection's user.
+
+        `expiration_s`: the broker drops the request if no consumer took it by then.
+        """
+
+        async def channel() -> AbstractChannel:
+            return self._channel
+
+        message = aio_pika.Message(
+            body,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=REPLY_TO,
+            user_id=user_id,
+            expiration=expiration_s,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        log = _log.bind(connection=self._name, message_id=message_id, exchange=exchange)
+        await confirmed_publish(
+            channel,
+            message,
+            exchange=exchange,
+            routing_key=routing_key,
+            timeout=timeout,
+            mandatory=True,
+            log=log,
+        )
+
+    async def close(self) -> None:
+        if not self._channel.is_closed:
+            await self._channel.close()
 
 
 class RabbitConsumer:
@@ -272,7 +334,7 @@ class RabbitConsumer:
         return self._queue
 
     async def on_message(self, raw: AbstractIncomingMessage) -> None:
-        message = _incoming(raw)
+        message = incoming_message(raw)
         log = _log.bind(
             message_id=message.message_id, queue=self._queue, delivery_count=message.delivery_count
         )
@@ -301,78 +363,5 @@ class RabbitConsumer:
                 await self._amqp_queue.cancel(self.tag)
             await self._channel.close()
         except Exception as exc:
-            raise _error(exc, f"cancelling the consumer of {self._queue!r}") from exc
+            raise transport_error(exc, f"cancelling the consumer of {self._queue!r}") from exc
         _log.info("transport.consumer_cancelled", queue=self._queue)
-
-
-def _incoming(raw: AbstractIncomingMessage) -> IncomingMessage:
-    wire_headers = raw.headers or {}
-    headers: dict[str, HeaderValue] = {}
-    for key, value in wire_headers.items():
-        if key in BROKER_HEADERS:
-            continue
-        if isinstance(value, str | int):
-            headers[key] = value
-        elif isinstance(value, bytes):
-            headers[key] = value.decode("utf-8", errors="replace")
-    count = wire_headers.get(DELIVERY_COUNT_HEADER, 0)
-    return IncomingMessage(
-        body=raw.body,
-        message_id=raw.message_id,
-        routing_key=raw.routing_key or "",
-        exchange=raw.exchange or "",
-        headers=headers,
-        redelivered=bool(raw.redelivered),
-        delivery_count=count if isinstance(count, int) else 0,
-        death_reason=_death_reason(wire_headers.get(DEATH_HEADER)),
-    )
-
-
-def _death_reason(deaths: object) -> str | None:
-    """The reason of the most recent dead-lettering, from the broker's `x-death` list."""
-    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
-        return None
-    reason = deaths[0].get("reason")
-    if isinstance(reason, bytes):
-        return reason.decode("ascii", errors="replace")
-    return reason if isinstance(reason, str) else None
-
-
-def _error(exc: BaseException, action: str, *, missing: Reason = Reason.CONFIG_INVALID) -> TransportError:
-    """Map a broker library exception to our reason codes.
-
-    `missing` is what a 404 means here: a publish to an absent exchange cannot be routed, while an
-    absent queue means the topology was not applied.
-    """
-    detail = f"{action}: {exc!r}"
-    # PublishError (a returned message) is a DeliveryError too: test it first.
-    if isinstance(exc, amqp_errors.PublishError):
-        return TransportError(Reason.TRANSPORT_UNROUTABLE, detail)
-    if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
-        return TransportError(missing, detail)
-    if isinstance(exc, amqp_errors.DeliveryError):
-        return TransportError(Reason.TRANSPORT_NOT_CONFIRMED, detail)
-    if isinstance(exc, amqp_errors.ChannelAccessRefused | amqp_errors.ProbableAuthenticationError):
-        return TransportError(Reason.TRANSPORT_FORBIDDEN, detail)
-    if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
-        return TransportError(Reason.CONFIG_INVALID, f"{detail} (declared before with other arguments?)")
-    return TransportError(Reason.TRANSPORT_UNAVAILABLE, detail)
-
-
-def _connect_error(exc: BaseException, where: str) -> TransportError:
-    action = f"connecting to {where}"
-    # RabbitMQ answers a login without access to the vhost by closing the connection during
-    # Connection.Open, which aiormq reports as an unexpected frame.
-    if isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.Close" in str(exc):
-        return TransportError(
-            Reason.TRANSPORT_FORBIDDEN,
-            f"{action}: the broker refused the vhost (no permission, or it does not exist)",
-        )
-    return _error(exc, action)
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -45,6 +45,11 @@ class IncomingMessage:
     delivery_count: int = 0
     # Why the broker dead-lettered it ("rejected", "delivery_limit", ...), for quarantine listings.
     death_reason: str | None = None
+    # The publisher's RabbitMQ user, when it set the property: the broker refuses any other value.
+    user_id: str | None = None
+    # Where and under which id a request wants its answer (direct reply-to).
+    reply_to: str | None = None
+    correlation_id: str | None = None
 
 
 Handler = Callable[[IncomingMessage], Awaitable[Disposition]]
@@ -68,10 +73,13 @@ class Transport(Protocol):
         headers: Mapping[str, HeaderValue] = NO_HEADERS,
         timeout: float = 10.0,  # noqa: ASYNC109 - the confirm deadline is part of the publish contract
         mandatory: bool = True,
+        correlation_id: str | None = None,
     ) -> None:
         """Return once the broker confirmed the persistent message; raise TransportError otherwise.
 
         With `mandatory` (the default) a message no queue takes is an error (transport.unroutable).
+        An answer to a request goes to exchange "" with its `reply_to` as routing key, not mandatory
+        (RabbitMQ 3.10 returns mandatory messages to a direct reply-to address even when delivered).
         """
         ...
 

@@ -171,6 +171,7 @@ class LosingTransport(FakeTransport):
         headers: Mapping[str, HeaderValue] = NO_HEADERS,
         timeout: float = 10.0,  # noqa: ASYNC109 - the transport's signature
         mandatory: bool = True,
+        correlation_id: str | None = None,
     ) -> None:
         if headers.get("x-type") == WITNESS_TYPE:
             raise TransportError(Reason.TRANSPORT_NOT_CONFIRMED, "no publisher confirm (test)")
@@ -182,6 +183,7 @@ class LosingTransport(FakeTransport):
             headers=headers,
             timeout=timeout,
             mandatory=mandatory,
+            correlation_id=correlation_id,
         )
 
 

@@ -24,8 +24,10 @@ import pytest
 from typer.testing import CliRunner
 
 from broker.cli.topology import topology_app
+from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.fake_transport import _topic_matches
+from broker.exchange.ministries import submitting_authorities
 from broker.exchange.provisioning import (
     apply_topology,
     describe,
@@ -38,6 +40,7 @@ from broker.exchange.topology import (
     DELIVERY_LIMIT,
     QUARANTINE_MAX_BYTES,
     QUARANTINE_POLICY,
+    SUBMIT_MAX_BYTES,
     CountryBroker,
     Declarations,
     ExchangeDeclaration,
@@ -79,7 +82,7 @@ QUARANTINE_POLICY_DEFINITION = {"max-length-bytes": QUARANTINE_MAX_BYTES, "overf
 
 
 class TestPlan:
-    def test_vhost_has_the_four_exchanges_and_quorum_queues(self) -> None:
+    def test_vhost_has_the_five_exchanges_and_quorum_queues(self) -> None:
         declarations = vhost_declarations("tj", ["ru"])
 
         assert {e.name: e.kind for e in declarations.exchanges} == {
@@ -87,24 +90,31 @@ class TestPlan:
             "quarantine": ExchangeKind.FANOUT,
             "outbound": ExchangeKind.DIRECT,
             "delivery": ExchangeKind.TOPIC,
+            "submit": ExchangeKind.DIRECT,
         }
         queues = {q.name: q.argument_map() for q in declarations.queues}
         assert queues == {
             "inbound": INBOUND_ARGUMENTS,
             "quarantine": {"x-queue-type": "quorum"},
             "outbound.ru": {"x-queue-type": "quorum"},
+            "submit": {
+                "x-queue-type": "quorum",
+                "x-max-length-bytes": SUBMIT_MAX_BYTES,
+                "x-overflow": "reject-publish",
+            },
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
             ("inbound", "inbound", "tj"),
             ("quarantine", "quarantine", ""),
             ("outbound", "outbound.ru", "ru"),
+            ("submit", "submit", "tj"),
         }
 
     def test_plan_of_one_broker(self) -> None:
-        plan = broker_plan(TJ, [RU])
+        plan = broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MVD"])
 
         assert plan.vhost == "tj"
-        assert plan.users == ("tj-gateway", "ru-link")
+        assert plan.users == ("tj-gateway", "ru-link", "tj-mol", "tj-mvd")
         link = plan.permissions[1]
         assert (link.user, link.vhost, link.configure, link.write, link.read) == (
             "ru-link",
@@ -114,6 +124,32 @@ class TestPlan:
             "^$",
         )
         assert [shovel.name for shovel in plan.shovels] == ["tj-to-ru"]
+
+    def test_each_ministry_may_only_publish_submissions(self) -> None:
+        plan = broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MVD"])
+
+        ministries = {p.user: (p.vhost, p.configure, p.write, p.read) for p in plan.permissions[2:]}
+        assert ministries == {
+            "tj-mol": ("tj", "^$", "^submit$", "^$"),
+            "tj-mvd": ("tj", "^$", "^submit$", "^$"),
+        }
+
+    def test_the_ministries_of_the_agreement_submit_and_the_protocol_roles_do_not(
+        self, agreement: Agreement
+    ) -> None:
+        assert submitting_authorities(agreement, "TJ") == ("TJ-MOL", "TJ-MVD")
+        assert submitting_authorities(agreement, "RU") == ("RU-MVD", "RU-MINTRUD")
+        [plan] = plans_for([TJ, RU], ["ru"])
+        assert plan.users == ("ru-gateway", "tj-link", "ru-mvd", "ru-mintrud")
+
+    def test_a_ministry_user_that_would_clash_with_the_link_users_is_refused(self) -> None:
+        for clashing in ("TJ-GATEWAY", "TJ-LINK"):
+            with pytest.raises(ConfigError) as caught:
+                broker_plan(TJ, [RU], submitters=[clashing])
+            assert "clash" in caught.value.diagnostic
+        with pytest.raises(ConfigError):
+            broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MOL"])
+        assert broker_plan(TJ, [RU], submitters=["TJ-MOL"]).users[-1] == "tj-mol"
 
     def test_quarantine_is_bounded_by_a_policy_of_its_own_vhost(self) -> None:
         [policy] = broker_plan(TJ, [RU]).policies
@@ -148,7 +184,7 @@ class TestPlan:
         assert caught.value.reason is Reason.CONFIG_INVALID
 
     @pytest.mark.parametrize(
-        "name", ["inbound", "quarantine", "outbound", "outbound.ru", "delivery", "sub.TJ-MOL"]
+        "name", ["inbound", "quarantine", "outbound", "outbound.ru", "delivery", "submit", "sub.TJ-MOL"]
     )
     def test_gateway_may_use_its_topology(self, name: str) -> None:
         permissions = gateway_permissions(TJ)
@@ -156,9 +192,16 @@ class TestPlan:
             re.match(regex, name) for regex in (permissions.configure, permissions.write, permissions.read)
         )
 
-    @pytest.mark.parametrize("name", ["evil", "amq.default", "outbound.ru.x", "inbound2", "sub."])
+    @pytest.mark.parametrize("name", ["evil", "amq.default", "outbound.ru.x", "inbound2", "sub.", "submit2"])
     def test_gateway_may_not_use_other_names(self, name: str) -> None:
         assert not re.match(gateway_permissions(TJ).configure, name)
+
+    def test_gateway_may_answer_submitters_through_the_default_exchange_only(self) -> None:
+        # Direct reply-to answers go through amq.default; it may be written to, never configured or read.
+        permissions = gateway_permissions(TJ)
+        assert re.match(permissions.write, "amq.default")
+        assert not re.match(permissions.read, "amq.default")
+        assert not re.match(permissions.write, "amq.topic")
 
     @pytest.mark.parametrize(
         "url",
@@ -228,7 +271,8 @@ class TestPlan:
 
     def test_pure_modules_do_not_import_the_broker_library(self) -> None:
         code = (
-            "import sys, broker.exchange.topology, broker.exchange.transport_api, broker.exchange.fake_transport;"
+            "import sys, broker.exchange.topology, broker.exchange.transport_api, broker.exchange.fake_transport,"
+            " broker.exchange.ministries, broker.exchange.submission;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aio_pika', 'aiormq', 'pamqp')))"
         )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -249,7 +293,7 @@ class TestCli:
             .definition(dict.fromkeys(needed_users([plan]), "x"))["dest-uri"]
             .startswith("amqp://ru-link:x@10.0.0.1:5672/tj")
         )
-        assert needed_users([plan]) == ["ru-gateway", "ru-link", "tj-link"]
+        assert needed_users([plan]) == ["ru-gateway", "ru-link", "ru-mintrud", "ru-mvd", "tj-link"]
 
     @pytest.mark.parametrize(
         "values",
@@ -491,6 +535,34 @@ class TestAppliedTopology:
             await RabbitTransport.connect(
                 url=rabbit_link.url_as(rabbit_link.tj, user=link_user), name="test-link-home"
             )
+
+    async def test_a_ministry_user_can_only_submit(
+        self, rabbit_link: RabbitLink, tj_gateway: RabbitTransport
+    ) -> None:
+        ministry = await RabbitTransport.connect(
+            url=rabbit_link.url_as(rabbit_link.tj, user=rabbit_link.tj.submitter_user("TJ-MOL")),
+            name="test-tj-mol",
+        )
+        try:
+            await ministry.publish(exchange="submit", routing_key="tj", body=b"{}", message_id="submitted")
+            # The default exchange would reach every queue of the vhost by name.
+            for exchange in ("", "inbound", "outbound", "delivery", "quarantine"):
+                with pytest.raises(TransportError) as refused:
+                    await ministry.publish(
+                        exchange=exchange, routing_key="inbound", body=b"no", message_id="no"
+                    )
+                assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN, exchange
+            for attempt in (ministry.get("submit"), ministry.purge("submit"), ministry.get("inbound")):
+                with pytest.raises(TransportError) as refused:
+                    await attempt
+                assert refused.value.reason is Reason.TRANSPORT_FORBIDDEN
+            # Whether a gateway consumes submissions it may see (a passive declare needs no right).
+            assert await ministry.queue_counts("submit") == (1, 0)
+        finally:
+            await ministry.close()
+        taken = await tj_gateway.get("submit")
+        assert taken is not None
+        assert taken.message_id == "submitted"
 
     async def test_poison_sent_across_the_link_ends_in_the_peer_quarantine(
         self, tj_gateway: RabbitTransport, ru_gateway: RabbitTransport

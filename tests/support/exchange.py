@@ -28,11 +28,11 @@ import structlog
 from broker.cli.demo import CONSULATE, ROUTES
 from broker.core.errors import Reason, TransportError
 from broker.core.trust import TrustStore
-from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.devkit import DevExchange, provision_dev_exchange, remove_dev_exchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.subscriber import Subscription
-from broker.exchange.topology import INBOUND, QUARANTINE, CountryBroker, outbound_queue, subscriber_queue
+from broker.exchange.topology import INBOUND, QUARANTINE, SUBMIT, outbound_queue, subscriber_queue
 from broker.exchange.transport import RabbitTransport
 from broker.state.settings import ExchangeSettings
 
@@ -68,18 +68,6 @@ async def wait_until(check: Callable[[], Awaitable[T | None]], *, what: str, tim
         await asyncio.sleep(0.05)
 
 
-def _delete_exchange_objects(admin: RabbitAdmin, vhost_prefix: str) -> None:
-    """The session's vhosts and users, also after a half-finished provisioning."""
-    brokers = [
-        CountryBroker(country=country.lower(), url=f"amqp://{RABBIT_HOST}/{vhost_prefix}{country.lower()}")
-        for country in COUNTRIES
-    ]
-    for broker in brokers:
-        admin.delete_vhost(broker.vhost)
-    for user in [user for broker in brokers for user in (broker.gateway_user, broker.link_user)]:
-        admin.delete_user(user)
-
-
 @pytest.fixture(scope="session")
 def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
     """Dev PKI, topology and shovels of both countries, once per session."""
@@ -101,7 +89,7 @@ def dev_exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchan
             exchange = worker.submit(provision).result()
         yield exchange
     finally:
-        _delete_exchange_objects(admin, vhost_prefix)
+        remove_dev_exchange(vhost_prefix=vhost_prefix, rabbit_host=RABBIT_HOST, admin=admin)
         admin.close()
 
 
@@ -168,7 +156,7 @@ class ExchangeHarness:
 
     async def empty_queues(self) -> None:
         for country in COUNTRIES:
-            for queue in (outbound_queue(peer_of(country).lower()), INBOUND, QUARANTINE):
+            for queue in (outbound_queue(peer_of(country).lower()), INBOUND, QUARANTINE, SUBMIT):
                 await self.broker[country].purge(queue)
             for subscriber in (MINISTRY_SUBSCRIBER[country], *OTHER_SUBSCRIBERS[country]):
                 try:

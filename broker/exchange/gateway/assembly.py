@@ -20,6 +20,7 @@ from broker.exchange.personal_keys import PersonalDataKeys
 from broker.state.key_vault import KeyVault
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
+from broker.state.submissions import SubmissionLedger
 
 
 class GatewayRun:
@@ -110,6 +111,7 @@ async def gateway_from_settings(
             min_interval_seconds=settings.checkpoint_min_interval_s,
         ),
         personal=personal,
+        submissions=SubmissionLedger.open(settings.country_state_dir / "submissions.sqlite"),
     )
     return Gateway(
         context=context,

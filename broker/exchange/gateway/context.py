@@ -28,6 +28,7 @@ from broker.exchange.topology import OUTBOUND
 from broker.exchange.transport_api import Transport
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
+from broker.state.submissions import SubmissionLedger
 
 Clock = Callable[[], datetime]
 
@@ -54,6 +55,8 @@ class GatewayContext:
     checkpointer: Checkpointer | None = None
     # Without it, personal payloads travel in clear (a development setup without key agreement).
     personal: PersonalDataKeys | None = None
+    # Without it, the gateway takes no submissions from ministry systems (only `Gateway.send`).
+    submissions: SubmissionLedger | None = None
     log: Any = field(init=False)  # a structlog logger bound to this gateway and its peer
     peer_country: str = field(init=False)
     gateway_id: str = field(init=False)

@@ -2,7 +2,8 @@
 
 The roles, each in its own module: `Sender` (send, outbox, re-send, receipts coming back),
 `Receiver` (verify, accept, deliver, reject), `Receipts` (answering the peer), `Witnessing`
-(countersigning checkpoints both ways) and `TrustUpdates` (the peer CA's updates).
+(countersigning checkpoints both ways), `TrustUpdates` (the peer CA's updates) and `Submissions`
+(messages the country's ministry systems hand over on the `submit` queue).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from uuid import UUID
 from broker.audit import AuditEntry
 from broker.audit.stores import AuditStore
 from broker.core.catalogue import Payload
+from broker.core.errors import ConfigError, Reason, TransportError
 from broker.core.pki import Signer
 from broker.core.sealing import SealedMessage
 from broker.core.trust import TrustStore
@@ -21,12 +23,13 @@ from broker.exchange.gateway.context import GatewayContext
 from broker.exchange.gateway.receipts import Receipts
 from broker.exchange.gateway.receiving import Receiver
 from broker.exchange.gateway.sending import Sender, SendOptions, SendResult
+from broker.exchange.gateway.submissions import Submissions
 from broker.exchange.gateway.trust_updates import RememberTrust, TrustUpdates
 from broker.exchange.gateway.witnessing import Witnessing
 from broker.exchange.health import PeerLink, Readiness, check_readiness
 from broker.exchange.metrics import GatewayMetrics
 from broker.exchange.personal_keys import PersonalDataKeys
-from broker.exchange.topology import INBOUND
+from broker.exchange.topology import INBOUND, SUBMIT
 from broker.exchange.transport_api import ConsumerHandle
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
@@ -66,7 +69,10 @@ class Gateway:
                 ctx, receipts=receipts, replace_trust=self.replace_trust, remember=remember_trust
             ),
         )
-        self._consumer: ConsumerHandle | None = None
+        self._submissions = (
+            None if ctx.submissions is None else Submissions(ctx, sender=self._sender, ledger=ctx.submissions)
+        )
+        self._consumers: list[ConsumerHandle] = []
 
     @classmethod
     def from_settings(
@@ -101,6 +107,11 @@ class Gateway:
             self._ctx.checkpointer.replace_signer(signer)
 
     @property
+    def submitters(self) -> tuple[str, ...]:
+        """The RabbitMQ users of ministry systems this gateway takes submissions from."""
+        return () if self._submissions is None else tuple(self._submissions.authorities_of)
+
+    @property
     def personal(self) -> PersonalDataKeys | None:
         return self._ctx.personal
 
@@ -116,9 +127,11 @@ class Gateway:
     async def start(self) -> None:
         ctx = self._ctx
         ctx.stopping = False
-        self._consumer = await ctx.transport.consume(
-            INBOUND, self._receiver.on_inbound, prefetch=ctx.settings.prefetch
+        self._consumers.append(
+            await ctx.transport.consume(INBOUND, self._receiver.on_inbound, prefetch=ctx.settings.prefetch)
         )
+        if self._submissions is not None:
+            self._consumers.append(await self._consume_submissions(self._submissions))
         self._sender.start()
         if ctx.checkpointer is not None:
             await ctx.checkpointer.start()
@@ -134,20 +147,36 @@ class Gateway:
         if self._key_watcher is not None:
             await self._key_watcher.stop()
         await self._sender.stop_resending()
-        if self._consumer is not None:
-            await self._consumer.cancel()
-            self._consumer = None
+        while self._consumers:
+            await self._consumers.pop().cancel()
         self._sender.cancel_waiters()
         if ctx.checkpointer is not None:
             await ctx.checkpointer.stop()  # last: its final checkpoint covers everything logged
         ctx.log.info("gateway.stopped")
 
+    async def _consume_submissions(self, submissions: Submissions) -> ConsumerHandle:
+        ctx = self._ctx
+        try:
+            return await ctx.transport.consume(
+                SUBMIT, submissions.on_submission, prefetch=ctx.settings.prefetch
+            )
+        except TransportError as error:
+            if error.reason is not Reason.CONFIG_INVALID:
+                raise
+            raise ConfigError(
+                Reason.CONFIG_INVALID,
+                f"{ctx.country}'s broker has no `{SUBMIT}` queue for ministry systems: apply the topology "
+                f"again (`broker topology apply`), which adds it ({error.diagnostic})",
+            ) from None
+
     async def close(self) -> None:
-        """Stop, then release the broker connection, the audit store and the outbox."""
+        """Stop, then release the broker connection, the audit store, the outbox and the ledger."""
         await self.stop()
         await self._ctx.transport.close()
         await self._ctx.audit.close()
         self._ctx.outbox.close()
+        if self._ctx.submissions is not None:
+            self._ctx.submissions.close()
         if self._ctx.personal is not None:
             self._ctx.personal.vault.close()
 

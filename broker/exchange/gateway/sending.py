@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
 from uuid import UUID
@@ -28,6 +29,10 @@ from broker.state.outbox import OutboxRecord, SendState
 # The peer could not open what reached it, but the fault need not be in the bytes we signed.
 # (`crl.stale`: the receiver lacks a current CRL of ours; once it has one, the re-send passes.)
 RETRYABLE_REJECTIONS = frozenset({str(Reason.PAYLOAD_UNDECRYPTABLE), str(Reason.CRL_STALE)})
+
+
+# Told of each receipt for bytes we sent, and whether it ends the message (not a retryable rejection).
+ReceiptObserver = Callable[[Receipt, bool], Awaitable[None]]
 
 
 class SendOptions(TypedDict, total=False):
@@ -53,6 +58,7 @@ class Sender:
         self._ctx = ctx
         self._witnessing = witnessing
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
+        self._observers: list[ReceiptObserver] = []
         self._resender: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -74,29 +80,8 @@ class Sender:
     async def send(self, payload: Payload, *, to: str, **options: Unpack[SendOptions]) -> SendResult:
         ctx = self._ctx
         sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE)
-        try:
-            ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
-        except PolicyError as refused:
-            raise LocalError(
-                refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
-            ) from None
-        if ctx.agreement.authority(sender).country != ctx.country:
-            raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {ctx.country}")
-        message_id = uuid7()
-        data_key, sealed_key = None, None
-        if ctx.personal is not None and payload.PERSONAL:
-            data_key, sealed_key = ctx.personal.wrap_for_sending(
-                message_id=message_id, sender=sender, recipient=to, trust=ctx.trust, at=ctx.clock()
-            )
-        sealed = seal(
-            payload,
-            sender=sender,
-            recipient=to,
-            signer=ctx.signer_for(sender),
-            created_at=ctx.clock(),
-            message_id=message_id,
-            correlation_id=options.get("correlation_id"),
-            data_key=data_key,
+        sealed, sealed_key = self.seal_outgoing(
+            payload, to=to, sender=sender, correlation_id=options.get("correlation_id")
         )
         waiter: asyncio.Future[Receipt] | None = None
         if options.get("wait_receipt", False):
@@ -113,6 +98,48 @@ class Sender:
             return SendResult(message_id=sealed.envelope.id, sha256=sealed.sha256, receipt=receipt)
         finally:
             self._waiters.pop(sealed.envelope.id, None)
+
+    def seal_outgoing(
+        self,
+        payload: Payload,
+        *,
+        to: str,
+        sender: str,
+        correlation_id: UUID | None = None,
+        message_id: UUID | None = None,
+    ) -> tuple[SealedMessage, str | None]:
+        """Check the agreement lets `sender` (one of ours) send this to `to`, then seal it (with a
+        data key wrapped for the recipient when the payload is personal). Nothing is recorded yet."""
+        ctx = self._ctx
+        try:
+            ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
+        except PolicyError as refused:
+            raise LocalError(
+                refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
+            ) from None
+        if ctx.agreement.authority(sender).country != ctx.country:
+            raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {ctx.country}")
+        message_id = message_id or uuid7()
+        data_key, sealed_key = None, None
+        if ctx.personal is not None and payload.PERSONAL:
+            data_key, sealed_key = ctx.personal.wrap_for_sending(
+                message_id=message_id, sender=sender, recipient=to, trust=ctx.trust, at=ctx.clock()
+            )
+        sealed = seal(
+            payload,
+            sender=sender,
+            recipient=to,
+            signer=ctx.signer_for(sender),
+            created_at=ctx.clock(),
+            message_id=message_id,
+            correlation_id=correlation_id,
+            data_key=data_key,
+        )
+        return sealed, sealed_key
+
+    def watch_receipts(self, observer: ReceiptObserver) -> None:
+        """Call `observer(receipt, final)` for each receipt that answers bytes we sent."""
+        self._observers.append(observer)
 
     async def record_and_publish(self, sealed: SealedMessage, *, sealed_key: str | None = None) -> None:
         ctx = self._ctx
@@ -271,6 +298,8 @@ class Sender:
         waiter = self._waiters.get(receipt.message_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(receipt)
+        for observer in self._observers:
+            await observer(receipt, not retryable)
 
     async def _keep_outstanding(self, record: OutboxRecord, receipt: Receipt) -> None:
         """A rejection that says nothing about our bytes: keep the message, re-send it at its deadline.
@@ -294,17 +323,7 @@ class Sender:
         )
 
     def _default_sender(self, message_type: str) -> str:
-        ctx = self._ctx
-        rule = ctx.agreement.rule(message_type)
-        candidates = [
-            a.id
-            for a in ctx.agreement.authorities
-            if a.country == ctx.country and set(a.roles) & set(rule.senders)
-        ]
-        if len(candidates) != 1:
-            raise LocalError(
-                Reason.POLICY_SENDER_NOT_ALLOWED,
-                f"name the sender of {message_type}: {ctx.country} has {len(candidates)} authorities allowed "
-                f"to send it ({', '.join(candidates) or 'none'})",
-            )
-        return candidates[0]
+        try:
+            return self._ctx.agreement.only_sender(message_type, self._ctx.country)
+        except PolicyError as refused:  # a sender we cannot pick: ours to refuse, not a peer's fault
+            raise LocalError(refused.reason, refused.diagnostic) from None

@@ -1,0 +1,139 @@
+"""Between aio-pika and our types: a confirmed publish, incoming messages, and library errors as reason codes.
+
+Part of the RabbitMQ transport (`transport` is the only other module that imports aio-pika): every
+aio-pika/aiormq exception is turned into a `TransportError` here, so nothing from the broker library
+reaches a gateway loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import aiormq.exceptions as amqp_errors
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pamqp.commands import Basic
+
+from broker.core.errors import Reason, TransportError
+from broker.exchange.transport_api import (
+    BROKER_HEADERS,
+    DEATH_HEADER,
+    DELIVERY_COUNT_HEADER,
+    HeaderValue,
+    IncomingMessage,
+)
+
+
+async def confirmed_publish(
+    channel_of: Callable[[], Awaitable[AbstractChannel]],
+    message: aio_pika.Message,
+    *,
+    exchange: str,
+    routing_key: str,
+    timeout: float,  # noqa: ASYNC109 - the confirm deadline is part of the publish contract
+    mandatory: bool,
+    log: Any,
+) -> None:
+    action = f"publishing {message.message_id} to {exchange!r} with key {routing_key!r}"
+    try:
+        async with asyncio.timeout(timeout):
+            channel = await channel_of()
+            target = await channel.get_exchange(exchange, ensure=False)
+            confirmation = await target.publish(message, routing_key=routing_key, mandatory=mandatory)
+    except TimeoutError as exc:
+        log.warning("transport.publish_failed", reason=str(Reason.TRANSPORT_NOT_CONFIRMED))
+        raise TransportError(
+            Reason.TRANSPORT_NOT_CONFIRMED, f"{action}: no broker confirm within {timeout} s"
+        ) from exc
+    except Exception as exc:
+        error = transport_error(exc, action, missing=Reason.TRANSPORT_UNROUTABLE)
+        log.warning("transport.publish_failed", reason=str(error.reason))
+        raise error from exc
+    if not isinstance(confirmation, Basic.Ack):
+        log.warning("transport.publish_failed", reason=str(Reason.TRANSPORT_NOT_CONFIRMED))
+        raise TransportError(Reason.TRANSPORT_NOT_CONFIRMED, f"{action}: the broker did not confirm it")
+    log.info("transport.published", size=len(message.body))
+
+
+def incoming_message(raw: AbstractIncomingMessage) -> IncomingMessage:
+    wire_headers = raw.headers or {}
+    headers: dict[str, HeaderValue] = {}
+    for key, value in wire_headers.items():
+        if key in BROKER_HEADERS:
+            continue
+        if isinstance(value, str | int):
+            headers[key] = value
+        elif isinstance(value, bytes):
+            headers[key] = value.decode("utf-8", errors="replace")
+    count = wire_headers.get(DELIVERY_COUNT_HEADER, 0)
+    return IncomingMessage(
+        body=raw.body,
+        message_id=raw.message_id,
+        routing_key=raw.routing_key or "",
+        exchange=raw.exchange or "",
+        headers=headers,
+        redelivered=bool(raw.redelivered),
+        delivery_count=count if isinstance(count, int) else 0,
+        death_reason=death_reason(wire_headers.get(DEATH_HEADER)),
+        user_id=raw.user_id,
+        reply_to=raw.reply_to,
+        correlation_id=raw.correlation_id,
+    )
+
+
+def death_reason(deaths: object) -> str | None:
+    """The reason of the most recent dead-lettering, from the broker's `x-death` list."""
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], dict):
+        return None
+    reason = deaths[0].get("reason")
+    if isinstance(reason, bytes):
+        return reason.decode("ascii", errors="replace")
+    return reason if isinstance(reason, str) else None
+
+
+def transport_error(
+    exc: BaseException, action: str, *, missing: Reason = Reason.CONFIG_INVALID
+) -> TransportError:
+    """Map a broker library exception to our reason codes.
+
+    `missing` is what a 404 means here: a publish to an absent exchange cannot be routed, while an
+    absent queue means the topology was not applied.
+    """
+    detail = f"{action}: {exc!r}"
+    # PublishError (a returned message) is a DeliveryError too: test it first.
+    if isinstance(exc, amqp_errors.PublishError):
+        return TransportError(Reason.TRANSPORT_UNROUTABLE, detail)
+    if isinstance(exc, amqp_errors.ChannelNotFoundEntity):
+        return TransportError(missing, detail)
+    if isinstance(exc, amqp_errors.DeliveryError):
+        return TransportError(Reason.TRANSPORT_NOT_CONFIRMED, detail)
+    if isinstance(exc, amqp_errors.ChannelAccessRefused | amqp_errors.ProbableAuthenticationError):
+        return TransportError(Reason.TRANSPORT_FORBIDDEN, detail)
+    if isinstance(exc, amqp_errors.ChannelPreconditionFailed) and "user_id" in str(exc):
+        # RabbitMQ refuses a user_id property that is not the connection's own user.
+        return TransportError(Reason.TRANSPORT_FORBIDDEN, detail)
+    if isinstance(exc, amqp_errors.ChannelPreconditionFailed):
+        return TransportError(Reason.CONFIG_INVALID, f"{detail} (declared before with other arguments?)")
+    return TransportError(Reason.TRANSPORT_UNAVAILABLE, detail)
+
+
+def connect_error(exc: BaseException, where: str) -> TransportError:
+    action = f"connecting to {where}"
+    # RabbitMQ answers a login without access to the vhost by closing the connection during
+    # Connection.Open, which aiormq reports as an unexpected frame.
+    if isinstance(exc, amqp_errors.InvalidFrameError) and "Connection.Close" in str(exc):
+        return TransportError(
+            Reason.TRANSPORT_FORBIDDEN,
+            f"{action}: the broker refused the vhost (no permission, or it does not exist)",
+        )
+    return transport_error(exc, action)
+
+
+def without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,49 @@
+"""Who submits through a country's gateway: the ministries of the agreement, and their RabbitMQ users.
+
+One user per ministry authority, named after the country's vhost like the other users of a link:
+`<vhost>-<authority id without its country prefix, lower case>` (`tj-mol` for TJ-MOL in vhost `tj`,
+`t-1a2b3c-ru-mintrud` in a test vhost). The topology plan creates them; the gateway maps the
+`user_id` RabbitMQ vouches for back to the authority. Pure: names only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+from broker.core.agreement import Agreement
+from broker.core.envelope import AUTHORITY_PATTERN
+from broker.core.errors import ConfigError, Reason
+
+# Roles that never submit through the gateway: the gateway itself, and the CA operator whose trust
+# updates `broker keys` sends.
+PROTOCOL_ROLES = frozenset({"gateway", "ca"})
+_AUTHORITY = re.compile(AUTHORITY_PATTERN)
+
+
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names (`amqp://user:pw@host:5672/tj?...` → `tj`)."""
+    return unquote(urlsplit(url).path.removeprefix("/"))
+
+
+def submitter_user(vhost: str, country: str, authority_id: str) -> str:
+    """The RabbitMQ user a ministry system of `authority_id` submits as: TJ-MOL → `<vhost>-mol`."""
+    if not _AUTHORITY.fullmatch(authority_id):
+        raise ConfigError(Reason.CONFIG_INVALID, f"authority id {authority_id!r} cannot name a user")
+    return f"{vhost}-{authority_id.lower().removeprefix(country.lower() + '-')}"
+
+
+def submitting_authorities(agreement: Agreement, country: str) -> tuple[str, ...]:
+    """Authorities of `country` that may send some type of the agreement (its ministries), in order."""
+    sending_roles = {role for rule in agreement.rules for role in rule.senders} - PROTOCOL_ROLES
+    return tuple(
+        authority.id
+        for authority in agreement.authorities
+        if authority.country == country.upper() and sending_roles & set(authority.roles)
+    )
+
+
+def submitter_users(vhost: str, country: str, authorities: Sequence[str]) -> dict[str, str]:
+    """RabbitMQ user → the authority it submits for (one user per authority)."""
+    return {submitter_user(vhost, country, authority): authority for authority in authorities}
