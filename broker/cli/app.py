@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from broker.cli.adapt import adapt_app
+from broker.cli.api import api_app
 from broker.cli.audit import audit_app
 from broker.cli.country import init
 from broker.cli.demo import demo
@@ -53,6 +54,7 @@ app.add_typer(topology_app, name="topology", help="RabbitMQ vhosts, users, queue
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapt_app, name="adapt")
+app.add_typer(api_app, name="api")
 for command in (gateway, send, subscribe, status, demo):
     app.command()(command)
 

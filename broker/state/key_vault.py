@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from broker.state.readonly import ReadOnlyDatabase
 from broker.state.sqlite_state import SqliteState
 
 _SCHEMA = """
@@ -83,3 +84,16 @@ class KeyVault:
 
     def close(self) -> None:
         self._state.close()
+
+
+class KeyVaultReader:
+    """A received message's wrapped data key, read by another process (the HTTP API) without locking."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = ReadOnlyDatabase(path, name="key vault")
+
+    async def get(self, message_id: UUID) -> str | None:
+        rows = await self._db.query(
+            "SELECT wrapped FROM sealed_keys WHERE message_id = ?", (str(message_id),)
+        )
+        return str(rows[0][0]) if rows else None
