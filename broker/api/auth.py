@@ -56,7 +56,7 @@ async def current_caller(
 
 
 def _failed(context: ApiContext, request: Request, detail: str) -> NoReturn:
-    # Failed logins are limited by address too: guessing tokens is slow as well as hopeless.
+    # Failed logins are limited by address, like a caller: guessing a 256-bit token is hopeless anyway.
     address = client_address(request)
     context.failures.check(f"address:{address}", who=f"client {address}")
     raise ApiProblem(401, Reason.AUTH_UNAUTHENTICATED, detail, headers={"WWW-Authenticate": "Bearer"})

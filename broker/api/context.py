@@ -18,10 +18,6 @@ from broker.state.keystore import KeyStore
 from broker.state.outbox import OutboxReader
 from broker.state.settings import ExchangeSettings
 
-# Failed logins allowed per client address: a few typos, never a search.
-FAILED_LOGINS_PER_S = 1.0
-FAILED_LOGIN_BURST = 10
-
 
 @dataclass
 class ApiContext:
@@ -46,7 +42,8 @@ class ApiContext:
             agreement=agreement,
             tokens=TokenFile(settings.api_tokens_path),
             rate=RateLimiter(rate=settings.api_requests_per_s, burst=settings.api_burst),
-            failures=RateLimiter(rate=FAILED_LOGINS_PER_S, burst=FAILED_LOGIN_BURST),
+            # A client without a valid token is a caller too, known by its address.
+            failures=RateLimiter(rate=settings.api_requests_per_s, burst=settings.api_burst),
             link=GatewayLink(settings, agreement=agreement, on_receipt=waiters.notify),
             records=Records(settings, agreement=agreement, keystore=keystore, outbox=outbox),
             waiters=waiters,

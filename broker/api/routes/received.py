@@ -30,7 +30,12 @@ MAX_PAGE = 100
     responses=problem_responses(401, 403, 422, 429, 503, 504),
 )
 async def list_received(
-    authority: Annotated[str, Path(pattern=AUTHORITY_PATTERN, max_length=64)],
+    authority: Annotated[
+        str,
+        Path(
+            pattern=AUTHORITY_PATTERN, max_length=64, description="The calling authority", examples=["RU-MVD"]
+        ),
+    ],
     caller: CurrentCaller,
     context: Annotated[ApiContext, Depends(api_context)],
     cursor: Annotated[int, Query(ge=0, le=2**62, description="next_cursor of the previous page")] = 0,

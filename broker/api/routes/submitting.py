@@ -30,6 +30,8 @@ from broker.exchange.submission import REQUEST_ID_PATTERN, Accepted, Refused, Su
 router = APIRouter(tags=["submitting"])
 
 MAX_FIELD_PROBLEMS = 20
+# A wrap is about 200 characters: room for dozens, and within the 16 KiB an HTTP server reads of headers.
+MAX_SEALED_KEY_HEADER = 8 * 1024
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -44,7 +46,8 @@ SealedKey = Annotated[
     Header(
         alias="X-Sealed-Key",
         min_length=1,
-        max_length=64 * 1024,
+        max_length=MAX_SEALED_KEY_HEADER,
+        pattern=r"^[A-Za-z0-9_-]+={0,2}$",
         description="For a personal type: the data key wrapped for the recipient (the x-sealed-key header).",
     ),
 ]
