@@ -5,7 +5,7 @@ as another authority."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -34,7 +34,7 @@ def assert_problem(response: httpx.Response, status: int, reason: str) -> dict[s
     return problem
 
 
-def refusals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def refusals(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [event for event in events if event["event"] == "api.refused"]
 
 
