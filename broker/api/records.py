@@ -69,7 +69,11 @@ class Records:
     async def log(self) -> AsyncIterator[LogSource]:
         settings = self._settings
         if settings.audit_backend == "postgres" and settings.audit_dsn:
-            source = await open_source(settings.audit_dsn, schema=f"audit_{settings.country.lower()}")
+            source = await open_source(
+                settings.audit_dsn,
+                schema=f"audit_{settings.country.lower()}",
+                plaintext_hosts=settings.plaintext_hosts,
+            )
         else:
             path = settings.country_state_dir / "audit.sqlite"
             if not path.is_file():

@@ -4,11 +4,13 @@ of a received message, and the catalogue with its JSON Schemas."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
+import asyncpg
 import pytest
 
 from broker.core.catalogue import payload_to_json, sample_payloads
@@ -16,6 +18,7 @@ from broker.exchange.gateway import Gateway
 from broker.state.key_vault import KeyVault
 from tests.api.test_refusals import assert_problem
 from tests.api.test_submitting import death_notice
+from tests.support.audit_logs import PG_DSN
 from tests.support.exchange import ExchangeHarness
 from tests.support.http_api import HttpApi
 
@@ -124,3 +127,52 @@ async def test_the_catalogue_lists_types_and_serves_the_committed_schemas(
     assert (death["personal"], death["article"], death["senders"]) == (True, "15.5", ["RU-MVD"])
     assert schema.json() == json.loads((SCHEMAS / "worker.death-1.schema.json").read_text("utf-8"))
     assert_problem(unknown, 404, "api.not_found")
+
+
+@pytest.mark.postgres
+async def test_status_and_proof_read_a_postgresql_audit_log(
+    exchange: ExchangeHarness, http_api: StartApi
+) -> None:
+    """The compose deployment keeps the audit logs in PostgreSQL: the API reads them read-only there."""
+    dsn = await _fresh_database()
+    try:
+        overrides = {"audit_backend": "postgres", "audit_dsn": dsn, "checkpoint_every_s": 0.5}
+        for country in ("TJ", "RU"):
+            await exchange.new_gateway(country, **overrides)
+        api = await http_api("RU", audit_backend="postgres", audit_dsn=dsn)
+        sent = await api.post("/v1/messages", as_="RU-MVD", json=death_notice())
+        message_id = sent.json()["message_id"]
+
+        status = await api.get(f"/v1/messages/{message_id}", as_="RU-MVD", params={"wait": 30})
+
+        assert status.json()["state"] == "receipted"
+        assert status.json()["trail"][0]["kind"] == "sent"
+
+        async def proof() -> bytes | None:
+            response = await api.get(
+                f"/v1/messages/{message_id}/proof", as_="RU-MVD", params={"kind": "sent"}
+            )
+            return response.content if response.status_code == 200 else None
+
+        assert json.loads(await exchange.wait_until(proof, what="a checkpoint in PostgreSQL"))["index"] >= 0
+    finally:
+        await exchange.close_gateways()
+        await _drop_database(dsn)
+
+
+async def _fresh_database() -> str:
+    name = f"t_api_{secrets.token_hex(4)}"
+    connection = await asyncpg.connect(PG_DSN)
+    try:
+        await connection.execute(f"CREATE DATABASE {name}")
+    finally:
+        await connection.close()
+    return PG_DSN.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def _drop_database(dsn: str) -> None:
+    connection = await asyncpg.connect(PG_DSN)
+    try:
+        await connection.execute(f"DROP DATABASE IF EXISTS {dsn.rsplit('/', 1)[1]} WITH (FORCE)")
+    finally:
+        await connection.close()
