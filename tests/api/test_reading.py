@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -136,7 +137,7 @@ async def test_status_and_proof_read_a_postgresql_audit_log(
     """The compose deployment keeps the audit logs in PostgreSQL: the API reads them read-only there."""
     dsn = await _fresh_database()
     try:
-        overrides = {"audit_backend": "postgres", "audit_dsn": dsn, "checkpoint_every_s": 0.5}
+        overrides: dict[str, Any] = {"audit_backend": "postgres", "audit_dsn": dsn, "checkpoint_every_s": 0.5}
         for country in ("TJ", "RU"):
             await exchange.new_gateway(country, **overrides)
         api = await http_api("RU", audit_backend="postgres", audit_dsn=dsn)
