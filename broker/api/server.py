@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Generator
 
 import uvicorn
@@ -32,11 +33,10 @@ class _Server(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serving(settings: ExchangeSettings, *, port: int | None = None) -> AsyncIterator[int]:
     """Serve the API for `settings` while the block runs; yields the port it listens on."""
+    listening = _bind(settings.api_address, settings.api_port if port is None else port)
     context = ApiContext.from_settings(settings)
     config = uvicorn.Config(
         create_app(context),
-        host=settings.api_address,
-        port=settings.api_port if port is None else port,
         log_config=None,
         access_log=False,
         server_header=False,
@@ -44,23 +44,42 @@ async def serving(settings: ExchangeSettings, *, port: int | None = None) -> Asy
         lifespan="on",
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve(), name="http-api")
+    task = asyncio.create_task(server.serve(sockets=[listening]), name="http-api")
     try:
         async with asyncio.timeout(STARTUP_LIMIT_S):
-            while not server.started:
-                if task.done():
-                    break
+            while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has a flag, no event
                 await asyncio.sleep(0.02)
         if not server.started:
-            with contextlib.suppress(BaseException):
-                await task
-            raise ConfigError(
-                Reason.CONFIG_INVALID,
-                f"the HTTP API could not listen on {settings.api_address}:{config.port} (in use, or not an address here)",
-            )
-        sockets = [sock for srv in server.servers for sock in srv.sockets]
-        yield int(sockets[0].getsockname()[1])
+            await task  # raises what stopped it
+            raise ConfigError(Reason.CONFIG_INVALID, "the HTTP API stopped while starting")
+        yield int(listening.getsockname()[1])
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        listening.close()
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a port in use is one clear error, not a server's exit."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = infos[0]
+        listening = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(
+            Reason.CONFIG_INVALID, f"api_address {address!r} is no address here: {exc}"
+        ) from None
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(where)
+        listening.listen(2048)
+        listening.setblocking(False)
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"the HTTP API cannot listen on {address}:{port} ({exc.strerror}): another process has it, "
+            "or set api_port",
+        ) from None
+    return listening
