@@ -156,3 +156,22 @@ def _payload(message_type: str) -> dict[str, Any]:
     from broker.core.catalogue import payload_to_json, sample_payloads  # noqa: PLC0415
 
     return payload_to_json(sample_payloads()[message_type])
+
+
+async def test_a_request_over_the_timeout_is_504_and_a_long_poll_without_receipt_returns_the_state(
+    exchange: ExchangeHarness, http_api: StartApi
+) -> None:
+    await exchange.new_gateway("RU")  # no TJ gateway: no receipt will come
+    api = await http_api("RU", api_request_timeout_s=1.0)
+    sent = await api.post("/v1/messages", as_="RU-MVD", json=death_notice())
+    assert sent.status_code == 202, sent.text
+    location = sent.headers["Location"]
+
+    with capture_logs() as events:
+        too_long = await api.get(location, as_="RU-MVD", params={"wait": 5})
+    short = await api.get(location, as_="RU-MVD", params={"wait": 0})
+
+    assert_problem(too_long, 504, "api.timeout")
+    assert [e["reason"] for e in refusals(events)] == ["api.timeout"]
+    assert short.status_code == 200
+    assert short.json()["state"] in ("sent", "confirmed")
