@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from broker.core.catalogue import payload_to_json, sample_payloads
 from broker.core.envelope import AUTHORITY_PATTERN, MESSAGE_TYPE_PATTERN
+from broker.state.outbox import SendState
 
 AuthorityField = Field(pattern=AUTHORITY_PATTERN, max_length=64)
 
@@ -53,13 +54,6 @@ class SubmitAccepted(BaseModel):
     sender: str
     to: str
     repeated: bool = Field(description="The Idempotency-Key was seen before: this is the message it made.")
-
-
-class SendState(StrEnum):
-    SENT = "sent"
-    CONFIRMED = "confirmed"
-    RECEIPTED = "receipted"
-    REJECTED = "rejected"
 
 
 class TrailEntry(BaseModel):

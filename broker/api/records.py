@@ -25,7 +25,6 @@ from broker.api.models import (
     ReceiptView,
     ReceivedMessage,
     ReceivedPage,
-    SendState,
     TrailEntry,
 )
 from broker.api.problems import ApiProblem
@@ -108,7 +107,7 @@ class Records:
             type=record.message_type,
             sender=sender,
             to=record.recipient,
-            state=SendState(str(record.state)),
+            state=record.state,
             reason=record.reason,
             attempts=record.attempts,
             sent_at=record.sent_at,

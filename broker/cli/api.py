@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-from broker.cli.common import ConfigOption, CountryOption, exit_with, load_settings, run
+from broker.cli.common import ConfigOption, CountryOption, exit_with, load_settings, run, stop_on_signals
 from broker.cli.output import console, err_console, print_table
 from broker.core.agreement import load_agreement
 from broker.core.errors import LocalError, PolicyError, Reason
@@ -35,10 +33,7 @@ def serve(country: CountryOption, config: ConfigOption = None) -> None:
     runtime.use_fast_event_loop()
 
     async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with serving(settings) as port:
             console.print(
                 f"HTTP API of {settings.country} on http://{settings.api_address}:{port}/v1 "

@@ -11,18 +11,15 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from broker.audit.entry import EntryKind
-from broker.core.catalogue import sample_payloads
-from broker.core.sealing import seal
 from broker.exchange.gateway import Gateway
 from tests.support.exchange import ExchangeHarness
-from tests.support.http_api import HttpApi
+from tests.support.http_api import HttpApi, sealed_by
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -55,14 +52,7 @@ async def test_the_docs_curl_examples_deliver_a_death_notice_to_russia_and_prove
     work = tmp_path / "caller"
     (work / "docs" / "examples").mkdir(parents=True)
     shutil.copy(REPO / "docs" / "examples" / "death-ru-worker-in-dushanbe.json", work / "docs" / "examples")
-    moment = datetime.now(UTC)
-    envelope = seal(
-        sample_payloads()["labour_market.report"],
-        sender="TJ-MOL",
-        recipient="RU-MINTRUD",
-        signer=exchange.dev.keystore.signer("TJ-MOL", at=moment),
-        created_at=moment,
-    )
+    envelope = sealed_by(exchange, "labour_market.report", sender="TJ-MOL", recipient="RU-MINTRUD")
     (work / "envelope.json").write_bytes(envelope.raw)
     script = "set -euo pipefail\n" + "".join(
         f"echo '{MARK} {number}'\n{block}" for number, block in enumerate(doc_blocks())

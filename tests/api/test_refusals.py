@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from broker.exchange.gateway import Gateway
 from tests.api.test_submitting import death_notice
 from tests.support.exchange import ExchangeHarness
-from tests.support.http_api import HttpApi
+from tests.support.http_api import HttpApi, sealed_by
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -117,20 +117,8 @@ async def test_a_caller_acts_only_as_itself_and_each_refusal_is_logged(
 async def test_a_sealed_envelope_signed_by_another_authority_is_forbidden(
     exchange: ExchangeHarness, api_gateways: dict[str, Gateway], http_api: StartApi
 ) -> None:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    from broker.core.catalogue import sample_payloads  # noqa: PLC0415
-    from broker.core.sealing import seal  # noqa: PLC0415
-
     api = await http_api("RU")
-    moment = datetime.now(UTC)
-    sealed = seal(
-        sample_payloads()["labour_market.report"],
-        sender="RU-MINTRUD",
-        recipient="TJ-MOL",
-        signer=exchange.dev.keystore.signer("RU-MINTRUD", at=moment),
-        created_at=moment,
-    )
+    sealed = sealed_by(exchange, "labour_market.report", sender="RU-MINTRUD", recipient="TJ-MOL")
 
     response = await api.post("/v1/envelopes", as_="RU-MVD", content=sealed.raw)
 

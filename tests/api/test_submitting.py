@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -14,11 +13,10 @@ import pytest
 
 from broker.audit.proofs import InclusionProof, check_inclusion, read_proof
 from broker.core.catalogue import payload_to_json, sample_payloads
-from broker.core.sealing import seal
 from broker.exchange.gateway import Gateway
 from tests.cli.test_error_path import BROKER
 from tests.support.exchange import ExchangeHarness
-from tests.support.http_api import HttpApi
+from tests.support.http_api import HttpApi, sealed_by
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -104,14 +102,7 @@ async def test_an_envelope_the_ministry_sealed_is_sent_byte_for_byte(
     exchange: ExchangeHarness, api_gateways: dict[str, Gateway], http_api: StartApi
 ) -> None:
     api = await http_api("RU")
-    moment = datetime.now(UTC)
-    sealed = seal(
-        sample_payloads()["employer.permit"],
-        sender="RU-MVD",
-        recipient="TJ-MOL",
-        signer=exchange.dev.keystore.signer("RU-MVD", at=moment),
-        created_at=moment,
-    )
+    sealed = sealed_by(exchange, "employer.permit", sender="RU-MVD", recipient="TJ-MOL")
 
     response = await api.post("/v1/envelopes", as_="RU-MVD", content=sealed.raw,
                               headers={"Content-Type": "application/json"})  # fmt: skip

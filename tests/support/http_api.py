@@ -20,6 +20,8 @@ import httpx
 import pytest_asyncio
 
 from broker.api.server import serving
+from broker.core.catalogue import sample_payloads
+from broker.core.sealing import SealedMessage, seal
 from broker.exchange.devkit import write_settings_file
 from broker.exchange.gateway import Gateway
 from broker.state.api_tokens import TokenFile
@@ -51,6 +53,18 @@ class HttpApi:
         self, path: str, *, as_: str, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> httpx.Response:
         return await self.client.post(path, headers={**self.auth(as_), **(headers or {})}, **kwargs)
+
+
+def sealed_by(exchange: ExchangeHarness, message_type: str, *, sender: str, recipient: str) -> SealedMessage:
+    """An envelope of the sample payload that `sender` signed itself, now (a ministry sealing its own)."""
+    moment = datetime.now(UTC)
+    return seal(
+        sample_payloads()[message_type],
+        sender=sender,
+        recipient=recipient,
+        signer=exchange.dev.keystore.signer(sender, at=moment),
+        created_at=moment,
+    )
 
 
 def api_settings(

@@ -14,8 +14,9 @@ from fastapi.responses import Response
 
 from broker.api.auth import CurrentCaller
 from broker.api.context import ApiContext, api_context
-from broker.api.models import MessageStatus, ProofKind, ReceiptView, SendState
+from broker.api.models import MessageStatus, ProofKind, ReceiptView
 from broker.api.problems import problem_responses
+from broker.state.outbox import SendState
 
 router = APIRouter(tags=["messages"])
 

@@ -67,12 +67,13 @@ _LINKS = {
         "parameters": {"message_id": "$response.body#/message_id"},
     },
 }
-_ACCEPTED: dict[int | str, dict[str, Any]] = {
+_SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {
         "description": "Sealed, recorded and on its way",
         "headers": {"Location": {"description": "Where to follow the message", "schema": {"type": "string"}}},
         "links": _LINKS,
-    }
+    },
+    **problem_responses(400, 401, 403, 409, 413, 422, 429, 503, 504),
 }
 
 
@@ -91,7 +92,7 @@ async def strict_json(request: Request) -> None:
     operation_id="submit_message",
     status_code=202,
     response_model=SubmitAccepted,
-    responses={**_ACCEPTED, **problem_responses(400, 401, 403, 409, 413, 422, 429, 503, 504)},
+    responses=_SUBMIT_RESPONSES,
     dependencies=[Depends(strict_json)],
 )
 async def submit_message(
@@ -121,7 +122,7 @@ async def submit_message(
     operation_id="submit_envelope",
     status_code=202,
     response_model=SubmitAccepted,
-    responses={**_ACCEPTED, **problem_responses(400, 401, 403, 409, 413, 422, 429, 503, 504)},
+    responses=_SUBMIT_RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -184,16 +185,8 @@ def check_payload(message: SubmitMessage) -> None:
 def accepted(answer: Accepted | Refused) -> JSONResponse:
     if isinstance(answer, Refused):
         raise problem_of(answer.reason, answer.diagnostic, article=answer.article)
-    body = SubmitAccepted(
-        message_id=answer.message_id,
-        sha256=answer.sha256,
-        type=answer.type,
-        sender=answer.sender,
-        to=answer.to,
-        repeated=answer.repeated,
-    )
     return JSONResponse(
-        body.model_dump(mode="json"),
+        answer.model_dump(mode="json", include=set(SubmitAccepted.model_fields)),
         status_code=202,
         headers={"Location": f"/v1/messages/{answer.message_id}"},
     )
