@@ -87,6 +87,7 @@ async def gateway_from_settings(
         directory=material.directory,
         decryptor_for=keys.decryptor_for,
         vault=KeyVault.open(settings.country_state_dir / "key-vault.sqlite"),
+        auditors=agreement.holders_of("auditor", settings.country),
     )
 
     trust, gateway_signer = material.trust, material.gateway_signer

@@ -195,9 +195,11 @@ class Receiver:
             )
         )
         opened = open_verified(verified, data_key_for=received_key, require_sealed=ctx.personal is not None)
-        if opened.data_key is not None and ctx.personal is not None:
-            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
-            await ctx.personal.vault.put(envelope.id, str(key_header), at=ctx.clock())
+        if opened.data_key is not None and ctx.personal is not None and received_key is not None:
+            # The wrapped data key goes to the erasable vault (wrapped for our auditors too); the
+            # audit log keeps only ciphertext.
+            kept = ctx.personal.vault_header(opened, received_key.wraps, trust=ctx.trust, at=ctx.clock())
+            await ctx.personal.vault.put(envelope.id, kept, at=ctx.clock())
         if isinstance(opened.payload, TrustUpdate):
             await self._trust_updates.accept(opened)
         elif isinstance(opened.payload, CheckpointWitness):
