@@ -171,6 +171,13 @@ class Outbox:
             (deadline.isoformat(), str(message_id)),
         )
 
+    async def postpone(self, message_id: UUID, *, deadline: datetime) -> None:
+        """A new deadline without a new copy (an earlier copy still waits to be carried)."""
+        await self._run(
+            "UPDATE outbox SET deadline=? WHERE message_id=? AND state IN (?, ?)",
+            (deadline.isoformat(), str(message_id), SendState.SENT, SendState.CONFIRMED),
+        )
+
     async def get(self, message_id: UUID) -> OutboxRecord | None:
         rows = await self._run(f"SELECT {_COLUMNS} FROM outbox WHERE message_id=?", (str(message_id),))  # noqa: S608
         return _row(rows[0]) if rows else None
