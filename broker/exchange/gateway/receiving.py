@@ -8,7 +8,8 @@ redelivers; the audit markers make every step idempotent, so a redelivery is nei
 nor receipted differently.
 
 Rejected messages are audited, copied to the quarantine queue with their reason and original bytes,
-and answered with a signed negative receipt when their id can be read. Errors of our own (audit store
+and answered with a signed negative receipt: by their id, or by the SHA-256 of their bytes when the
+id cannot be read (not JSON, duplicate keys, too deep, not UTF-8, too large). Errors of our own (audit store
 or broker unavailable, our own key-agreement key missing) are not rejections: the message is held
 unacked and retried, with `inbound.held` and `exchange_inbound_held_total`.
 """
@@ -362,9 +363,9 @@ class Receiver:
         bound.warning(
             "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
         )
-        # A receipt needs the message id; receipts and witness messages are never answered, so two
-        # gateways cannot bounce rejections at each other forever.
-        if seen.message_id is None or seen.message_type in UNANSWERED_TYPES:
+        # Receipts and witness messages are never answered, so two gateways cannot bounce
+        # rejections at each other forever. Bytes whose id cannot be read: answered by their hash.
+        if seen.message_type in UNANSWERED_TYPES:
             return
         await self._receipts.answer_rejection(
             message_id=seen.message_id,

@@ -21,7 +21,14 @@ from uuid import UUID
 from broker.audit import EntryDraft, EntryKind
 from broker.audit.receipt_refs import batch_drafts
 from broker.core.catalogue import Payload
-from broker.core.catalogue.receipt import Receipt, ReceiptBatch, Verdict, receipts_in
+from broker.core.catalogue.receipt import (
+    AnyReceipt,
+    Receipt,
+    ReceiptBatch,
+    UnreadableLine,
+    Verdict,
+    receipts_in,
+)
 from broker.core.errors import LocalError, PolicyError, Reason
 from broker.core.ids import uuid7
 from broker.core.sealing import OpenedMessage, SealedMessage, seal
@@ -277,8 +284,39 @@ class Sender:
         await self._witnessing.witness(payload.checkpoint, peer=envelope.sender, receipt_id=envelope.id)
         # Each answer settles its own outbox record; together they share one group commit.
         await asyncio.gather(
-            *(self._settle(receipt, sender=envelope.sender) for receipt in receipts_in(payload))
+            *(self._settle(receipt, sender=envelope.sender) for receipt in receipts_in(payload)),
+            *(
+                self._settle_unreadable(line, payload, sender=envelope.sender)
+                for line in (payload.unreadable if isinstance(payload, ReceiptBatch) else ())
+            ),
         )
+
+    async def _settle_unreadable(self, line: UnreadableLine, batch: AnyReceipt, *, sender: str) -> None:
+        """The peer could not read the id of bytes it names by their SHA-256: when they are a message
+        of ours, this is its answer. Matching the hash proves our exact bytes arrived, so the refusal
+        is about them (too large, or not what the peer parses) and settles the message as any other."""
+        record = await self._ctx.outbox.find_by_sha256(line.sha256)
+        if record is None:  # nothing we sent: someone else put bytes into our outbound queue
+            self._ctx.log.warning(
+                "receipt.unknown_body",
+                sha256=line.sha256,
+                reason=line.reason,
+                diagnostic=line.diagnostic,
+                audit_index=line.audit_index,
+                sender=sender,
+            )
+            return
+        answer = Receipt.model_construct(
+            message_id=record.message_id,
+            sha256=line.sha256,
+            verdict=Verdict.REJECTED,
+            reason=line.reason,
+            diagnostic=line.diagnostic,
+            received_at=batch.received_at,
+            audit_index=line.audit_index,
+            checkpoint=batch.checkpoint,
+        )
+        await self._settle(answer, sender=sender)
 
     async def _settle(self, receipt: Receipt, *, sender: str) -> None:
         ctx = self._ctx
