@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from broker.audit.bundle import (
 )
 from broker.audit.entry import AuditEntry, format_time
 from broker.audit.reconcile import digest, reconcile
-from broker.audit.sealed_evidence import SealedSearch, sealed_envelope, search_sealed
+from broker.audit.sealed_evidence import Erased, SealedSearch, sealed_envelope, search_sealed
 from broker.audit.stores.archive_files import (
     readable_entries,
 )
@@ -178,12 +179,16 @@ def _report_sealed(sealed: SealedSearch, *, opened: int) -> None:
         console.print(
             f"{opened} of {len(sealed.opened)} sealed messages opened with the auditor's key name the worker"
         )
-    for item in sealed.erased:
+    _report_unopened(sealed.erased, sealed.not_searched)
+
+
+def _report_unopened(erased: Sequence[Erased], not_searched: Mapping[str, int], *, said: str = "") -> None:
+    for item in erased:
         console.print(
-            f"erased: sealed message {item.message_id}, data key destroyed {item.erased_at.isoformat()}"
+            f"erased{said}: sealed message {item.message_id}, data key destroyed {item.erased_at.isoformat()}"
         )
-    for reason, count in sealed.not_searched.items():
-        console.print(f"[yellow]not searched[/yellow]: {count} sealed message(s), {reason}")
+    for reason, count in not_searched.items():
+        console.print(f"[yellow]not searched[/yellow]{said}: {count} sealed message(s), {reason}")
 
 
 @audit_app.command("check-bundle")
@@ -207,12 +212,7 @@ def check_bundle_command(
             console.print(
                 f"opened {item.message_id}: its data key decrypts the signed ciphertext to the payload in {item.name}"
             )
-        for erased in checked.erased:
-            console.print(
-                f"erased (as the bundler states): {erased.message_id} on {erased.erased_at.isoformat()}"
-            )
-        for reason, count in checked.not_searched.items():
-            console.print(f"not searched (as the bundler states): {count} sealed message(s), {reason}")
+        _report_unopened(checked.erased, checked.not_searched, said=" (as the bundler states)")
         console.print(
             f"[green]OK[/green] {len(checked.entries)} entries about document {checked.document_number}, "
             f"{len(checked.opened)} sealed payloads opened, "

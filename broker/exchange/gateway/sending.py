@@ -170,16 +170,16 @@ class Sender:
         resent = 0
         for record in overdue:
             await self._audit_sent_once(record)
+            about = ctx.log.bind(
+                message_id=str(record.message_id), type=record.message_type, peer=record.recipient
+            )
             if self._still_waiting(record.message_id, waiting):
                 # Another copy now would only queue up behind this one; the deadline counts again.
                 interval = ctx.settings.resend_interval(record.message_type, record.attempts)
                 await ctx.outbox.postpone(record.message_id, deadline=now + interval)
                 ctx.metrics.resend_held.labels(record.message_type).inc()
-                ctx.log.info(
+                about.info(
                     "resend.held",
-                    message_id=str(record.message_id),
-                    type=record.message_type,
-                    peer=record.recipient,
                     attempts=record.attempts,
                     queued=waiting,
                     next_check=(now + interval).isoformat(),
@@ -198,11 +198,8 @@ class Sender:
             await ctx.outbox.mark_resent(record.message_id, deadline=now + interval)
             resent += 1
             ctx.metrics.resent.labels(record.message_type).inc()
-            ctx.log.warning(
+            about.warning(
                 "receipt.overdue",
-                message_id=str(record.message_id),
-                type=record.message_type,
-                peer=record.recipient,
                 attempts=record.attempts + 1,
                 sent_at=record.sent_at.isoformat(),
                 next_check=(now + interval).isoformat(),
