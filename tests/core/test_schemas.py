@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from broker.core.catalogue import CATALOGUE, parse_payload, payload_to_json, sample_payloads
 from broker.core.catalogue.jsonschema import sample_files, schema_files
+from broker.core.catalogue.receipt import ReceiptBatch, UnreadableLine
 from broker.core.catalogue.xmlform import hardened_parser, namespace, parse_payload_xml, payload_to_xml
 from broker.core.errors import Reason, ValidationError
 
@@ -246,3 +247,18 @@ def test_malformed_xml_is_wrapped() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_payload_xml("receipt", 1, b"<payload><unclosed></payload>")
     assert caught.value.reason is Reason.MESSAGE_MALFORMED
+
+
+def test_a_receipt_answering_only_unreadable_bodies_validates_and_reads_back_from_xml() -> None:
+    sample = sample_payloads()["receipt.batch"]
+    assert isinstance(sample, ReceiptBatch)
+    batch = ReceiptBatch(
+        received_at=sample.received_at,
+        checkpoint=sample.checkpoint,
+        lines=(),
+        unreadable=(UnreadableLine(sha256="cd" * 32, reason="message.oversized", audit_index=2),),
+    )
+    document = payload_to_xml(batch)
+    schema = load_xsd("receipt.batch")
+    assert schema.validate(etree.fromstring(document, hardened_parser())), schema.error_log
+    assert parse_payload_xml("receipt.batch", 1, document) == batch
