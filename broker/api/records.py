@@ -8,6 +8,7 @@ subscriber's the agreement lets receive its type.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -36,12 +37,12 @@ from broker.audit.stores.source import LogSource, open_source
 from broker.core.agreement import Agreement
 from broker.core.catalogue import payload_to_json
 from broker.core.envelope import Envelope, sha256_hex
-from broker.core.errors import ExchangeError, PolicyError, Reason, VerificationError
+from broker.core.errors import AuditError, ConfigError, ExchangeError, PolicyError, Reason, VerificationError
 from broker.core.personal import committed_data_key, decode_key_header
 from broker.core.sealing import open_message, peek
 from broker.core.trust import TrustStore
 from broker.exchange.personal_keys import ReloadingDecryptor
-from broker.state.key_vault import KeyVaultReader
+from broker.state.key_vault import VAULT_FILE, VaultRows, read_vault
 from broker.state.keystore import KeyStore
 from broker.state.outbox import OutboxReader, OutboxRecord
 from broker.state.settings import ExchangeSettings
@@ -60,7 +61,6 @@ class Records:
         self._agreement = agreement
         self._keystore = keystore
         self._outbox = outbox
-        self._vault = KeyVaultReader(settings.country_state_dir / "key-vault.sqlite")
         self._decryptors: dict[str, ReloadingDecryptor] = {}
         self._trust: tuple[float, TrustStore] | None = None
 
@@ -187,7 +187,7 @@ class Records:
 
     # -- received messages -----------------------------------------------------------------------
     async def received(self, authority: str, *, cursor: int, limit: int) -> ReceivedPage:
-        items: list[ReceivedMessage] = []
+        entries: list[AuditEntry] = []
         position = cursor
         async with self.log() as source:
             async for row in source.rows(cursor):
@@ -197,12 +197,23 @@ class Records:
                     and row.kind is EntryKind.RECEIVED
                     and self._entitled(authority, row)
                 ):
-                    items.append(await self._received_item(row))
-                    if len(items) >= limit:
+                    entries.append(row)
+                    if len(entries) >= limit:
                         break
                 if position - cursor >= MAX_SCANNED_PER_PAGE:
                     break
-        return ReceivedPage(items=items, next_cursor=position)
+        vault = await self._vault_rows([e.message_id for e in entries if e.message_id is not None])
+        return ReceivedPage(items=[self._received_item(e, vault) for e in entries], next_cursor=position)
+
+    async def _vault_rows(self, message_ids: list[UUID]) -> VaultRows:
+        """The wrapped data keys (and erasures) of a page's messages, in one read-only look."""
+        path = self._settings.country_state_dir / VAULT_FILE
+        if not message_ids or not path.is_file():
+            return VaultRows()
+        try:
+            return await asyncio.to_thread(read_vault, path, message_ids)
+        except ConfigError as error:  # the gateway's own vault: unreadable is our side's outage
+            raise AuditError(Reason.AUDIT_UNAVAILABLE, error.diagnostic) from None
 
     def _entitled(self, authority: str, entry: AuditEntry) -> bool:
         try:
@@ -227,10 +238,10 @@ class Records:
                 f"{authority} is neither the recipient of message {entry.message_id} nor entitled to its type",
             ) from None
 
-    async def _received_item(self, entry: AuditEntry) -> ReceivedMessage:
+    def _received_item(self, entry: AuditEntry, vault: VaultRows) -> ReceivedMessage:
         raw = entry.envelope
         seen = peek(raw)
-        header = await self._vault.get(entry.message_id) if entry.message_id else None
+        header = vault.wrapped.get(entry.message_id) if entry.message_id else None
 
         def data_key(envelope: Envelope) -> bytes:
             if header is None:
@@ -257,9 +268,8 @@ class Records:
             envelope = opened.envelope
             version, created_at = envelope.version, envelope.created_at
         except ExchangeError as error:
-            state = (
-                "erased" if header is None and error.reason is Reason.PAYLOAD_UNDECRYPTABLE else "unreadable"
-            )
+            erased = entry.message_id in vault.erased
+            state = "erased" if erased and error.reason is Reason.PAYLOAD_UNDECRYPTABLE else "unreadable"
             reason = str(error.reason)
         return ReceivedMessage(
             message_id=entry.message_id or seen.message_id or UUID(int=0),

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,9 +29,13 @@ from adapters.pipeline import (
 from broker.cli.common import ConfigOption, declared_subscription, load_settings, run, serve_alerts
 from broker.cli.output import console, err_console
 from broker.cli.terminal import visible
+from broker.cli.topology import DEFAULT_SECRETS
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import PolicyError
 from broker.state.settings import ExchangeSettings
+
+if TYPE_CHECKING:
+    from broker.exchange.submitting_sender import SubmittingSender
 
 adapt_app = typer.Typer(
     help="National adapters: import Russian XML or Tajik registry files, watch an inbox, render alerts",
@@ -51,6 +55,17 @@ def _adapter(country: str, settings: ExchangeSettings) -> NationalAdapter:
     return load_adapter(country, state_dir=settings.country_state_dir)
 
 
+def _submitting(settings: ExchangeSettings) -> SubmittingSender:
+    from broker.exchange.submitting_sender import SubmittingSender  # noqa: PLC0415 - aio-pika only to send
+
+    return SubmittingSender(
+        agreement=load_agreement(settings.agreement_file),
+        country=settings.country,
+        amqp_url=settings.amqp_url,
+        secrets_file=settings.secrets_file or DEFAULT_SECRETS,
+    )
+
+
 def _country_app(country: str) -> typer.Typer:
     group = typer.Typer(help=f"{country} national files", no_args_is_help=True)
 
@@ -62,14 +77,14 @@ def _country_app(country: str) -> typer.Typer:
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for each signed receipt")] = True,
         config: ConfigOption = None,
     ) -> None:
-        """Validate a national file and send what it holds (for a registry export: what changed)."""
-        from broker.exchange.gateway import Gateway  # noqa: PLC0415 - aio-pika only for commands that send
+        """Validate a national file and hand what it holds to the running gateway (for a registry
+        export: what changed), as the sending ministry's own RabbitMQ user."""
 
         async def go() -> None:
             settings = load_settings(country, config)
             adapter = _adapter(country, settings)
             adapter.parse(read_file(file), filename=file.name)  # a bad file fails before any connection
-            async with Gateway.from_settings(settings) as gateway:
+            async with _submitting(settings) as gateway:
                 result = await import_file(
                     file, adapter=adapter, gateway=gateway, to=to, sender=sender, wait_receipt=wait
                 )
@@ -104,8 +119,8 @@ def _country_app(country: str) -> typer.Typer:
         ] = None,
         config: ConfigOption = None,
     ) -> None:
-        """Send every file dropped into INBOX; move it to done/ or to failed/ with a reason file."""
-        from broker.exchange.gateway import Gateway  # noqa: PLC0415
+        """Hand every file dropped into INBOX to the running gateway; move it to done/, or to failed/
+        with a reason file."""
 
         async def go() -> None:
             settings = load_settings(country, config, service=True)
@@ -120,7 +135,7 @@ def _country_app(country: str) -> typer.Typer:
                 inbox=inbox, handle=handle, poll_interval_s=interval, done=done, failed=failed, work=work
             )
             drop.check_folders()  # a folder that is a link, or a wrong path, is reported before connecting
-            async with Gateway.from_settings(settings) as gateway:
+            async with _submitting(settings) as gateway:
                 if once:
                     for outcome in await drop.process_once():
                         status = "done" if outcome.error is None else f"[{outcome.error.reason}]"

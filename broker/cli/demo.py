@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shlex
 import shutil
 import socket
 import time
@@ -30,6 +31,7 @@ from broker.cli.common import run
 from broker.cli.logs import configure_logging
 from broker.cli.output import console
 from broker.core.catalogue import sample_payloads
+from broker.core.catalogue.death import WorkerDeath
 from broker.core.errors import ExchangeError, Reason, TransportError
 from broker.core.ids import uuid7
 from broker.exchange.devkit import DevExchange
@@ -39,6 +41,8 @@ from broker.exchange.submission import Accepted, ReceiptNews, Refused, Submissio
 from broker.exchange.submitter import SubmissionClient
 from broker.exchange.subscriber import Alert, Subscription
 from broker.exchange.transport import RabbitTransport
+from broker.state.key_files import KeyLayout
+from broker.state.key_vault import VAULT_FILE
 
 # (message type, sender, recipient) for each direction. Russia has two competent bodies (Art. 3.1):
 # labour law and the labour market are the labour ministry's, permits and licences the interior's.
@@ -63,6 +67,7 @@ ROUTES: dict[str, list[tuple[str, str, str]]] = {
 CONSULATE = "TJ-CONSULATE-MOSCOW"
 CONSULATE_TYPES = ("worker.death", "work_permit.cancellation")
 RECEIPT_WAIT_S = 60.0
+AUDITOR = "TJ-AUDITOR"
 
 
 @dataclass(frozen=True)
@@ -257,7 +262,23 @@ def _summary(outcomes: list[Outcome], alerts: list[Alert], *, console: Console, 
     console.print(
         f"Trail of a message: broker status <message id> --country RU --config {workdir}/ru/gateway.toml"
     )
+    console.print(
+        f"Evidence about the sample worker, sealed notices opened with TJ's auditor key: "
+        f"{shlex.join(bundle_command(workdir))}"
+    )
     return ok
+
+
+def bundle_command(workdir: Path, out: Path = Path("worker.zip")) -> list[str]:
+    """`broker audit bundle` on the demo's Tajik log, opening sealed payloads as TJ-AUDITOR."""
+    worker = sample_payloads()["worker.death"]
+    assert isinstance(worker, WorkerDeath)  # the catalogue's class for this type
+    return [
+        "broker", "audit", "bundle", "--worker", worker.worker.identity_document.number,
+        "--store", str(workdir / "tj" / "audit.sqlite"), "--keys", str(workdir / "keys"),
+        "--vault", str(workdir / "tj" / VAULT_FILE),
+        "--key", str(KeyLayout(workdir / "keys").encryption_dir(AUDITOR)), "--out", str(out),
+    ]  # fmt: skip
 
 
 def demo(

@@ -1,4 +1,4 @@
-"""`broker topology apply|show`: set up and inspect the RabbitMQ side of one bilateral link.
+"""`broker topology apply|show|remove`: set up, inspect and take down the RabbitMQ side of a link.
 
 In development both countries are vhosts of the local node, so one `apply` sets up both. In
 production each operator runs `apply --local <own country>` against their own broker's management
@@ -9,15 +9,15 @@ the peer's broker URL and a secrets file holding the link passwords agreed with 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from broker.cli.common import exit_with
+from broker.cli.common import JsonOption, exit_with
 from broker.cli.logs import configure_logging
+from broker.cli.output import print_json
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
@@ -123,13 +123,14 @@ def show_command(
         bool,
         typer.Option("--status", help="Add shovel states, queue depths and the node's message size limit."),
     ] = False,
+    as_json: JsonOption = False,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
     max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
-    """Print the planned topology as JSON (passwords masked), and optionally its live state."""
-    configure_logging(level=logging.WARNING)  # stdout is the JSON report
+    """Print the planned topology (passwords masked), and optionally its live state; `--json` for scripts."""
+    configure_logging(level=logging.WARNING)  # stdout is the report
     try:
         plans = _plans(broker, local, plaintext_host)
         report = [provisioning.describe(plan) for plan in plans]
@@ -139,7 +140,62 @@ def show_command(
                     entry.update(_live_state(admin, plan, secrets_file, max_message_bytes))
     except ExchangeError as error:
         exit_with(error)
-    typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    if as_json:
+        print_json(report)
+        return
+    for entry in report:
+        _print_summary(entry)
+
+
+def _print_summary(entry: dict[str, Any]) -> None:
+    """One vhost's plan (and live state) in a few lines a person reads."""
+    shovel_state = entry.get("shovel_status", {})
+    counts = entry.get("queue_counts", {})
+    lines = [
+        f"{entry['country'].upper()}: vhost {entry['vhost']}",
+        f"  users: {', '.join(entry['users'])}",
+        "  queues: "
+        + ", ".join(
+            name + (f" ({counts[name]['messages']} waiting)" if name in counts else "")
+            for name in entry["queues"]
+        ),
+        "  shovels: "
+        + ", ".join(
+            name + (f" ({shovel_state.get(name, 'absent')})" if "shovel_status" in entry else "")
+            for name in entry["shovels"]
+        ),
+    ]
+    if "message_size" in entry:
+        lines.append(f"  message size: {entry['message_size'].get('verdict')}")
+    typer.echo("\n".join(lines))
+
+
+@topology_app.command("remove")
+def remove_command(
+    broker: BrokerOption = None,
+    local: LocalOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    admin_credentials: AdminCredentialsOption = None,
+    plaintext_host: PlaintextOption = None,
+) -> None:
+    """Delete the plan's vhosts (their queues, shovels and policies go with them) and users.
+
+    For taking a link out of service or clearing a trial set-up; messages still in its queues are lost
+    with it (the audit logs and outboxes on disk are not touched).
+    """
+    configure_logging(level=logging.WARNING)
+    try:
+        plans = _plans(broker, local, plaintext_host)
+        vhosts = [plan.vhost for plan in plans]
+        if not yes and not typer.confirm(f"Delete vhosts {', '.join(vhosts)} and their users?"):
+            raise typer.Exit(1)
+        with _admin(admin_credentials, plaintext_host) as admin:
+            removed = provisioning.remove_plans(plans, admin=admin)
+    except ExchangeError as error:
+        exit_with(error)
+    for thing in removed:
+        typer.echo(f"removed {thing}")
+    typer.echo(f"topology of {', '.join(vhosts)} removed ({len(removed)} objects)")
 
 
 def _live_state(

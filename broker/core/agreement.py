@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker.core.errors import ConfigError, PolicyError, Reason
 
-Role = Literal["competent_ministry", "interior_ministry", "consulate", "gateway", "ca"]
+Role = Literal["competent_ministry", "interior_ministry", "consulate", "gateway", "ca", "auditor"]
 
 
 class Authority(BaseModel):
@@ -93,6 +93,10 @@ class Agreement(BaseModel):
         if country not in self.countries:
             raise ConfigError(Reason.CONFIG_INVALID, f"{country} is not party to agreement {self.id}")
         return self.countries[1] if self.countries[0] == country else self.countries[0]
+
+    def holders_of(self, role: Role, country: str) -> tuple[str, ...]:
+        """The authorities of `country` that have `role` (e.g. its auditors)."""
+        return tuple(a.id for a in self.authorities if a.country == country and role in a.roles)
 
     def types(self) -> tuple[str, ...]:
         return tuple(r.type for r in self.rules)

@@ -233,6 +233,26 @@ class Decryptor:
         return any(wrap.holder == self.authority_id and wrap.kid in self.keys for wrap in wraps)
 
 
+def unwrap_with_any(
+    wraps: Sequence[WrappedKey], keys: Sequence[X25519PrivateKey], *, message_id: UUID, dek_sha256: str
+) -> bytes | None:
+    """The committed data key from whichever wrap one of `keys` opens, else None (an auditor's keys).
+
+    Holder and `kid` are not trusted to pick the key: the auditor may hold several generations, or
+    a holder's key from before auditors had wraps of their own. Only a key whose SHA-256 is the
+    envelope's signed `dek_sha256` is taken, so a wrap someone added cannot open to another key.
+    """
+    for wrap in wraps:
+        for key in keys:
+            try:
+                data_key = _SUITE.decrypt(wrap.enc, key, info=_wrap_info(message_id, wrap.holder))
+            except InvalidTag:
+                continue
+            if data_key_commitment(data_key) == dek_sha256:
+                return data_key
+    return None
+
+
 def committed_data_key(envelope: Envelope) -> str | None:
     """The `dek_sha256` a sealed payload commits to (signed), or None when there is none to read."""
     sealed = envelope.payload.get(SEALED_MEMBER)

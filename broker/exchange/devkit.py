@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, Reason
-from broker.exchange.provisioning import apply_topology, needed_users, plans_for
+from broker.exchange.provisioning import apply_topology, needed_users, plans_for, remove_plans
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import BrokerPlan, CountryBroker
 from broker.state.keystore import KeyStore
@@ -40,11 +39,7 @@ class DevExchange:
     def teardown(self, admin: RabbitAdmin | None = None) -> list[str]:
         """Delete this exchange's vhosts and users (nothing else on the node); what was deleted."""
         with nullcontext(admin) if admin else RabbitAdmin() as used:
-            return remove_dev_objects(
-                vhosts=[broker.vhost for broker in self.brokers.values()],
-                users=needed_users(self.plans),
-                admin=used,
-            )
+            return remove_plans(self.plans, admin=used)
 
 
 def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) -> dict[str, CountryBroker]:
@@ -55,12 +50,6 @@ def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) ->
         )
         for country in agreement.countries
     }
-
-
-def remove_dev_objects(*, vhosts: Sequence[str], users: Sequence[str], admin: RabbitAdmin) -> list[str]:
-    """Delete the named vhosts (with their queues, policies and shovels) and users that exist."""
-    removed = [f"vhost {vhost}" for vhost in vhosts if admin.delete_vhost(vhost)]
-    return removed + [f"user {user}" for user in users if admin.delete_user(user)]
 
 
 def remove_dev_exchange(
@@ -75,9 +64,7 @@ def remove_dev_exchange(
         list(dev_brokers(load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host).values()), None
     )
     with nullcontext(admin) if admin else RabbitAdmin() as used:
-        return remove_dev_objects(
-            vhosts=[plan.vhost for plan in plans], users=needed_users(plans), admin=used
-        )
+        return remove_plans(plans, admin=used)
 
 
 DEV_CRL_VALIDITY_DAYS = 365

@@ -26,6 +26,12 @@ class GatewayMetrics:
             ["type"],
             registry=self.registry,
         )
+        self.resend_held = Counter(
+            "exchange_resend_held_total",
+            "Re-sends not made because an earlier copy still waited in the outbound queue",
+            ["type"],
+            registry=self.registry,
+        )
         self.retryable_rejections = Counter(
             "exchange_retryable_rejections_total",
             "Negative receipts that leave the message outstanding to be re-sent, by reason code",

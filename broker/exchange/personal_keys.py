@@ -71,15 +71,19 @@ class PersonalDataKeys:
         directory: EncryptionDirectory,
         decryptor_for: Callable[[str], KeyUnwrapper],
         vault: KeyVault,
+        auditors: Sequence[str] = (),
     ) -> None:
         self.directory = directory  # replaced when a trust update brings new certificates
         self._decryptor_for = decryptor_for
         self.vault = vault
+        # Our country's auditors (agreement role `auditor`): every data key this gateway keeps in its
+        # vault is wrapped for them too, so `broker audit bundle --key` can open it.
+        self.auditors = tuple(auditors)
 
     def wrap_for_sending(
         self, *, message_id: UUID, sender: str, recipient: str, trust: TrustStore, at: datetime
     ) -> tuple[bytes, str]:
-        """A fresh data key, and the header wrapping it for the recipient (and the sender's own auditors)."""
+        """A fresh data key, and the header wrapping it for the recipient, the sender and our auditors."""
         data_key = new_data_key()
         wraps = [
             wrap_data_key(
@@ -88,13 +92,38 @@ class PersonalDataKeys:
                 certificate=self.directory.current(recipient, trust=trust, at=at),
             )
         ]
-        try:
-            own = self.directory.current(sender, trust=trust, at=at)
-        except ConfigError:
-            log.warning("personal.sender_has_no_key_agreement_key", message_id=str(message_id), sender=sender)
-        else:
-            wraps.append(wrap_data_key(data_key, message_id=message_id, certificate=own))
+        wraps += self._wraps_for(
+            (sender, *self.auditors), data_key, message_id=message_id, trust=trust, at=at
+        )
         return data_key, encode_key_header(wraps)
+
+    def vault_header(
+        self, opened: OpenedMessage, received: Sequence[WrappedKey], *, trust: TrustStore, at: datetime
+    ) -> str:
+        """What the receiving gateway keeps in its vault: the wraps the message came with (the
+        recipient's opens a redelivered copy again) and wraps of its data key for our auditors."""
+        assert opened.data_key is not None  # only an opened sealed payload has its key kept
+        kept = [wrap for wrap in received if wrap.holder not in self.auditors]
+        kept += self._wraps_for(
+            self.auditors, opened.data_key, message_id=opened.envelope.id, trust=trust, at=at
+        )
+        return encode_key_header(kept)
+
+    def _wraps_for(
+        self, holders: Sequence[str], data_key: bytes, *, message_id: UUID, trust: TrustStore, at: datetime
+    ) -> list[WrappedKey]:
+        """Wraps for holders that may lack a key-agreement key: one missing is warned about, not fatal."""
+        wraps = []
+        for holder in holders:
+            try:
+                certificate = self.directory.current(holder, trust=trust, at=at)
+            except ConfigError:
+                log.warning(
+                    "personal.holder_has_no_key_agreement_key", message_id=str(message_id), holder=holder
+                )
+                continue
+            wraps.append(wrap_data_key(data_key, message_id=message_id, certificate=certificate))
+        return wraps
 
     def data_key_source(self, headers: Mapping[str, HeaderValue]) -> ReceivedKey:
         """For `open_message`: unwrap the header's data key with the envelope recipient's private key."""

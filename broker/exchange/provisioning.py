@@ -254,3 +254,9 @@ def _password(passwords: Mapping[str, str], user: str) -> str:
         return passwords[user]
     except KeyError:
         raise ConfigError(Reason.CONFIG_INVALID, f"no password for RabbitMQ user {user}") from None
+
+
+def remove_plans(plans: Sequence[BrokerPlan], *, admin: RabbitAdmin) -> list[str]:
+    """Delete the plans' vhosts (with their queues, policies and shovels) and users that exist."""
+    removed = [f"vhost {plan.vhost}" for plan in plans if admin.delete_vhost(plan.vhost)]
+    return removed + [f"user {user}" for user in needed_users(plans) if admin.delete_user(user)]

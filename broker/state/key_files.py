@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -176,6 +176,22 @@ def load_agreement_key(path: Path) -> X25519PrivateKey:
     if not isinstance(key, X25519PrivateKey):
         raise ConfigError(Reason.CONFIG_INVALID, f"{path} is not an X25519 key")
     return key
+
+
+def load_agreement_keys(paths: Sequence[Path]) -> list[X25519PrivateKey]:
+    """Key-agreement private keys from PEM files, or every `*.key.pem` in a folder (or its `private/`):
+    an auditor names its key file, or the `encryption` folder of its authority with every generation."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        with io_errors(f"list {path}"):
+            found = sorted(path.glob("*.key.pem")) or sorted((path / "private").glob("*.key.pem"))
+        if not found:
+            raise ConfigError(Reason.CONFIG_INVALID, f"no *.key.pem in {path} or {path / 'private'}")
+        files += found
+    return [load_agreement_key(file) for file in files]
 
 
 def _load_private_key(path: Path) -> object:

@@ -12,13 +12,17 @@ linger in free pages or in the write-ahead log.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from broker.state.readonly import ReadOnlyDatabase
+from broker.core.errors import ConfigError, Reason
 from broker.state.sqlite_state import SqliteState
+
+VAULT_FILE = "key-vault.sqlite"  # in a gateway's country state folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sealed_keys (
@@ -86,14 +90,47 @@ class KeyVault:
         self._state.close()
 
 
-class KeyVaultReader:
-    """A received message's wrapped data key, read by another process (the HTTP API) without locking."""
+@dataclass(frozen=True)
+class VaultRows:
+    """What a vault holds about some messages: each one's wrapped data key, or when it was erased."""
 
-    def __init__(self, path: Path) -> None:
-        self._db = ReadOnlyDatabase(path, name="key vault")
+    wrapped: dict[UUID, str] = field(default_factory=dict)
+    erased: dict[UUID, datetime] = field(default_factory=dict)
 
-    async def get(self, message_id: UUID) -> str | None:
-        rows = await self._db.query(
-            "SELECT wrapped FROM sealed_keys WHERE message_id = ?", (str(message_id),)
-        )
-        return str(rows[0][0]) if rows else None
+
+_LOOKUP_CHUNK = 500  # ids per statement, under SQLite's limit on bound parameters
+
+
+def read_vault(path: Path, message_ids: Iterable[UUID]) -> VaultRows:
+    """An auditor's look into a vault (a gateway's own file, or a copy): read-only, never created.
+
+    Opened with SQLite's `mode=ro`, so a mistyped path is an error rather than a new empty vault
+    that would make every sealed message look unsearchable.
+    """
+    if not path.is_file():
+        raise ConfigError(Reason.CONFIG_INVALID, f"no key vault at {path}")
+    rows = VaultRows()
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ConfigError(Reason.CONFIG_INVALID, f"cannot open key vault {path}: {exc}") from None
+    try:
+        ids = sorted({str(message_id) for message_id in message_ids})
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for message_id, wrapped in db.execute(
+                f"SELECT message_id, wrapped FROM sealed_keys WHERE message_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                rows.wrapped[UUID(str(message_id))] = str(wrapped)
+            for message_id, erased_at in db.execute(
+                f"SELECT message_id, erased_at FROM erasures WHERE message_id IN ({marks})",  # noqa: S608
+                chunk,
+            ):
+                rows.erased[UUID(str(message_id))] = datetime.fromisoformat(str(erased_at))
+    except sqlite3.Error as exc:
+        raise ConfigError(Reason.CONFIG_INVALID, f"cannot read key vault {path}: {exc}") from None
+    finally:
+        db.close()
+    return rows

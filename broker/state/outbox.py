@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     receipt_at TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, deadline);
+CREATE INDEX IF NOT EXISTS outbox_sha256 ON outbox (sha256);
 """
 _COLUMNS = (
     "message_id, message_type, recipient, raw, sha256, state, sent_at, deadline, attempts, reason, receipt_at"
@@ -172,8 +173,23 @@ class Outbox:
             (deadline.isoformat(), str(message_id)),
         )
 
+    async def postpone(self, message_id: UUID, *, deadline: datetime) -> None:
+        """A new deadline without a new copy (an earlier copy still waits to be carried)."""
+        await self._run(
+            "UPDATE outbox SET deadline=? WHERE message_id=? AND state IN (?, ?)",
+            (deadline.isoformat(), str(message_id), SendState.SENT, SendState.CONFIRMED),
+        )
+
     async def get(self, message_id: UUID) -> OutboxRecord | None:
         rows = await self._run(f"SELECT {_COLUMNS} FROM outbox WHERE message_id=?", (str(message_id),))  # noqa: S608
+        return _row(rows[0]) if rows else None
+
+    async def find_by_sha256(self, sha256: str) -> OutboxRecord | None:
+        """The message whose bytes hash to `sha256` (what the peer names when it could not read an id)."""
+        rows = await self._run(
+            f"SELECT {_COLUMNS} FROM outbox WHERE sha256=? ORDER BY sent_at DESC LIMIT 1",  # noqa: S608
+            (sha256,),
+        )
         return _row(rows[0]) if rows else None
 
     async def overdue(self, now: datetime) -> list[OutboxRecord]:

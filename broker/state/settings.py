@@ -96,6 +96,12 @@ class ExchangeSettings(BaseSettings):
     resend_check_interval_s: float = Field(
         default=5.0, gt=0, description="How often the outbox is checked for messages past their deadline."
     )
+    resend_backoff_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Re-sends back off: each waits twice as long as the one before, from the type's "
+        "receipt deadline up to this (a deadline longer than this is kept as it is).",
+    )
     checkpoint_every_entries: int = Field(
         default=1000, ge=1, description="Sign an audit checkpoint after this many entries..."
     )
@@ -228,6 +234,14 @@ class ExchangeSettings(BaseSettings):
     def receipt_deadline(self, message_type: str) -> timedelta:
         seconds = self.receipt_deadlines_s.get(message_type, self.receipt_deadlines_s["*"])
         return timedelta(seconds=seconds)
+
+    def resend_interval(self, message_type: str, copies: int) -> timedelta:
+        """How long to wait for a receipt after the `copies`-th copy went out: the type's deadline,
+        doubled with each copy after the first, up to `resend_backoff_max_s` (or the deadline itself,
+        when that is longer)."""
+        deadline = self.receipt_deadline(message_type)
+        cap = max(deadline, timedelta(seconds=self.resend_backoff_max_s))
+        return min(deadline * (1 << min(max(copies - 1, 0), 32)), cap)
 
     def broker_url(self, user: str | None = None) -> str:
         """amqp_url as a connection uses it: with the password of its user (or of `user`, replacing

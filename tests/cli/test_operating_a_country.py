@@ -41,6 +41,7 @@ def test_init_makes_a_country_and_running_it_again_changes_nothing(tmp_path: Pat
     made = ok("init", "--country", "TJ", cwd=tmp_path)
     assert "made TJ CA" in made
     assert "TJ-CONSULATE-MOSCOW: signing key and key-agreement key" in made
+    assert "TJ-AUDITOR: signing key and key-agreement key" in made  # opens sealed payloads for audits
     settings = (tmp_path / "var" / "tj" / "gateway.toml").read_text(encoding="utf-8")
     assert 'amqp_url = "amqp://tj-gateway@127.0.0.1:5672/tj"' in settings
     assert 'secrets_file = "../rabbitmq-secrets.json"' in settings
@@ -54,7 +55,7 @@ def test_init_makes_a_country_and_running_it_again_changes_nothing(tmp_path: Pat
 def test_bundles_carry_both_kinds_and_each_side_lists_the_others_keys(countries: Path) -> None:
     said = ok("keys", "import", "--country", "TJ", "ru-bundle.pem", cwd=countries)
     assert "RU bundle imported" in said
-    assert "5 signing and 5 key-agreement certificate(s)" in said
+    assert "6 signing and 6 key-agreement certificate(s)" in said  # RU-AUDITOR's among them
     ok("keys", "import", "--country", "RU", "tj-bundle.pem", cwd=countries)
     rows = json.loads(ok("keys", "list", "--country", "TJ", "--json", cwd=countries))
     seen = {(row["country"], row["kind"], row["usage"], row["holder"]) for row in rows}

@@ -524,7 +524,25 @@ def test_a_batched_receipt_lists_each_message_once_under_a_covering_checkpoint()
     assert_schema_invalid("receipt.batch", uncovered, path="(payload)")
     empty = sample_json("receipt.batch")
     empty["lines"] = []
-    assert_schema_invalid("receipt.batch", empty, path="lines")
+    assert_schema_invalid("receipt.batch", empty, path="(payload)")  # answers nothing
     reasonless = sample_json("receipt.batch")
     del reasonless["lines"][1]["reason"]
     assert_schema_invalid("receipt.batch", reasonless, path="lines.1")
+
+
+def test_a_batched_receipt_answers_unreadable_bodies_by_their_sha256_alone() -> None:
+    unreadable = {"sha256": "ab" * 32, "reason": "message.malformed", "audit_index": 3}
+    data = {**sample_json("receipt.batch"), "lines": [], "unreadable": [unreadable]}
+    batch = parse("receipt.batch", data)
+    assert isinstance(batch, ReceiptBatch)
+    assert [(line.sha256, line.reason) for line in batch.unreadable] == [("ab" * 32, "message.malformed")]
+    assert batch.receipts() == []  # no message id to settle by
+    assert payload_to_json(batch)["unreadable"] == [{**unreadable, "diagnostic": None}]
+    # Without unreadable bodies the member is left out: the bytes any other gateway signs and reads.
+    assert "unreadable" not in payload_to_json(parse("receipt.batch", sample_json("receipt.batch")))
+    twice = {**data, "unreadable": [unreadable, unreadable]}
+    assert_schema_invalid("receipt.batch", twice, path="(payload)")
+    uncovered = {**data, "unreadable": [{**unreadable, "audit_index": data["checkpoint"]["tree_size"]}]}
+    assert_schema_invalid("receipt.batch", uncovered, path="(payload)")
+    reasonless = {**data, "unreadable": [{"sha256": "ab" * 32, "audit_index": 3}]}
+    assert_schema_invalid("receipt.batch", reasonless, path="unreadable.0.reason")

@@ -9,8 +9,9 @@ import pytest
 from lxml import etree
 from pydantic import BaseModel
 
-from broker.core.catalogue import CATALOGUE, payload_to_json, sample_payloads
-from broker.core.catalogue.jsonschema import schema_files
+from broker.core.catalogue import CATALOGUE, parse_payload, payload_to_json, sample_payloads
+from broker.core.catalogue.jsonschema import sample_files, schema_files
+from broker.core.catalogue.receipt import ReceiptBatch, UnreadableLine
 from broker.core.catalogue.xmlform import hardened_parser, namespace, parse_payload_xml, payload_to_xml
 from broker.core.errors import Reason, ValidationError
 
@@ -69,6 +70,19 @@ def test_sample_validates_against_its_xsd(message_type: str) -> None:
     tree = sample_tree(message_type)
     assert schema.validate(tree), schema.error_log
     assert tree.getroot().tag == q(message_type, "payload")
+
+
+def test_committed_sample_payload_files_are_the_samples_and_parse_back() -> None:
+    expected = sample_files()
+    committed = {
+        path.name: path.read_text(encoding="utf-8") for path in (JSON_DIR / "samples").glob("*.json")
+    }
+    assert committed == expected, REGENERATE
+    for name, text in committed.items():
+        message_type, _, version = name.removesuffix(".json").rpartition("-")
+        assert (
+            parse_payload(message_type, int(version), text.encode("utf-8")) == sample_payloads()[message_type]
+        )
 
 
 @pytest.mark.parametrize("message_type", TYPES)
@@ -233,3 +247,18 @@ def test_malformed_xml_is_wrapped() -> None:
     with pytest.raises(ValidationError) as caught:
         parse_payload_xml("receipt", 1, b"<payload><unclosed></payload>")
     assert caught.value.reason is Reason.MESSAGE_MALFORMED
+
+
+def test_a_receipt_answering_only_unreadable_bodies_validates_and_reads_back_from_xml() -> None:
+    sample = sample_payloads()["receipt.batch"]
+    assert isinstance(sample, ReceiptBatch)
+    batch = ReceiptBatch(
+        received_at=sample.received_at,
+        checkpoint=sample.checkpoint,
+        lines=(),
+        unreadable=(UnreadableLine(sha256="cd" * 32, reason="message.oversized", audit_index=2),),
+    )
+    document = payload_to_xml(batch)
+    schema = load_xsd("receipt.batch")
+    assert schema.validate(etree.fromstring(document, hardened_parser())), schema.error_log
+    assert parse_payload_xml("receipt.batch", 1, document) == batch

@@ -34,6 +34,7 @@ from broker.audit import EntryKind
 from broker.audit.stores.sqlite import SqliteAuditStore
 from broker.core.agreement import Agreement
 from broker.core.canonical import canonical_bytes
+from broker.core.envelope import sha256_hex
 from broker.core.errors import Reason, RemoteError
 from broker.core.jws import TYP, b64url
 from broker.core.personal import HPKE_SUITE_NAME, decode_key_header
@@ -41,7 +42,7 @@ from broker.core.sealing import MAX_MESSAGE_BYTES, open_message, peek
 from broker.core.trust import TrustStore
 from broker.exchange.fake_transport import FakeTransport
 from broker.exchange.gateway import Gateway, GatewayContext
-from broker.exchange.topology import QUARANTINE, vhost_declarations
+from broker.exchange.topology import QUARANTINE, outbound_queue, vhost_declarations
 from broker.exchange.transport_api import Disposition, Handler, IncomingMessage
 from broker.state.keystore import KeyStore
 from broker.state.outbox import Outbox
@@ -290,6 +291,17 @@ class Harness:
             quarantine_reason=None if quarantined is None else str(quarantined.headers.get("x-reason")),
         )
 
+    async def answered_hashes(self) -> set[str]:
+        """The SHA-256 of every body the receipts published so far answer (each receipt lists a
+        body at most once)."""
+        answered: set[str] = set()
+        while (receipt := await self.transport.get(outbound_queue("ru"))) is not None:
+            payload = json.loads(receipt.body)["payload"]
+            hashes = [line["sha256"] for line in (*payload["lines"], *payload.get("unreadable", ()))]
+            assert len(hashes) == len(set(hashes)), payload
+            answered.update(hashes)
+        return answered
+
     async def close(self) -> None:
         await self.gateway.close()
 
@@ -321,10 +333,36 @@ class TestGatewayInbound:
         assert all(outcome.quarantine_reason == outcome.reason for outcome in got.values())
         assert {outcome.disposition for outcome in got.values()} == {Disposition.ACK}
         assert harness.transport.crashes == 0
+        # Every one answered with a signed negative receipt: by its id, or by its hash when no id
+        # could be read (README: "answered with a signed negative receipt").
+        answered = runner.run(harness.answered_hashes())
+        assert {name for name, (build, _) in HOSTILE.items() if sha256_hex(build()) not in answered} == set()
         accepted = runner.run(harness.feed(VALID))
         assert accepted.reason is None
         assert "received" in accepted.new_kinds
         assert "delivered" in accepted.new_kinds
+
+    def test_the_same_unreadable_bytes_arriving_together_are_each_logged_and_answered(
+        self, runner: asyncio.Runner, harness: Harness
+    ) -> None:
+        junk = b'{"id":"a","id":"b"}'
+
+        async def flood() -> None:
+            for _ in range(20):  # all handled at once (prefetch 64): they share receipt windows
+                await harness.transport.publish(
+                    exchange="inbound", routing_key="tj", body=junk, message_id="j"
+                )
+            async with asyncio.timeout(10):
+                while len(harness.transport.settled) < 20:  # noqa: ASYNC110 - the fake has no event
+                    await asyncio.sleep(0.001)
+
+        async def rejections() -> list[str | None]:
+            return [e.reason async for e in harness.audit.entries() if e.kind == EntryKind.REJECTED]
+
+        runner.run(flood())
+        assert harness.transport.crashes == 0
+        assert runner.run(rejections()) == [str(Reason.MESSAGE_MALFORMED)] * 20
+        assert runner.run(harness.answered_hashes()) == {sha256_hex(junk)}
 
     def test_a_replayed_message_is_not_delivered_twice(
         self, runner: asyncio.Runner, harness: Harness

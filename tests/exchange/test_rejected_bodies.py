@@ -207,7 +207,7 @@ def test_topology_show_probes_the_nodes_exact_limit(rabbit_link: RabbitLink, tmp
     # Half the node's limit: a body of the gateways' limit passes, one of twice it is refused, and
     # the refusal names the node's limit.
     result = subprocess.run(
-        [str(BROKER_CLI), "topology", "show", "--status", "--secrets", str(secrets_file), *brokers,
+        [str(BROKER_CLI), "topology", "show", "--json", "--status", "--secrets", str(secrets_file), *brokers,
          "--max-message-bytes", str(node_limit // 2)],
         capture_output=True,
         text=True,

@@ -94,7 +94,9 @@ class TestShovelUris:
         brokers = ["--broker", "tj=amqp://127.0.0.1:5672/tj", "--broker", "ru=amqp://10.1.2.3:5672/ru"]
 
         refused = CliRunner().invoke(topology_app, ["show", *brokers])
-        allowed = CliRunner().invoke(topology_app, ["show", *brokers, "--plaintext-host", "10.1.2.3"])
+        allowed = CliRunner().invoke(
+            topology_app, ["show", *brokers, "--plaintext-host", "10.1.2.3", "--json"]
+        )
 
         assert refused.exit_code == 1
         assert "config.insecure_tls" in refused.output

@@ -319,7 +319,7 @@ class TestCli:
         assert json.loads(path.read_text()) == again
 
     def test_show_masks_passwords(self) -> None:
-        result = CliRunner().invoke(topology_app, ["show"])
+        result = CliRunner().invoke(topology_app, ["show", "--json"])
 
         assert result.exit_code == 0, result.output
         report = json.loads(result.output)

@@ -10,7 +10,7 @@ inbound exchange. Clocks are fake and start inside the session PKI's validity.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -69,6 +69,7 @@ async def build_side(
     at: datetime,
     transport: FakeTransport | None = None,
     remember_trust: Callable[[str, TrustChange], object] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Side:
     """One country's gateway over an in-memory broker, with a checkpointer, not yet started."""
     peer = agreement.peer_country(country)
@@ -91,7 +92,11 @@ async def build_side(
             audit=store,
             outbox=Outbox.open(state_dir / "outbox.sqlite"),
             settings=ExchangeSettings.load(
-                None, country=country, amqp_url="amqp://127.0.0.1/unused", state_dir=state_dir
+                None,
+                country=country,
+                amqp_url="amqp://127.0.0.1/unused",
+                state_dir=state_dir,
+                **(settings or {}),
             ),
             clock=clock,
             checkpointer=checkpointer,

@@ -30,6 +30,7 @@ from broker.core.errors import Reason, TransportError
 from broker.core.trust import TrustStore
 from broker.exchange.devkit import DevExchange, provision_dev_exchange, remove_dev_exchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.gateway.context import Clock, utc_now
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.subscriber import Subscription
 from broker.exchange.topology import INBOUND, QUARANTINE, SUBMIT, outbound_queue, subscriber_queue
@@ -115,9 +116,11 @@ class ExchangeHarness:
         base = self.dev.settings[country].model_dump()
         return ExchangeSettings.load(None, **{**base, "state_dir": self.state_dir, **overrides})
 
-    async def new_gateway(self, country: str, *, start: bool = True, **overrides: Any) -> Gateway:
+    async def new_gateway(
+        self, country: str, *, start: bool = True, clock: Clock = utc_now, **overrides: Any
+    ) -> Gateway:
         """A gateway of `country` with this test's state dir; closed when the test ends."""
-        gateway = await gateway_from_settings(self.settings(country, **overrides))
+        gateway = await gateway_from_settings(self.settings(country, **overrides), clock=clock)
         self._gateways.append(gateway)
         if start:
             await gateway.start()

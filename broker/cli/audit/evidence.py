@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from rich.markup import escape
 
 from broker.audit.bundle import (
@@ -15,9 +17,11 @@ from broker.audit.bundle import (
     build_bundle,
     check_bundle,
     names_worker,
+    opened_names_worker,
 )
-from broker.audit.entry import format_time
+from broker.audit.entry import AuditEntry, format_time
 from broker.audit.reconcile import digest, reconcile
+from broker.audit.sealed_evidence import Erased, SealedSearch, sealed_envelope, search_sealed
 from broker.audit.stores.archive_files import (
     readable_entries,
 )
@@ -40,7 +44,9 @@ from broker.cli.audit.common import (
     write_bytes,
 )
 from broker.cli.output import console
-from broker.core.errors import AuditError, Reason
+from broker.core.errors import AuditError, ConfigError, Reason
+from broker.state.key_files import load_agreement_keys
+from broker.state.key_vault import VAULT_FILE, VaultRows, read_vault
 
 # -- reconcile and bundles ---------------------------------------------------------------------------
 
@@ -78,6 +84,23 @@ def reconcile_command(
     run_audit(work)
 
 
+KeyOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--key",
+        help="The auditor's key-agreement private key (PEM), or its authority's `encryption` folder "
+        "(every generation); repeatable. Opens sealed payloads, with --vault.",
+    ),
+]
+VaultOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--vault",
+        help=f"The gateway's key vault (<state>/<cc>/{VAULT_FILE}) or a copy: the wrapped data keys.",
+    ),
+]
+
+
 @audit_app.command()
 def bundle(
     worker: Annotated[str, typer.Option("--worker", help="The worker's identity document number.")],
@@ -88,31 +111,83 @@ def bundle(
     keys: KeysOption = None,
     trust_bundle: BundleOption = None,
     archive: ArchiveOption = None,
+    key: KeyOption = None,
+    vault: VaultOption = None,
 ) -> None:
-    """Every message, receipt and inclusion proof about one worker, in one archive."""
+    """Every message, receipt and inclusion proof about one worker, in one archive; sealed payloads
+    opened with the auditor's key (--key, --vault) and shown beside their ciphertext."""
 
     async def work() -> None:
+        if key and vault is None:
+            raise ConfigError(
+                Reason.CONFIG_INVALID, "--key needs --vault: the wrapped data keys are in the key vault"
+            )
+        auditor_keys = load_agreement_keys(key or [])
         trust = load_trust(keys, trust_bundle)
         async with opened_source(log_locator(store, dsn, schema), schema) as source:
             rows = [row async for row in readable_entries(source, archive=archive_dir(archive, trust))]
+            messages = [row for row in rows if row.kind in MESSAGE_KINDS and row.message_id is not None]
             about = {
-                row.message_id
-                for row in rows
-                if row.kind in MESSAGE_KINDS
-                and row.message_id is not None
-                and names_worker(row.envelope, worker)
+                row.message_id for row in messages if row.message_id and names_worker(row.envelope, worker)
             }
+            sealed = _search_sealed(messages, vault=vault, keys=auditor_keys)
+            opened = [item for item in sealed.opened if opened_names_worker(item, worker)]
+            about |= {item.message_id for item in opened}
             chosen = about_messages(rows, about)
             if not chosen:
-                raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no message in the log names document {worker}")
+                raise AuditError(
+                    Reason.AUDIT_OUT_OF_RANGE,
+                    f"no message in the log names document {worker}{_unsearched(sealed)}",
+                )
             covering = await covering_checkpoint(source, max(row.index for row in chosen))
             proofs = [await prove_entry(source, row, covering) for row in chosen]
-        data = build_bundle(document_number=worker, proofs=proofs)
+        data = build_bundle(document_number=worker, proofs=proofs, opened=opened, sealed=sealed)
         check_bundle(data, trust=trust)  # never hand out an archive that does not check
         write_bytes(out, data)
         console.print(f"{len(proofs)} entries about {len(about)} messages -> {out}")
+        _report_sealed(sealed, opened=len(opened))
 
     run_audit(work)
+
+
+def _search_sealed(
+    messages: list[AuditEntry], *, vault: Path | None, keys: list[X25519PrivateKey]
+) -> SealedSearch:
+    """Open the log's sealed messages with the auditor's keys and the vault's wraps (without a vault:
+    none opened, each counted as not searched)."""
+    envelopes = {}
+    for row in messages:
+        envelope = sealed_envelope(row.envelope) if row.message_id not in envelopes else None
+        if envelope is not None and envelope.id == row.message_id:
+            envelopes[envelope.id] = envelope
+    held = read_vault(vault, envelopes) if vault is not None else VaultRows()
+    return search_sealed(envelopes, wrapped=held.wrapped, erased=held.erased, keys=keys)
+
+
+def _unsearched(sealed: SealedSearch) -> str:
+    if not sealed.unsearched and not sealed.erased:
+        return ""
+    return (
+        f"; {sealed.unsearched} sealed message(s) not searched, {len(sealed.erased)} erased "
+        "(open sealed payloads with --key and --vault)"
+    )
+
+
+def _report_sealed(sealed: SealedSearch, *, opened: int) -> None:
+    if sealed.opened:
+        console.print(
+            f"{opened} of {len(sealed.opened)} sealed messages opened with the auditor's key name the worker"
+        )
+    _report_unopened(sealed.erased, sealed.not_searched)
+
+
+def _report_unopened(erased: Sequence[Erased], not_searched: Mapping[str, int], *, said: str = "") -> None:
+    for item in erased:
+        console.print(
+            f"erased{said}: sealed message {item.message_id}, data key destroyed {item.erased_at.isoformat()}"
+        )
+    for reason, count in not_searched.items():
+        console.print(f"[yellow]not searched[/yellow]{said}: {count} sealed message(s), {reason}")
 
 
 @audit_app.command("check-bundle")
@@ -121,7 +196,7 @@ def check_bundle_command(
     keys: KeysOption = None,
     trust_bundle: BundleOption = None,
 ) -> None:
-    """Check a worker's archive offline: every proof, signature and the archive's own bytes."""
+    """Check a worker's archive offline: every proof, signature and opened payload, and the archive's bytes."""
 
     async def work() -> None:
         data = read_bytes(file, limit=MAX_BUNDLE_BYTES)  # a larger file is refused, not read into memory
@@ -132,8 +207,14 @@ def check_bundle_command(
                 f"entry {entry.index}: {draft.kind} {draft.message_type or ''} {draft.message_id} "
                 f"at {format_time(draft.time)}"
             )
+        for item in checked.opened:
+            console.print(
+                f"opened {item.message_id}: its data key decrypts the signed ciphertext to the payload in {item.name}"
+            )
+        _report_unopened(checked.erased, checked.not_searched, said=" (as the bundler states)")
         console.print(
             f"[green]OK[/green] {len(checked.entries)} entries about document {checked.document_number}, "
+            f"{len(checked.opened)} sealed payloads opened, "
             f"in {checked.checkpoint.body.origin}'s log of {checked.checkpoint.body.tree_size} entries"
         )
 

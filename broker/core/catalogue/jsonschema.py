@@ -38,3 +38,16 @@ def schema_files() -> dict[str, str]:
         + "\n"
         for (message_type, version), cls in sorted(CATALOGUE.items())
     }
+
+
+def sample_files() -> dict[str, str]:
+    """File name to file text: the sample payload of every type, as a payload file `broker send` takes."""
+    from broker.core.catalogue import payload_to_json, sample_payloads  # noqa: PLC0415 - samples import us
+
+    return {
+        f"{payload.MESSAGE_TYPE}-{payload.VERSION}.json": json.dumps(
+            payload_to_json(payload), indent=2, ensure_ascii=False
+        )
+        + "\n"
+        for payload in sample_payloads().values()
+    }

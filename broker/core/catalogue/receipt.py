@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from broker.core.catalogue.base import Model, Payload, inconsistent
 from broker.core.catalogue.fields import Count, Sha256Hex, UtcDatetime
@@ -77,12 +77,26 @@ class ReceiptLine(Model):
         return self
 
 
+class UnreadableLine(Model):
+    """A refusal of bytes whose message id could not be read (not JSON, duplicate keys, too deep,
+    not UTF-8, over the size limit): named by the SHA-256 of the whole body, the only key both sides
+    have. The sender finds its message by that hash in its outbox (docs/decisions.md)."""
+
+    sha256: Sha256Hex  # of the exact bytes received, before any parsing
+    reason: str = Field(pattern=r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$", max_length=100)
+    diagnostic: Diagnostic | None = None
+    audit_index: Count  # the REJECTED entry, covered by the receipt's checkpoint
+
+
 class ReceiptBatch(Payload):
     """One signed receipt for every message answered in one checkpoint window (docs/decisions.md).
 
     Each line names a message, the SHA-256 of the bytes that arrived, its verdict and its audit index;
     the checkpoint covers every listed index. A message's proof of receipt is this receipt plus the
     inclusion proof of its line's audit index under the checkpoint. A window of one is a batch of one.
+    `unreadable` answers bodies whose id could not be read, by their SHA-256; a gateway sends them in a
+    batch of their own, and leaves the member out when there are none, so every other receipt is
+    byte for byte what a gateway without it signs and reads.
     """
 
     MESSAGE_TYPE: ClassVar[str] = "receipt.batch"
@@ -90,18 +104,29 @@ class ReceiptBatch(Payload):
 
     received_at: UtcDatetime
     checkpoint: Checkpoint | None = None
-    lines: tuple[ReceiptLine, ...] = Field(min_length=1, max_length=MAX_RECEIPT_LINES)
+    lines: tuple[ReceiptLine, ...] = Field(max_length=MAX_RECEIPT_LINES)
+    unreadable: tuple[UnreadableLine, ...] = Field(default=(), max_length=MAX_RECEIPT_LINES)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if not self.lines and not self.unreadable:
+            raise inconsistent("a receipt answers at least one message or body")
         answered = {(line.message_id, line.sha256) for line in self.lines}
         if len(answered) != len(self.lines):
             raise inconsistent("a message (id and sha256) is listed twice")
-        if self.checkpoint is not None and any(
-            line.audit_index >= self.checkpoint.tree_size for line in self.lines
-        ):
+        if len({line.sha256 for line in self.unreadable}) != len(self.unreadable):
+            raise inconsistent("an unreadable body (sha256) is listed twice")
+        indexes = [line.audit_index for line in self.lines] + [line.audit_index for line in self.unreadable]
+        if self.checkpoint is not None and any(index >= self.checkpoint.tree_size for index in indexes):
             raise inconsistent("the checkpoint does not cover every audit_index")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_unreadable(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not data.get("unreadable"):
+            data.pop("unreadable", None)
+        return data
 
     def receipts(self) -> list[Receipt]:
         """Each line as the single receipt it stands for (under this receipt's checkpoint and time).

@@ -12,7 +12,7 @@ from broker.audit.stores import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
 from broker.core.agreement import load_agreement
 from broker.core.errors import ConfigError, Reason
-from broker.exchange.gateway.context import GatewayContext, utc_now
+from broker.exchange.gateway.context import Clock, GatewayContext, utc_now
 from broker.exchange.gateway.gateway import Gateway
 from broker.exchange.gateway.keys import GatewayKeys, KeyWatcher, key_store_fingerprint
 from broker.exchange.metrics import GatewayMetrics
@@ -63,9 +63,12 @@ async def open_audit_store(settings: ExchangeSettings) -> AuditStore:
 
 
 async def gateway_from_settings(
-    settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
+    settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None, clock: Clock = utc_now
 ) -> Gateway:
-    """Assemble a gateway from settings: agreement, keys, trust, broker connection, audit, outbox."""
+    """Assemble a gateway from settings: agreement, keys, trust, broker connection, audit, outbox.
+
+    `clock` is the gateway's time for messages, receipts and deadlines (a simulation shortens it).
+    """
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
@@ -88,6 +91,7 @@ async def gateway_from_settings(
         directory=material.directory,
         decryptor_for=keys.decryptor_for,
         vault=KeyVault.open(settings.country_state_dir / "key-vault.sqlite"),
+        auditors=agreement.holders_of("auditor", settings.country),
     )
 
     trust, gateway_signer = material.trust, material.gateway_signer
@@ -102,6 +106,7 @@ async def gateway_from_settings(
         outbox=outbox,
         settings=settings,
         metrics=metrics or GatewayMetrics(),
+        clock=clock,
         checkpointer=Checkpointer(
             store=audit,
             signer=gateway_signer,

@@ -66,6 +66,9 @@ class GatewayContext:
     # Held while trust material is changed (a trust update written and applied, a key store reload),
     # so one never swaps in what it read while the other is half done.
     key_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Messages this process put into outbound.<peer> (confirmed): with the queue's depth, it tells
+    # whether a copy published earlier can still be waiting there (`Sender`, re-sends).
+    published_to_peer: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.peer_country = self.agreement.peer_country(self.country)
@@ -86,6 +89,7 @@ class GatewayContext:
             headers={"x-type": message_type, **sealed_key_headers(sealed_key)},
             timeout=self.settings.confirm_timeout_s,
         )
+        self.published_to_peer += 1
 
     def draft(
         self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None

@@ -20,7 +20,7 @@ from uuid import UUID
 from broker.audit import AuditEntry, EntryDraft, EntryKind
 from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.receipt_refs import batch_drafts, is_ref, parse_ref
-from broker.core.catalogue.receipt import Checkpoint, ReceiptBatch, ReceiptLine, Verdict
+from broker.core.catalogue.receipt import Checkpoint, ReceiptBatch, ReceiptLine, UnreadableLine, Verdict
 from broker.core.envelope import sha256_hex
 from broker.core.errors import AuditError, Reason
 from broker.core.sealing import OpenedMessage, VerifiedEnvelope, peek, seal
@@ -32,7 +32,7 @@ MAX_LINES_PER_RECEIPT = 512
 
 @dataclass
 class _Pending:
-    line: ReceiptLine
+    line: ReceiptLine | UnreadableLine
     along: Sequence[EntryDraft]  # made durable in the receipt's commit (a DELIVERED entry)
     done: asyncio.Future[None] = field(repr=False)
 
@@ -78,9 +78,20 @@ class Receipts:
         await self._ctx.publish_to_peer(receipt_raw, message_id=opened.envelope.id, message_type=receipt_type)
 
     async def answer_rejection(
-        self, *, message_id: UUID, sha256: str, audit_index: int, reason: str, diagnostic: str
+        self, *, message_id: UUID | None, sha256: str, audit_index: int, reason: str, diagnostic: str
     ) -> None:
-        """The signed negative line for a message we rejected (entry `audit_index`)."""
+        """The signed negative line for bytes we rejected (entry `audit_index`): by their message id,
+        or, when no id could be read, by their SHA-256 alone (`UnreadableLine`).
+
+        Unreadable bytes came over the link from the peer, the only party that can put bytes into
+        our inbound queue, so that answer goes to the peer gateway like every receipt, in a batch of
+        its own (`_issue`). Receipts are never answered, so it cannot bounce back and forth.
+        """
+        if message_id is None:
+            await self._answer(
+                UnreadableLine(sha256=sha256, reason=reason, diagnostic=diagnostic, audit_index=audit_index)
+            )
+            return
         line = ReceiptLine(
             message_id=message_id,
             sha256=sha256,
@@ -102,7 +113,7 @@ class Receipts:
         return self._receipt_checkpoint[1]
 
     # -- the window ----------------------------------------------------------------------------
-    async def _answer(self, line: ReceiptLine, *, along: Sequence[EntryDraft] = ()) -> None:
+    async def _answer(self, line: ReceiptLine | UnreadableLine, *, along: Sequence[EntryDraft] = ()) -> None:
         """Queue a line for the next receipt; return once that receipt is logged and published."""
         pending = _Pending(line=line, along=along, done=asyncio.get_running_loop().create_future())
         self._pending.append(pending)
@@ -135,9 +146,35 @@ class Receipts:
                     pending.done.set_result(None)
 
     async def _issue(self, covered: Sequence[_Pending], checkpoint: Checkpoint | None) -> None:
+        """Sign, log and publish the window's receipt. Answers to unreadable bodies go in a receipt
+        of their own: a peer that does not know them yet refuses that one and loses no other answer.
+        The same bytes refused twice in one window are answered once (a receipt lists each once)."""
+        lines: dict[tuple[UUID, str], ReceiptLine] = {}
+        unreadable: dict[str, UnreadableLine] = {}
+        for pending in covered:
+            line = pending.line
+            if isinstance(line, ReceiptLine):
+                lines.setdefault((line.message_id, line.sha256), line)
+            else:
+                unreadable.setdefault(line.sha256, line)
+        along = [draft for p in covered for draft in p.along]
+        if lines:
+            await self._issue_one(tuple(lines.values()), (), checkpoint, along=along)
+            along = []
+        if unreadable:
+            await self._issue_one((), tuple(unreadable.values()), checkpoint, along=along)
+
+    async def _issue_one(
+        self,
+        lines: tuple[ReceiptLine, ...],
+        unreadable: tuple[UnreadableLine, ...],
+        checkpoint: Checkpoint | None,
+        *,
+        along: Sequence[EntryDraft],
+    ) -> None:
         ctx = self._ctx
         now = ctx.clock()
-        batch = ReceiptBatch(received_at=now, checkpoint=checkpoint, lines=tuple(p.line for p in covered))
+        batch = ReceiptBatch(received_at=now, checkpoint=checkpoint, lines=lines, unreadable=unreadable)
         sealed = seal(
             batch,
             sender=ctx.gateway_id,
@@ -145,7 +182,7 @@ class Receipts:
             signer=ctx.gateway_signer,
             created_at=now,
         )
-        drafts = [draft for p in covered for draft in p.along]
+        drafts = [*along]
         drafts += batch_drafts(
             kind=EntryKind.RECEIPT_SENT,
             time=now,

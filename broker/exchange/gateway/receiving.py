@@ -8,7 +8,8 @@ redelivers; the audit markers make every step idempotent, so a redelivery is nei
 nor receipted differently.
 
 Rejected messages are audited, copied to the quarantine queue with their reason and original bytes,
-and answered with a signed negative receipt when their id can be read. Errors of our own (audit store
+and answered with a signed negative receipt: by their id, or by the SHA-256 of their bytes when the
+id cannot be read (not JSON, duplicate keys, too deep, not UTF-8, too large). Errors of our own (audit store
 or broker unavailable, our own key-agreement key missing) are not rejections: the message is held
 unacked and retried, with `inbound.held` and `exchange_inbound_held_total`.
 """
@@ -195,9 +196,11 @@ class Receiver:
             )
         )
         opened = open_verified(verified, data_key_for=received_key, require_sealed=ctx.personal is not None)
-        if opened.data_key is not None and ctx.personal is not None:
-            # The wrapped data key goes to the erasable vault; the audit log keeps only ciphertext.
-            await ctx.personal.vault.put(envelope.id, str(key_header), at=ctx.clock())
+        if opened.data_key is not None and ctx.personal is not None and received_key is not None:
+            # The wrapped data key goes to the erasable vault (wrapped for our auditors too); the
+            # audit log keeps only ciphertext.
+            kept = ctx.personal.vault_header(opened, received_key.wraps, trust=ctx.trust, at=ctx.clock())
+            await ctx.personal.vault.put(envelope.id, kept, at=ctx.clock())
         if isinstance(opened.payload, TrustUpdate):
             await self._trust_updates.accept(opened)
         elif isinstance(opened.payload, CheckpointWitness):
@@ -360,9 +363,9 @@ class Receiver:
         bound.warning(
             "message.rejected", reason=str(error.reason), diagnostic=error.diagnostic, audit_index=entry.index
         )
-        # A receipt needs the message id; receipts and witness messages are never answered, so two
-        # gateways cannot bounce rejections at each other forever.
-        if seen.message_id is None or seen.message_type in UNANSWERED_TYPES:
+        # Receipts and witness messages are never answered, so two gateways cannot bounce
+        # rejections at each other forever. Bytes whose id cannot be read: answered by their hash.
+        if seen.message_type in UNANSWERED_TYPES:
             return
         await self._receipts.answer_rejection(
             message_id=seen.message_id,

@@ -3,6 +3,11 @@
 Order of durable steps for a message we send: key-vault entry (personal data) → outbox row (the
 durable intent the resend loop acts on) → audit SENT → publish with confirm → outbox `confirmed`.
 A receipt coming back is audited, its checkpoint witnessed, then the outbox row is settled.
+
+Re-sending neither piles up copies nor hammers a silent peer (docs/reliability.md, "Re-sends during
+a link outage"): a message is not published again while an earlier copy of it is still waiting in
+`outbound.<peer>` (the link is down, so another copy would only be carried later beside it), and
+each re-send waits twice as long as the one before (`ExchangeSettings.resend_interval`).
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ from uuid import UUID
 from broker.audit import EntryDraft, EntryKind
 from broker.audit.receipt_refs import batch_drafts
 from broker.core.catalogue import Payload
-from broker.core.catalogue.receipt import Receipt, ReceiptBatch, Verdict, receipts_in
+from broker.core.catalogue.receipt import (
+    AnyReceipt,
+    Receipt,
+    ReceiptBatch,
+    UnreadableLine,
+    Verdict,
+    receipts_in,
+)
 from broker.core.errors import LocalError, PolicyError, Reason
 from broker.core.ids import uuid7
 from broker.core.sealing import OpenedMessage, SealedMessage, seal
 from broker.exchange.gateway.context import GatewayContext, sent_draft
 from broker.exchange.gateway.witnessing import Witnessing
+from broker.exchange.topology import outbound_queue
 from broker.state.outbox import OutboxRecord, SendState
 
 # Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
@@ -60,6 +73,10 @@ class Sender:
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._observers: list[ReceiptObserver] = []
         self._resender: asyncio.Task[None] | None = None
+        # Per outstanding message: `ctx.published_to_peer` just after its latest copy was queued, or
+        # None when its publish failed (no copy of ours waits). Unknown (sent before this process
+        # started): taken as 0, i.e. queued before anything this process published.
+        self._queued_at: dict[UUID, int | None] = {}
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -159,9 +176,11 @@ class Sender:
             deadline=now + ctx.settings.receipt_deadline(envelope.type),
         )
         await ctx.audit.append([sent_draft(now, envelope.id, envelope.type, envelope.recipient, sealed.raw)])
+        self._queued_at[envelope.id] = None  # until the broker confirmed it
         await ctx.publish_to_peer(
             sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
         )
+        self._queued_at[envelope.id] = ctx.published_to_peer
         await ctx.outbox.mark_confirmed(envelope.id)
         ctx.metrics.sent.labels(envelope.type).inc()
         ctx.metrics.confirmed.labels(envelope.type).inc()
@@ -169,32 +188,68 @@ class Sender:
 
     # -- re-sending ----------------------------------------------------------------------------
     async def resend_overdue(self) -> int:
+        """Re-publish each message past its deadline whose earlier copy is no longer waiting on this
+        side; push the deadline of the others out. Returns how many copies were published."""
         ctx = self._ctx
         now = ctx.clock()
         overdue = await ctx.outbox.overdue(now)
+        waiting = await self._copies_waiting() if overdue else 0
+        resent = 0
         for record in overdue:
             await self._audit_sent_once(record)
+            about = ctx.log.bind(
+                message_id=str(record.message_id), type=record.message_type, peer=record.recipient
+            )
+            if self._still_waiting(record.message_id, waiting):
+                # Another copy now would only queue up behind this one; the deadline counts again.
+                interval = ctx.settings.resend_interval(record.message_type, record.attempts)
+                await ctx.outbox.postpone(record.message_id, deadline=now + interval)
+                ctx.metrics.resend_held.labels(record.message_type).inc()
+                about.info(
+                    "resend.held",
+                    attempts=record.attempts,
+                    queued=waiting,
+                    next_check=(now + interval).isoformat(),
+                )
+                continue
             sealed_key = await ctx.personal.vault.get(record.message_id) if ctx.personal is not None else None
+            self._queued_at[record.message_id] = None
             await ctx.publish_to_peer(
                 record.raw,
                 message_id=record.message_id,
                 message_type=record.message_type,
                 sealed_key=sealed_key,
             )
-            await ctx.outbox.mark_resent(
-                record.message_id, deadline=now + ctx.settings.receipt_deadline(record.message_type)
-            )
+            self._queued_at[record.message_id] = ctx.published_to_peer
+            interval = ctx.settings.resend_interval(record.message_type, record.attempts + 1)
+            await ctx.outbox.mark_resent(record.message_id, deadline=now + interval)
+            resent += 1
             ctx.metrics.resent.labels(record.message_type).inc()
-            ctx.log.warning(
+            about.warning(
                 "receipt.overdue",
-                message_id=str(record.message_id),
-                type=record.message_type,
-                peer=record.recipient,
                 attempts=record.attempts + 1,
                 sent_at=record.sent_at.isoformat(),
+                next_check=(now + interval).isoformat(),
             )
         ctx.metrics.receipts_outstanding.set(await ctx.outbox.outstanding_count())
-        return len(overdue)
+        return resent
+
+    async def _copies_waiting(self) -> int:
+        """Messages ready in `outbound.<peer>`: the link has not carried them yet. (A copy the shovel
+        holds unacknowledged, in flight, counts as carried; on a dead link the shovel gives it back.)"""
+        ready, _ = await self._ctx.transport.queue_counts(outbound_queue(self._ctx.peer_country.lower()))
+        return ready
+
+    def _still_waiting(self, message_id: UUID, waiting: int) -> bool:
+        """Whether the latest copy of the message is among the `waiting` messages still queued.
+
+        The queue is first in, first out, and this gateway is its only publisher: a copy is still
+        there when fewer than `waiting` messages were queued after it.
+        """
+        queued_at = self._queued_at.get(message_id, 0)
+        if queued_at is None:  # its last publish failed: nothing of ours waits
+            return False
+        return self._ctx.published_to_peer - queued_at < waiting
 
     async def _audit_sent_once(self, record: OutboxRecord) -> None:
         """Add the `sent` entry a crash between the outbox row and the audit append left out."""
@@ -253,8 +308,39 @@ class Sender:
         await self._witnessing.witness(payload.checkpoint, peer=envelope.sender, receipt_id=envelope.id)
         # Each answer settles its own outbox record; together they share one group commit.
         await asyncio.gather(
-            *(self._settle(receipt, sender=envelope.sender) for receipt in receipts_in(payload))
+            *(self._settle(receipt, sender=envelope.sender) for receipt in receipts_in(payload)),
+            *(
+                self._settle_unreadable(line, payload, sender=envelope.sender)
+                for line in (payload.unreadable if isinstance(payload, ReceiptBatch) else ())
+            ),
         )
+
+    async def _settle_unreadable(self, line: UnreadableLine, batch: AnyReceipt, *, sender: str) -> None:
+        """The peer could not read the id of bytes it names by their SHA-256: when they are a message
+        of ours, this is its answer. Matching the hash proves our exact bytes arrived, so the refusal
+        is about them (too large, or not what the peer parses) and settles the message as any other."""
+        record = await self._ctx.outbox.find_by_sha256(line.sha256)
+        if record is None:  # nothing we sent: someone else put bytes into our outbound queue
+            self._ctx.log.warning(
+                "receipt.unknown_body",
+                sha256=line.sha256,
+                reason=line.reason,
+                diagnostic=line.diagnostic,
+                audit_index=line.audit_index,
+                sender=sender,
+            )
+            return
+        answer = Receipt.model_construct(
+            message_id=record.message_id,
+            sha256=line.sha256,
+            verdict=Verdict.REJECTED,
+            reason=line.reason,
+            diagnostic=line.diagnostic,
+            received_at=batch.received_at,
+            audit_index=line.audit_index,
+            checkpoint=batch.checkpoint,
+        )
+        await self._settle(answer, sender=sender)
 
     async def _settle(self, receipt: Receipt, *, sender: str) -> None:
         ctx = self._ctx
@@ -271,6 +357,7 @@ class Sender:
                 at=receipt.received_at,
             )
         if sent_at is not None:
+            self._queued_at.pop(receipt.message_id, None)
             ctx.metrics.receipt_latency.observe(max(0.0, (ctx.clock() - sent_at).total_seconds()))
         else:  # nothing settled: say why (rare, so the record is read only now)
             record = await ctx.outbox.get(receipt.message_id)
