@@ -1,4 +1,4 @@
-"""`broker`: one command for setting up a country, keys, topology, gateways, sending, subscribing, status, quarantine, demo.
+"""`broker`: one command for setting up a country, keys, topology, gateways, sending, subscribing, status, quarantine, the HTTP API, demo.
 
 Every failure of every command leaves through `main`: one line `error [reason.code] what is wrong` on
 standard error and a non-zero exit status; `--debug` (anywhere on the line) adds the traceback.
