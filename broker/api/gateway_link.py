@@ -51,6 +51,8 @@ class GatewayLink:
         self._ttl_s = ttl_s
         self._clients: dict[str, SubmissionClient] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
+        # One request id of one authority at a time: its answers arrive on one queue, by request id.
+        self._requests: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
         self._gateway_seen_at: dict[str, float] = {}
 
     async def submit(self, authority: str, submission: Submission) -> Accepted | Refused:
@@ -61,6 +63,20 @@ class GatewayLink:
                 f"{authority} submits nothing through {self._settings.country}'s gateway; its ministries "
                 f"are {', '.join(self._ministries)}",
             )
+        key = (authority, submission.request_id)
+        lock, users = self._requests.get(key, (asyncio.Lock(), 0))
+        self._requests[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._submit_once(authority, submission)
+        finally:
+            lock, users = self._requests[key]
+            if users == 1:
+                del self._requests[key]
+            else:
+                self._requests[key] = (lock, users - 1)
+
+    async def _submit_once(self, authority: str, submission: Submission) -> Accepted | Refused:
         client = await self._client(authority)
         try:
             await self._gateway_running(authority, client)
