@@ -56,6 +56,8 @@ async def test_problem_shape_of_each_reason_family(
         too_large = await api.post("/v1/messages", as_="RU-MVD", content=b"{" + b" " * 70_000 + b"}",
                                    headers={"Content-Type": "application/json"})  # fmt: skip
         request = await api.get("/v1/authorities/RU-MVD/received", as_="RU-MVD", params={"limit": 0})
+        doubled = await api.post("/v1/messages", as_="RU-MVD", headers={"Content-Type": "application/json"},
+                                 content=b'{"type": "worker.death", "type": "legislation.change"}')  # fmt: skip
 
     problem = assert_problem(schema, 422, "schema.invalid")
     assert problem["errors"][0]["path"] == "payload.date_of_death"
@@ -71,6 +73,7 @@ async def test_problem_shape_of_each_reason_family(
     assert_problem(too_large, 413, "submission.oversized")
     problem = assert_problem(request, 422, "api.request_invalid")
     assert problem["errors"][0]["path"] == "query.limit"
+    assert "duplicate" in assert_problem(doubled, 400, "api.request_invalid")["detail"]
     logged = {(event["status"], event["reason"], event["caller"]) for event in refusals(events)}
     assert (401, "auth.unauthenticated", None) in logged
     assert (403, "policy.sender_not_allowed", "RU-MINTRUD") in logged

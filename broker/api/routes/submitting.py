@@ -93,11 +93,11 @@ async def strict_json(request: Request) -> None:
     status_code=202,
     response_model=SubmitAccepted,
     responses=_SUBMIT_RESPONSES,
-    dependencies=[Depends(strict_json)],
 )
 async def submit_message(
     message: SubmitMessage,
     caller: CurrentCaller,
+    _strict: Annotated[None, Depends(strict_json)],  # after the caller: strangers learn nothing of it
     context: Annotated[ApiContext, Depends(api_context)],
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
