@@ -22,6 +22,7 @@ from benchmarks.baselines import faststream_installed, faststream_leg, raw_laten
 from benchmarks.common import CpuMeter, LinkUrls, LoadShape
 from benchmarks.events import EventClock, install_event_clock
 from benchmarks.floor import broker_costs_us, crypto_costs_us, price
+from benchmarks.http_leg import http_vs_send
 from benchmarks.pipeline import latency_leg, start_link, throughput_leg
 from benchmarks.report import percentile, print_table, ratio
 from broker.exchange import runtime
@@ -42,6 +43,8 @@ class Options:
     proof_log_size: int
     cache_dir: Path
     timeout_s: float
+    http_messages: int
+    http_in_flight: int
 
 
 async def _broker_legs(
@@ -100,6 +103,14 @@ async def _broker_legs(
                 rate_per_s=sustained_rate,
                 timeout_s=options.timeout_s,
             )
+            http = await http_vs_send(
+                link,
+                dev,
+                workdir,
+                messages=options.http_messages,
+                in_flight=options.http_in_flight,
+                timeout_s=options.timeout_s,
+            )
         finally:
             await link.close()
     finally:
@@ -138,6 +149,12 @@ async def _broker_legs(
         "ours_vs_floor": pipeline.cpu_s_per_1k / floor.ms_per_msg,
         "primitive_costs_us": costs_us,
         "primitives_per_msg": floor.counts_per_msg,
+        # The HTTP API (issue 15): submissions through it against Gateway.send, same gateway, same run.
+        "http_submissions_per_s": http.http_submissions_per_s,
+        "gateway_send_per_s": http.gateway_send_per_s,
+        "http_vs_send_ratio": http.ratio,
+        "http_messages": options.http_messages,
+        "http_in_flight": options.http_in_flight,
     }
     return result, notes
 
@@ -177,6 +194,8 @@ def run(options: Options, events: EventClock) -> dict[str, object]:
             "floor_ms_per_msg: primitive_costs_us (measured alone at the start) x primitives_per_msg (counted "
             "in both gateways during the throughput leg); ours_ms_per_msg: both gateways' CPU per message",
             "steady_*: latency at --steady-rate; sustained_*: at half the pipeline's measured throughput",
+            "http_vs_send_ratio: submissions/s through `broker api serve` (a process of its own, 202 once the "
+            "gateway accepted) over Gateway.send/s in this process, same gateway, --http-in-flight at once",
         ],
     }
     return result
@@ -196,6 +215,12 @@ def _parse(argv: list[str] | None) -> tuple[Options, Path | None]:
     parser.add_argument("--proof-log-size", type=int, default=1_000_000, help="entries of the proof log")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the proof log is kept")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one leg may take")
+    parser.add_argument(
+        "--http-messages", type=int, default=None, help="HTTP leg; default: min(messages, 2000)"
+    )
+    parser.add_argument(
+        "--http-in-flight", type=int, default=64, help="submissions at once, HTTP and send legs"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args(argv)
     options = Options(
@@ -209,6 +234,8 @@ def _parse(argv: list[str] | None) -> tuple[Options, Path | None]:
         proof_log_size=args.proof_log_size,
         cache_dir=args.cache_dir,
         timeout_s=args.timeout,
+        http_messages=args.http_messages or min(args.messages, 2000),
+        http_in_flight=args.http_in_flight,
     )
     return options, args.json
 

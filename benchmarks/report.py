@@ -108,6 +108,9 @@ def _cost_table(result: dict[str, object]) -> Table:
         "floor_ms_per_msg",
         "ours_ms_per_msg",
         "ours_vs_floor",
+        "http_submissions_per_s",
+        "gateway_send_per_s",
+        "http_vs_send_ratio",
     ):
         value = result.get(key)
         table.add_row(key, f"{value:,.2f}" if isinstance(value, int | float) else "n/a")

@@ -56,3 +56,14 @@ if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null; then
   runuser -u postgres -- psql -tAc "SELECT 1 FROM pg_database WHERE datname='test'" 2>/dev/null | grep -q 1 ||
     runuser -u postgres -- createdb test >/dev/null 2>&1 || true
 fi
+
+# --- the HTTP API's documented examples (docs/http-api.md) run with curl and jq ---------------------
+missing_tools=""
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || missing_tools="$missing_tools $tool"
+done
+if [ -n "$missing_tools" ]; then
+  echo "installing$missing_tools" >&2
+  # shellcheck disable=SC2086 # one word per tool
+  apt_install $missing_tools
+fi

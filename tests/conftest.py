@@ -16,6 +16,7 @@ from broker.core.agreement import Agreement, load_agreement
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
 from tests.support.exchange import dev_exchange, exchange, gateways
+from tests.support.http_api import api_gateways, http_api
 from tests.support.rabbit import rabbit_link, ru_gateway, tj_gateway
 
 # Every CA and authority certificate of the session PKI starts here; authority certificates last a
@@ -65,4 +66,13 @@ def cli_keeps_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # The real-broker fixtures live in tests/support; registered here for every test package. Each is
 # built only when a test asks for it.
-__all__ = ["dev_exchange", "exchange", "gateways", "rabbit_link", "ru_gateway", "tj_gateway"]
+__all__ = [
+    "api_gateways",
+    "dev_exchange",
+    "exchange",
+    "gateways",
+    "http_api",
+    "rabbit_link",
+    "ru_gateway",
+    "tj_gateway",
+]

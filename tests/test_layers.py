@@ -1,4 +1,4 @@
-"""Imports run one way: command line → exchange → audit log and local state → core.
+"""Imports run one way: command line (and the HTTP API) → exchange → audit log and local state → core.
 
 Every import statement in `broker/` and `adapters/` (at module level, inside functions, under
 TYPE_CHECKING) is read from the source and checked against the layer table below.
@@ -18,6 +18,7 @@ LAYERS = {
     "broker.audit.stores": "audit.stores",
     "broker.state": "state",
     "broker.exchange": "exchange",
+    "broker.api": "api",
     "broker.cli": "cli",
     "adapters": "adapters",
 }
@@ -29,7 +30,8 @@ ALLOWED = {
     "state": {"state", "core"},
     "adapters": {"adapters", "state", "core"},  # national formats: files on the ministry side
     "exchange": {"exchange", "audit.stores", "audit", "state", "core"},
-    "cli": {"cli", "exchange", "audit.stores", "audit", "state", "core", "adapters"},
+    "api": {"api", "exchange", "audit.stores", "audit", "state", "core"},  # HTTP beside the command line
+    "cli": {"cli", "api", "exchange", "audit.stores", "audit", "state", "core", "adapters"},
 }
 
 

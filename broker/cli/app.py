@@ -1,4 +1,4 @@
-"""`broker`: one command for setting up a country, keys, topology, gateways, sending, subscribing, status, quarantine, demo.
+"""`broker`: one command for setting up a country, keys, topology, gateways, sending, subscribing, status, quarantine, the HTTP API, demo.
 
 Every failure of every command leaves through `main`: one line `error [reason.code] what is wrong` on
 standard error and a non-zero exit status; `--debug` (anywhere on the line) adds the traceback.
@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from broker.cli.adapt import adapt_app
+from broker.cli.api import api_app
 from broker.cli.audit import audit_app
 from broker.cli.country import init
 from broker.cli.demo import demo
@@ -53,6 +54,7 @@ app.add_typer(topology_app, name="topology", help="RabbitMQ vhosts, users, queue
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(audit_app, name="audit")
 app.add_typer(adapt_app, name="adapt")
+app.add_typer(api_app, name="api")
 for command in (gateway, send, subscribe, status, demo):
     app.command()(command)
 

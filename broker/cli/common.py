@@ -106,6 +106,15 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         exit_with(error)
 
 
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: what a long-running command waits for."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, count: int | None) -> None:
     """Hand each alert to `handler` until `count` alerts were handled, or SIGINT/SIGTERM."""
     done = asyncio.Event()
@@ -119,9 +128,7 @@ async def serve_alerts(subscription: Subscription, handler: AlertHandler, *, cou
             done.set()
 
     consumer = await subscription.run(counted)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
+    stop_on_signals(done)
     try:
         await done.wait()
     finally:

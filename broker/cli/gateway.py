@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -19,6 +17,7 @@ from broker.cli.common import (
     load_settings,
     read_input,
     run,
+    stop_on_signals,
 )
 from broker.cli.output import console, print_json, print_table
 from broker.cli.submitting import DEFAULT_RECEIPT_WAIT_S, submit_and_follow
@@ -42,10 +41,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     runtime.use_fast_event_loop()
 
     async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
             runtime.tune_for_long_run()
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""

@@ -76,6 +76,12 @@ class Reason(StrEnum):
     SUBMISSION_REQUEST_REUSED = "submission.request_reused"
     SUBMISSION_NO_GATEWAY = "submission.no_gateway"
     RECEIPT_PENDING = "receipt.pending"
+    AUTH_UNAUTHENTICATED = "auth.unauthenticated"
+    AUTH_FORBIDDEN = "auth.forbidden"
+    API_REQUEST_INVALID = "api.request_invalid"
+    API_NOT_FOUND = "api.not_found"
+    API_RATE_LIMITED = "api.rate_limited"
+    API_TIMEOUT = "api.timeout"
 
 
 class ExchangeError(Exception):

@@ -1,7 +1,6 @@
 """A ministry system's side of the submission channel: log in as its own RabbitMQ user, submit, hear back.
 
-`broker send` and the development exchange's demo use it; the HTTP API of a later issue hands its
-requests over the same way. The gateway does the sealing, recording and sending; this side only
+`broker send`, the development exchange's demo and the HTTP API (`broker.api`) use it. The gateway does the sealing, recording and sending; this side only
 publishes a submission (wire format: `broker.exchange.submission`) and reads the answers, which
 arrive on the connection's direct reply-to address. A client that goes away loses nothing: the
 gateway keeps the message, and `broker status` follows it.
@@ -11,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -80,24 +80,39 @@ class SubmissionClient:
     """One connection of one submitter. Answers are sorted by request id as they arrive."""
 
     def __init__(
-        self, *, transport: RabbitTransport, requests: RabbitRequests, user: str, country: str
+        self,
+        *,
+        transport: RabbitTransport,
+        requests: RabbitRequests,
+        user: str,
+        country: str,
+        on_receipt: Callable[[ReceiptNews], None] | None = None,
     ) -> None:
         self.user = user
         self.country = country
         self._transport = transport
         self._requests = requests
         self._answers: dict[str, asyncio.Queue[Answer]] = {}
+        # Told of every receipt that comes back, also for requests forgotten since (the HTTP API's waiters).
+        self._on_receipt = on_receipt
         self._reader = asyncio.create_task(self._read_answers(), name=f"{user}-answers")
 
     @classmethod
-    async def connect(cls, *, url: str, user: str, country: str) -> SubmissionClient:
+    async def connect(
+        cls,
+        *,
+        url: str,
+        user: str,
+        country: str,
+        on_receipt: Callable[[ReceiptNews], None] | None = None,
+    ) -> SubmissionClient:
         transport = await RabbitTransport.connect(url=url, name=f"{user}-submitter")
         try:
             requests = await transport.requests()
         except ExchangeError:
             await transport.close()
             raise
-        return cls(transport=transport, requests=requests, user=user, country=country)
+        return cls(transport=transport, requests=requests, user=user, country=country, on_receipt=on_receipt)
 
     async def gateway_consumers(self) -> int:
         """How many gateways consume this country's submissions now (0: none is running)."""
@@ -146,6 +161,10 @@ class SubmissionClient:
         except TimeoutError:
             return None
 
+    def forget(self, request_id: str) -> None:
+        """Stop keeping answers to `request_id` (a long-running client would otherwise keep them all)."""
+        self._answers.pop(request_id, None)
+
     async def close(self) -> None:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -162,6 +181,8 @@ class SubmissionClient:
             except ExchangeError as error:
                 _log.warning("submission.answer_unreadable", diagnostic=error.diagnostic)
                 continue
+            if isinstance(answer, ReceiptNews) and self._on_receipt is not None:
+                self._on_receipt(answer)
             queue = self._answers.get(incoming.correlation_id or "")
             if queue is not None:
                 queue.put_nowait(answer)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from broker.state.readonly import ReadOnlyDatabase
 from broker.state.sqlite_state import SqliteState
 
 
@@ -210,3 +211,25 @@ class Outbox:
 
     def close(self) -> None:
         self._state.close()
+
+
+class OutboxReader:
+    """The outbox as another process reads it (the HTTP API): read-only, never the gateway's lock."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = ReadOnlyDatabase(path, name="outbox")
+
+    async def get(self, message_id: UUID) -> OutboxRecord | None:
+        rows = await self._db.query(f"SELECT {_COLUMNS} FROM outbox WHERE message_id=?", (str(message_id),))  # noqa: S608
+        return _row(rows[0]) if rows else None
+
+    async def states(self, message_ids: list[UUID]) -> dict[UUID, SendState]:
+        """The state of each of `message_ids` that is in the outbox (one query for many waiters)."""
+        if not message_ids:
+            return {}
+        marks = ",".join("?" * len(message_ids))
+        rows = await self._db.query(
+            f"SELECT message_id, state FROM outbox WHERE message_id IN ({marks})",  # noqa: S608 - marks only
+            tuple(str(m) for m in message_ids),
+        )
+        return {UUID(str(message_id)): SendState(str(state)) for message_id, state in rows}

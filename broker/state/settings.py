@@ -163,6 +163,29 @@ class ExchangeSettings(BaseSettings):
         "key, an imported bundle, a revocation) and takes them in without a restart; 0: never.",
     )
 
+    # --- the HTTP API for ministry systems (`broker api serve`, docs/http-api.md) ---
+    api_address: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Where the HTTP API listens: 0.0.0.0 in a container, behind a TLS-terminating proxy.",
+    )
+    api_port: int = Field(default=8480, ge=1, le=65535, description="The HTTP API's port.")
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="SHA-256 hashes of the API's bearer tokens and the authority each acts as, kept "
+        "0600 (`broker api token issue` adds one). Not set: api-tokens.json in the country's state folder.",
+        json_schema_extra={"example": "api-tokens.json"},
+    )
+    api_requests_per_s: float = Field(
+        default=50.0, gt=0, description="Requests per second each calling authority may make on average..."
+    )
+    api_burst: int = Field(default=200, ge=1, description="... and at once (429 api.rate_limited beyond).")
+    api_request_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A request that takes longer is answered 504 api.timeout (long polls wait less).",
+    )
+
     @field_validator("receipt_deadlines_s")
     @classmethod
     def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
@@ -203,6 +226,10 @@ class ExchangeSettings(BaseSettings):
     @property
     def country_state_dir(self) -> Path:
         return self.state_dir / self.country.lower()
+
+    @property
+    def api_tokens_path(self) -> Path:
+        return self.api_tokens_file or self.country_state_dir / "api-tokens.json"
 
     def receipt_deadline(self, message_type: str) -> timedelta:
         seconds = self.receipt_deadlines_s.get(message_type, self.receipt_deadlines_s["*"])

@@ -76,6 +76,14 @@ def test_a_small_benchmark_run_writes_every_key(tmp_path: Path) -> None:
         assert result[key] > 0, key
     assert result["ratio_vs_raw"] == pytest.approx(result["pipeline_msgs_per_s"] / result["raw_msgs_per_s"])
     assert result["p50_ms"] <= result["p99_ms"]
+    # The HTTP leg (issue 15): both rates measured in this run, and their ratio reported.
+    for key in ("http_submissions_per_s", "gateway_send_per_s", "http_vs_send_ratio"):
+        assert isinstance(result[key], int | float), key
+        assert math.isfinite(result[key]), key
+        assert result[key] > 0, key
+    assert result["http_vs_send_ratio"] == pytest.approx(
+        result["http_submissions_per_s"] / result["gateway_send_per_s"]
+    )
     # The split of the CPU figure adds up, and the sustained-load latency leg ran.
     assert result["sender_cpu_s_per_1k"] + result["receiver_cpu_s_per_1k"] == pytest.approx(
         result["cpu_s_per_1k"]

@@ -62,7 +62,11 @@ def test_gateways_use_their_own_vhost_user_and_guest_is_never_created() -> None:
     for name, spec in _exchange_services().items():
         env = spec["environment"]
         country = env["EXCHANGE_COUNTRY"].lower()
-        assert f"amqp://{country}-gateway:" in env["EXCHANGE_AMQP_URL"], name
+        if spec["command"][0] == "api":
+            # The API logs in as each ministry's user; the URL gives only host and vhost, no password.
+            assert f"amqp://{country}-gateway@" in env["EXCHANGE_AMQP_URL"], name
+        else:
+            assert f"amqp://{country}-gateway:" in env["EXCHANGE_AMQP_URL"], name
         assert env["EXCHANGE_AMQP_URL"].endswith(f"/{country}"), name
     for broker in ("rabbitmq-tj", "rabbitmq-ru"):
         env = _services()[broker]["environment"]
@@ -77,3 +81,14 @@ def test_gateway_settings_from_compose_parse() -> None:
         }
         settings = ExchangeSettings.load(None, **env)
         assert settings.country == spec["environment"]["EXCHANGE_COUNTRY"]
+
+
+def test_each_gateway_has_an_http_api_reading_its_state() -> None:
+    services = _services()
+    for country in ("tj", "ru"):
+        api, gateway = services[f"api-{country}"], services[f"gateway-{country}"]
+        assert api["command"] == ["api", "serve", "--country", country.upper()]
+        state = f"state-{country}:/var/lib/exchange"
+        assert state in api["volumes"]
+        assert state in gateway["volumes"]
+        assert api["environment"]["EXCHANGE_SECRETS_FILE"].startswith("/run/secrets/")

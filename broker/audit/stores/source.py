@@ -180,12 +180,13 @@ class PostgresSource:
         self.name = name
 
     @classmethod
-    async def open(cls, dsn: str, *, schema: str) -> PostgresSource:
+    async def open(cls, dsn: str, *, schema: str, plaintext_hosts: Collection[str] = ()) -> PostgresSource:
         if not schema.isidentifier() or not schema.isascii():
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"audit schema name {schema!r} is not a plain identifier"
             )
-        check_postgres_dsn(dsn, environ=os.environ)  # an auditor's connection verifies the server too
+        # An auditor's connection verifies the server too; a gateway's settings may name private hosts.
+        check_postgres_dsn(dsn, plaintext_hosts=plaintext_hosts, environ=os.environ)
         try:
             connection = await asyncpg.connect(
                 dsn, server_settings={"default_transaction_read_only": "on", "search_path": schema}
@@ -263,11 +264,13 @@ class PostgresSource:
         await self._connection.close()
 
 
-async def open_source(locator: str, *, schema: str = "audit") -> LogSource:
+async def open_source(
+    locator: str, *, schema: str = "audit", plaintext_hosts: Collection[str] = ()
+) -> LogSource:
     """A SQLite file path, or a PostgreSQL URL (the schema from `#schema` or the `schema` argument)."""
     if locator.startswith(_PG_PREFIXES):
         dsn, _, fragment = locator.partition("#")
-        return await PostgresSource.open(dsn, schema=fragment or schema)
+        return await PostgresSource.open(dsn, schema=fragment or schema, plaintext_hosts=plaintext_hosts)
     return SqliteSource(path=Path(locator))
 
 

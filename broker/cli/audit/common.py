@@ -10,25 +10,20 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from cryptography import x509
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from broker.audit.checkpoint import SignedCheckpoint
-from broker.audit.entry import AuditEntry, EntryKind, entry_bytes
-from broker.audit.proofs import (
-    InclusionProof,
-)
 from broker.audit.stores.archive_files import (
     ArchiveDirectory,
 )
-from broker.audit.stores.source import LogSource, inclusion_proof, open_source
+from broker.audit.stores.source import LogSource, open_source
 from broker.cli.output import err_console
 from broker.core.agreement import load_agreement
-from broker.core.errors import AuditError, ConfigError, ExchangeError, LocalError, Reason
+from broker.core.errors import ConfigError, ExchangeError, LocalError, Reason
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
 from broker.state.private_files import write_private
@@ -153,43 +148,6 @@ def write_bytes(path: Path, data: bytes) -> None:
         write_private(path, data)
     except OSError as exc:
         raise ConfigError(Reason.CONFIG_INVALID, f"cannot write {path}: {exc}") from exc
-
-
-async def entries_of(source: LogSource, **where: Any) -> list[AuditEntry]:
-    """Readable entries selected by kind and/or message id (unreadable rows are `verify`'s business)."""
-    return [row async for row in source.select(**where) if isinstance(row, AuditEntry)]
-
-
-async def checkpoints_of(source: LogSource) -> list[SignedCheckpoint]:
-    found = []
-    for entry in await entries_of(source, kind=EntryKind.CHECKPOINT):
-        try:
-            found.append(SignedCheckpoint.from_bytes(entry.envelope))
-        except ExchangeError:
-            continue  # a broken checkpoint is reported by `verify`, not used here
-    return found
-
-
-async def covering_checkpoint(source: LogSource, index: int) -> SignedCheckpoint:
-    candidates = [cp for cp in await checkpoints_of(source) if cp.body.tree_size > index]
-    if not candidates:
-        raise AuditError(
-            Reason.AUDIT_NOT_COVERED,
-            f"entry {index} is newer than every signed checkpoint in {source.name}; "
-            f"snapshot the store again after the gateway's next checkpoint",
-        )
-    return max(candidates, key=lambda cp: cp.body.tree_size)
-
-
-async def prove_entry(source: LogSource, entry: AuditEntry, checkpoint: SignedCheckpoint) -> InclusionProof:
-    size = checkpoint.body.tree_size
-    return InclusionProof(
-        entry=entry_bytes(entry),
-        index=entry.index,
-        tree_size=size,
-        path=tuple(await inclusion_proof(source, entry.index, size)),
-        checkpoint=checkpoint,
-    )
 
 
 def progress_bar(*, enabled: bool) -> Progress:

@@ -25,6 +25,7 @@ from broker.audit.sealed_evidence import Erased, SealedSearch, sealed_envelope, 
 from broker.audit.stores.archive_files import (
     readable_entries,
 )
+from broker.audit.stores.proving import covering_checkpoint, prove_entry
 from broker.cli.audit.common import (
     ArchiveOption,
     BundleOption,
@@ -35,11 +36,9 @@ from broker.cli.audit.common import (
     VerificationFailed,
     archive_dir,
     audit_app,
-    covering_checkpoint,
     load_trust,
     log_locator,
     opened_source,
-    prove_entry,
     read_bytes,
     run_audit,
     write_bytes,

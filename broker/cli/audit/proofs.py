@@ -16,10 +16,8 @@ from broker.audit.proofs import (
     check_inclusion,
     read_proof,
 )
-from broker.audit.receipt_refs import RECEIPT_KINDS, batch_of, is_ref, parse_ref
-from broker.audit.stores.archive_files import (
-    whole_entry,
-)
+from broker.audit.receipt_refs import RECEIPT_KINDS, batch_of
+from broker.audit.stores.proving import checkpoints_of, prove_message
 from broker.audit.stores.source import consistency_proof
 from broker.cli.audit.common import (
     ArchiveOption,
@@ -30,13 +28,9 @@ from broker.cli.audit.common import (
     StoreOption,
     archive_dir,
     audit_app,
-    checkpoints_of,
-    covering_checkpoint,
-    entries_of,
     load_trust,
     log_locator,
     opened_source,
-    prove_entry,
     read_bytes,
     run_audit,
     write_bytes,
@@ -88,19 +82,7 @@ def prove(
     async def work() -> None:
         trust = load_trust(keys, trust_bundle)
         async with opened_source(log_locator(store, dsn, schema), schema) as source:
-            entries = await entries_of(source, kind=kind, message_id=message_id)
-            if not entries:
-                raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no {kind} entry for message {message_id}")
-            entry = await whole_entry(source, entries[0], archive=archive_dir(archive, trust))
-            if entry.kind in RECEIPT_KINDS and is_ref(entry.envelope):
-                # The message was answered in a batched receipt: prove the signed receipt that lists it.
-                receipt_id = parse_ref(entry.envelope).receipt_id
-                holding = await entries_of(source, kind=kind, message_id=receipt_id)
-                if not holding:
-                    raise AuditError(Reason.AUDIT_OUT_OF_RANGE, f"no {kind} entry for receipt {receipt_id}")
-                entry = await whole_entry(source, holding[0], archive=archive_dir(archive, trust))
-            covering = await covering_checkpoint(source, entry.index)
-            proof = await prove_entry(source, entry, covering)
+            proof = await prove_message(source, message_id, kind, archive=archive_dir(archive, trust))
         check_inclusion(proof, trust=trust)  # never hand out a proof that does not check
         write_bytes(out, proof.to_bytes())
         console.print(

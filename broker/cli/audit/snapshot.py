@@ -9,8 +9,13 @@ from typing import Annotated
 import typer
 
 from broker.audit.entry import format_time
+from broker.audit.stores.proving import checkpoints_of
 from broker.audit.stores.snapshot import snapshot_sqlite
-from broker.cli.audit.common import audit_app, checkpoints_of, opened_source, run_audit
+from broker.cli.audit.common import (
+    audit_app,
+    opened_source,
+    run_audit,
+)
 from broker.cli.output import console
 
 

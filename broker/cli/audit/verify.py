@@ -13,6 +13,7 @@ from broker.audit.entry import EntryKind, format_time
 from broker.audit.stores.archive_files import (
     restored_rows,
 )
+from broker.audit.stores.proving import checkpoints_of, entries_of
 from broker.audit.stores.snapshot import wal_copy_warning
 from broker.audit.verify import (
     ArchivedRow,
@@ -32,8 +33,6 @@ from broker.cli.audit.common import (
     VerificationFailed,
     archive_dir,
     audit_app,
-    checkpoints_of,
-    entries_of,
     load_trust,
     log_locator,
     opened_source,

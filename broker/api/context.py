@@ -1,0 +1,65 @@
+"""Everything a request handler of the API needs, made once when the service starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from broker.api.gateway_link import GatewayLink
+from broker.api.limits import RateLimiter
+from broker.api.records import Records
+from broker.api.waiting import ReceiptWaiters
+from broker.core.agreement import Agreement, load_agreement
+from broker.core.errors import ConfigError, Reason
+from broker.exchange.ministries import submitting_authorities
+from broker.state.api_tokens import TokenFile
+from broker.state.keystore import KeyStore
+from broker.state.outbox import OutboxReader
+from broker.state.settings import ExchangeSettings
+
+
+@dataclass
+class ApiContext:
+    settings: ExchangeSettings
+    agreement: Agreement
+    tokens: TokenFile
+    rate: RateLimiter
+    failures: RateLimiter
+    link: GatewayLink
+    records: Records
+    waiters: ReceiptWaiters
+    ministries: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_settings(cls, settings: ExchangeSettings) -> ApiContext:
+        agreement = load_agreement(settings.agreement_file)
+        keystore = KeyStore(root=settings.keys_dir)
+        outbox = OutboxReader(settings.country_state_dir / "outbox.sqlite")
+        waiters = ReceiptWaiters(outbox)
+        return cls(
+            settings=settings,
+            agreement=agreement,
+            tokens=TokenFile(settings.api_tokens_path),
+            rate=RateLimiter(rate=settings.api_requests_per_s, burst=settings.api_burst),
+            # A client without a valid token is a caller too, known by its address.
+            failures=RateLimiter(rate=settings.api_requests_per_s, burst=settings.api_burst),
+            link=GatewayLink(settings, agreement=agreement, on_receipt=waiters.notify),
+            records=Records(settings, agreement=agreement, keystore=keystore, outbox=outbox),
+            waiters=waiters,
+            ministries=submitting_authorities(agreement, settings.country),
+        )
+
+    async def start(self) -> None:
+        self.waiters.start()
+
+    async def close(self) -> None:
+        await self.waiters.close()
+        await self.link.close()
+
+
+def api_context(request: Request) -> ApiContext:
+    context = getattr(request.app.state, "context", None)
+    if not isinstance(context, ApiContext):
+        raise ConfigError(Reason.CONFIG_INVALID, "this API application was made without settings")
+    return context
