@@ -11,7 +11,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from broker.exchange.gateway import Gateway
-from tests.api.test_submitting import BROKER, _proof, death_notice
+from tests.api.test_submitting import _proof, death_notice
+from tests.cli.test_error_path import BROKER
 from tests.support.browser import new_context
 from tests.support.console import AUDITOR, StartConsole, signed_in
 from tests.support.exchange import ExchangeHarness
@@ -34,7 +35,9 @@ async def test_auditor_verifies_a_range_and_downloads_a_proof_check_proof_accept
         "state"
     ] == "receipted"
     # The receipt is in a signed checkpoint once the API can prove it: then the console can too.
-    await exchange.wait_until(lambda: _proof(api, message_id), what="a checkpoint covering the receipt", timeout_s=20)
+    await exchange.wait_until(
+        lambda: _proof(api, message_id), what="a checkpoint covering the receipt", timeout_s=20
+    )
 
     context = await new_context(browser)
     page = await signed_in(context, api, AUDITOR["RU"])

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.rabbitmq
 
 
 def cancellation(days_ago: int) -> dict[str, Any]:
-    payload = payload_to_json(sample_payloads()["work_permit.cancellation"])
+    payload: Any = payload_to_json(sample_payloads()["work_permit.cancellation"])
     decided = datetime.now(UTC).date() - timedelta(days=days_ago)
     payload["decision_date"] = decided.isoformat()
     payload["departure_deadline"] = (decided + timedelta(days=15)).isoformat()  # Art. 14
@@ -34,7 +34,7 @@ def cancellation(days_ago: int) -> dict[str, Any]:
 
 
 def death(citizenship: str = "TJ") -> dict[str, Any]:
-    payload = copy.deepcopy(payload_to_json(sample_payloads()["worker.death"]))
+    payload: Any = copy.deepcopy(payload_to_json(sample_payloads()["worker.death"]))
     payload["worker"]["citizenship"] = citizenship
     payload["compensation_office"]["located_in"] = citizenship
     return {"type": "worker.death", "to": "TJ-MOL", "payload": payload}
@@ -87,7 +87,9 @@ async def test_consulate_sees_exactly_its_nationals_alerts_and_marks_one_handled
     # The same page in Russian and Tajik: labels from the one catalogue, codes unchanged.
     await page.goto(f"{tj.url}/console/consulate?lang=ru")
     await expect(page.locator("h1")).to_contain_text("Оповещения о гражданах TJ")
-    await expect(dead.locator(".responsible")).to_have_text("работодатель государства трудоустройства (ст. 15.3)")
+    await expect(dead.locator(".responsible")).to_have_text(
+        "работодатель государства трудоустройства (ст. 15.3)"
+    )
     await page.goto(f"{tj.url}/console/consulate?lang=tg")
     await expect(page.locator("h1")).to_contain_text("Огоҳиҳо дар бораи шаҳрвандони TJ")
     await expect(cancelled.locator(".days-left")).to_have_text("3 рӯз монд")
@@ -95,8 +97,9 @@ async def test_consulate_sees_exactly_its_nationals_alerts_and_marks_one_handled
 
     async with page.expect_download() as download_info:
         await page.click("#export")
-    exported = Path(await (await download_info.value).path()).read_text(encoding="utf-8-sig")
+    exported = (await (await download_info.value).path()).read_text(encoding="utf-8-sig")
     table = list(csv.DictReader(io.StringIO(exported)))
     assert [row["message_id"] for row in table] == [cancel_id, death_id]
-    assert table[1]["handled_at"] and not table[0]["handled_at"]
+    assert table[1]["handled_at"]
+    assert not table[0]["handled_at"]
     await context.close()
