@@ -111,7 +111,9 @@ async def _log_and_vault(state: Path, keystore: KeyStore, count: int, now: datet
             else:
                 message_id = uuid7()
                 alert = rng.random() < ALERT_SHARE
-                message_type = rng.choice(("worker.death", "work_permit.cancellation")) if alert else rng.choice(TYPES)
+                message_type = (
+                    rng.choice(("worker.death", "work_permit.cancellation")) if alert else rng.choice(TYPES)
+                )
                 raw = b'{"filler":true}'  # not an envelope: opened, it is "unreadable" and no one's alert
             drafts.append(
                 EntryDraft(kind=EntryKind.RECEIVED, time=now - timedelta(seconds=count - position),
@@ -123,7 +125,9 @@ async def _log_and_vault(state: Path, keystore: KeyStore, count: int, now: datet
                 drafts = []
             size = await store.size() if not drafts else 0
             if size and size % CHECKPOINT_EVERY < BATCH and (size // CHECKPOINT_EVERY) and not drafts:
-                body = CheckpointBody(origin="TJ-GW", tree_size=size, root_hash=await store.root(size), time=now)
+                body = CheckpointBody(
+                    origin="TJ-GW", tree_size=size, root_hash=await store.root(size), time=now
+                )
                 signed = sign_checkpoint(body, signer=gateway)
                 await store.append([
                     EntryDraft(kind=EntryKind.CHECKPOINT, time=now, message_id=None, message_type=None,
@@ -165,7 +169,11 @@ async def measure(messages: int, workdir: Path) -> dict[str, Any]:
     build_s = time.perf_counter() - built
     tokens = TokenFile(settings.api_tokens_path)
     token = {who: tokens.issue(who, now=now)[0] for who in ("TJ-GW", "TJ-AUDITOR", "TJ-CONSULATE-MOSCOW")}
-    some_id = sqlite3.connect(state / "outbox.sqlite").execute("SELECT message_id FROM outbox LIMIT 1").fetchone()[0]
+    some_id = (
+        sqlite3.connect(state / "outbox.sqlite")
+        .execute("SELECT message_id FROM outbox LIMIT 1")
+        .fetchone()[0]
+    )
     pages = {
         "operator_overview": ("/console/operator", "TJ-GW"),
         "operator_messages": ("/console/operator/messages", "TJ-GW"),
@@ -178,7 +186,10 @@ async def measure(messages: int, workdir: Path) -> dict[str, Any]:
         "consulate_alerts": ("/console/consulate", "TJ-CONSULATE-MOSCOW"),
     }  # fmt: skip
     figures: dict[str, Any] = {"messages": messages, "build_s": round(build_s, 1), "pages": {}}
-    async with serving(settings, port=0) as port, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+    async with (
+        serving(settings, port=0) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client,
+    ):
         first, _ = await _time(client, "/console/consulate", token["TJ-CONSULATE-MOSCOW"])
         figures["consulate_first_visit_ms"] = round(first, 1)  # the alert index catching up with the log
         for name, (path, who) in pages.items():
@@ -189,6 +200,7 @@ async def measure(messages: int, workdir: Path) -> dict[str, Any]:
                 "max_ms": round(max(times), 1),
             }
     figures["slowest_p50_ms"] = max(page["p50_ms"] for page in figures["pages"].values())
+    figures["slowest_max_ms"] = max(page["max_ms"] for page in figures["pages"].values())
     figures["all_under_200_ms_p50"] = figures["slowest_p50_ms"] < 200
     return figures
 
