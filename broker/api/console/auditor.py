@@ -17,14 +17,19 @@ from broker.api.console.pages import render
 from broker.api.console.services import ConsoleServices, console_services
 from broker.api.models import ProofKind
 from broker.api.problems import ApiProblem
+from broker.audit.bundle import check_bundle
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord
 from broker.audit.entry import AuditEntry, EntryKind
+from broker.audit.stores.worker_evidence import worker_bundle
 from broker.core.errors import ExchangeError, Reason
+from broker.state.key_files import KeyLayout, load_agreement_keys
+from broker.state.key_vault import VAULT_FILE
 
 router = APIRouter(prefix="/auditor", include_in_schema=False)
 Auditor = Annotated[Viewer, requires(Role.AUDITOR)]
 Services = Annotated[ConsoleServices, Depends(console_services)]
 SHOWN = 20
+MAX_DOCUMENT = 64
 
 
 @router.get("", response_class=HTMLResponse)
@@ -136,4 +141,37 @@ async def proof(viewer: Auditor, services: Services, message_id: str = "", kind:
         data,
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="proof-{wanted}-{proof_kind}.json"'},
+    )
+
+
+@router.get("/bundle")
+async def bundle(viewer: Auditor, services: Services, worker: str = "") -> Response:
+    """One worker's evidence bundle, as `broker audit bundle` writes it, checked before it is handed out.
+
+    Sealed payloads are opened with the auditor authority's key-agreement keys when this country's
+    key store holds them (and the key vault's wraps), else listed as not searched."""
+    document = worker.strip()
+    if not document or len(document) > MAX_DOCUMENT or not document.isprintable():
+        raise ConsoleRefusal(422, Reason.API_REQUEST_INVALID, "an identity document number")
+    settings = services.settings
+    keys_dir = KeyLayout(settings.keys_dir).encryption_dir(viewer.authority)
+    try:
+        keys = load_agreement_keys([keys_dir]) if keys_dir.is_dir() else []
+    except ExchangeError:
+        keys = []  # no private key of the auditor here: sealed payloads are counted, not opened
+    vault = settings.country_state_dir / VAULT_FILE
+    try:
+        async with services.records.log() as source:
+            found = await worker_bundle(
+                source, worker=document, archive=None, keys=keys, vault=vault if vault.is_file() else None
+            )
+        check_bundle(found.data, trust=services.keystore.trust_store(services.agreement.countries))
+    except ExchangeError as error:
+        status = 404 if error.reason in (Reason.AUDIT_OUT_OF_RANGE, Reason.AUDIT_NOT_COVERED) else 409
+        raise ConsoleRefusal(status, error.reason, error.diagnostic) from None
+    safe = "".join(c if c.isalnum() else "-" for c in document)
+    return Response(
+        found.data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="evidence-{safe}.zip"'},
     )

@@ -37,6 +37,7 @@ PAGES = {
         ("GET", "/console/auditor/verify/0123456789abcdef"),
         ("GET", "/console/auditor/verify/0123456789abcdef/progress"),
         ("GET", f"/console/auditor/proof?message_id={ANY_ID}&kind=sent"),
+        ("GET", "/console/auditor/bundle?worker=400123456"),
         ("POST", "/console/auditor/verify"),
     ],
     "consulate": [
@@ -106,8 +107,8 @@ async def test_every_role_is_refused_every_other_roles_pages_and_actions(
                 )
                 assert "error [auth.forbidden]" in response.text, (holder, path)
                 refused.append((holder, method, path))
-    # 9 for the operator, 11 for the auditor, 14 for the consulate, all 17 for a ministry.
-    assert len(refused) == 51
+    # 10 for the operator, 11 for the auditor, 15 for the consulate, all 18 for a ministry.
+    assert len(refused) == 54
     # The same requests as the role they belong to are not refused (the check is not "always 403").
     for role in ("operator", "auditor", "consulate"):
         for method, path in PAGES[role]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
+from broker.audit.bundle import check_bundle
 from broker.exchange.gateway import Gateway
 from tests.api.test_submitting import _proof, death_notice
 from tests.cli.test_error_path import BROKER
@@ -60,7 +61,16 @@ async def test_auditor_verifies_a_range_and_downloads_a_proof_check_proof_accept
         await page.click("#download-proof")
     proof_file = tmp_path / "console-proof.json"
     await (await download_info.value).save_as(proof_file)
+
+    # The worker's evidence bundle (the sample death notice names passport 400123456).
+    await page.fill("#bundle-worker", "400123456")
+    async with page.expect_download() as bundle_info:
+        await page.click("#download-bundle")
+    bundle_file = tmp_path / "evidence.zip"
+    await (await bundle_info.value).save_as(bundle_file)
     await context.close()
+    checked = check_bundle(bundle_file.read_bytes(), trust=exchange.trust)
+    assert {str(entry.draft.message_id) for entry in checked.entries} >= {message_id}
 
     process = await asyncio.create_subprocess_exec(
         str(BROKER), "audit", "check-proof", str(proof_file), "--keys", str(api.keys_dir),
