@@ -112,7 +112,7 @@ async def test_every_role_is_refused_every_other_roles_pages_and_actions(
     # The same requests as the role they belong to are not refused (the check is not "always 403").
     for role in ("operator", "auditor", "consulate"):
         for method, path in PAGES[role]:
-            if method == "GET" and "{" not in path and ANY_ID not in path and "0123456789abcdef" not in path:
+            if method == "GET" and not any(mark in path for mark in ("{", "?", ANY_ID, "0123456789abcdef")):
                 own = await request(tj, method, path, role_holders("TJ")[role])
                 assert own.status_code == 200, (role, path, own.text[:300])
     # Nothing any refused action touched has changed: the quarantined message is still there.
