@@ -17,6 +17,7 @@ import hmac
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 
@@ -117,8 +118,6 @@ def requires(role: Role) -> object:
 
 async def form_of(request: Request, viewer: Viewer) -> dict[str, str]:
     """The fields of a posted form, after its CSRF token was checked (403 otherwise)."""
-    from urllib.parse import parse_qs  # noqa: PLC0415 - only actions read forms
-
     body = (await request.body()).decode("utf-8", errors="replace")
     fields = {key: values[-1] for key, values in parse_qs(body, keep_blank_values=True).items()}
     if not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):

@@ -24,22 +24,31 @@ HOME = {
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request) -> Response:
-    return render(request, None, "login.html", failed=False)
+    return render(request, None, "login.html", failed=False, next=_next(request.query_params.get("next")))
 
 
 @router.post("/login")
 async def login(request: Request, context: Annotated[ApiContext, Depends(api_context)]) -> Response:
     body = (await request.body()).decode("utf-8", errors="replace")
-    token = (parse_qs(body).get("token") or [""])[-1].strip()
+    fields = parse_qs(body)
+    token = (fields.get("token") or [""])[-1].strip()
+    after = _next((fields.get("next") or [""])[-1])
     if not token or context.tokens.lookup(token) is None:
         context.failures.check(
             f"address:{request.client.host if request.client else 'unknown'}", who="console"
         )
-        return render(request, None, "login.html", status=401, failed=True)
-    response = RedirectResponse("/console", status_code=303)
+        return render(request, None, "login.html", status=401, failed=True, next=after)
+    response = RedirectResponse(after, status_code=303)
     secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/console")
     return response
+
+
+def _next(path: str | None) -> str:
+    """Where to go after signing in: a console page of this site, never another site."""
+    if path and path.startswith("/console/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/console"
 
 
 @router.post("/logout")

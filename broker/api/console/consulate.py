@@ -108,6 +108,3 @@ async def export(request: Request, viewer: Consulate, services: Services) -> Res
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="alerts-{viewer.authority}-{stamp}.csv"'},
     )
-
-
-__all__ = ["router"]

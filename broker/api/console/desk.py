@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from broker.core.errors import ExchangeError, LocalError, Reason
+from broker.core.errors import ExchangeError
 from broker.exchange.quarantine import requeue
 from broker.exchange.topology import INBOUND, QUARANTINE, SUBMIT, outbound_queue, subscriber_queue
 from broker.exchange.transport import RabbitTransport
@@ -129,6 +129,3 @@ class OperatorDesk:
             with contextlib.suppress(ExchangeError):
                 await self._transport.close()
             self._transport = None
-
-
-__all__ = ["LocalError", "OperatorDesk", "Quarantined", "Reason"]

@@ -29,6 +29,7 @@ Operator = Annotated[Viewer, requires(Role.OPERATOR)]
 Services = Annotated[ConsoleServices, Depends(console_services)]
 PAGE = 50
 EXPIRY_WARNING = timedelta(days=30)
+DONE = {"requeued", "purged"}  # the notices the quarantine page shows after an action
 
 
 @router.get("", response_class=HTMLResponse)
@@ -65,6 +66,12 @@ def _moment(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _cursor(before: str) -> tuple[str, str] | None:
+    """The previous page's last row, `sent_at|message_id`, as the next page's starting point."""
+    sent_at, bar, message_id = before.partition("|")
+    return (sent_at, message_id) if bar else None
+
+
 @router.get("/messages", response_class=HTMLResponse)
 async def messages(
     request: Request,
@@ -87,7 +94,7 @@ async def messages(
         state=SendState(state) if state else None,
         since=_moment(since),
         until=until_moment + timedelta(days=1) if until_moment and len(until) == 10 else until_moment,
-        before=tuple(before.split("|", 1)) if "|" in before else None,  # type: ignore[arg-type]
+        before=_cursor(before),
     )
     rows = await services.records.outbox.page(where, limit=PAGE + 1)
     more = rows[PAGE:]
@@ -140,7 +147,7 @@ async def quarantine(request: Request, viewer: Operator, services: Services) -> 
         items=await services.desk.quarantine(),
         actions=await services.store.actions(),
         words_for=words_for,
-        done=request.query_params.get("done", ""),
+        done=done if (done := request.query_params.get("done", "")) in DONE else "",
     )
 
 

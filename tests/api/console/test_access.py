@@ -3,6 +3,7 @@ refused actions change nothing. Without a token: 401. Without the form's CSRF to
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from uuid import uuid4
 
@@ -167,3 +168,49 @@ async def test_a_consulate_cannot_mark_or_see_another_countrys_nationals(
 async def _held(exchange: ExchangeHarness, message_id: str) -> bool | None:
     messages = await exchange.broker["TJ"].peek(QUARANTINE, limit=100)
     return True if any(m.message_id == message_id for m in messages) else None
+
+
+async def test_hostile_bytes_in_the_quarantine_are_shown_escaped_never_as_markup(
+    exchange: ExchangeHarness, api_gateways: dict[str, Gateway], console_site: StartConsole
+) -> None:
+    tj = await console_site("TJ")
+    body = b'<script>alert("body")</script>\x1b[31m'
+    digest = hashlib.sha256(body).hexdigest()
+    await exchange.broker["TJ"].publish(
+        exchange=INBOUND, routing_key="tj", body=body, message_id=str(uuid4())
+    )
+    # Bytes without a readable id are quarantined under their SHA-256.
+    await exchange.wait_until(
+        lambda: _held(exchange, f"sha256:{digest}"), what="the hostile bytes in quarantine"
+    )
+
+    listing = await tj.get("/console/operator/quarantine", as_=OPERATOR["TJ"])
+    assert listing.status_code == 200
+    assert f"sha256:{digest}" in listing.text
+    shown = await tj.get(f"/console/operator/quarantine/sha256:{digest}", as_=OPERATOR["TJ"])
+    assert shown.status_code == 200, shown.text[:300]
+    assert "&lt;script&gt;alert(" in shown.text
+    assert "<script>alert(" not in shown.text
+    assert "\\x1b[31m" in shown.text  # a terminal escape is shown as its escape, never sent raw
+    assert "\x1b" not in shown.text
+
+
+async def test_signing_in_refuses_unknown_tokens_and_returns_only_to_console_pages(
+    exchange: ExchangeHarness, api_gateways: dict[str, Gateway], console_site: StartConsole
+) -> None:
+    tj = await console_site("TJ")
+    wrong = await tj.client.post("/console/login", data={"token": "lxa_guess", "next": "/console/consulate"})
+    assert wrong.status_code == 401
+    assert "error [auth.unauthenticated]" in wrong.text
+    for asked, landed in (
+        ("/console/auditor", "/console/auditor"),
+        ("https://elsewhere.example/", "/console"),
+        ("//elsewhere.example/console/", "/console"),
+    ):
+        signed = await tj.client.post(
+            "/console/login", data={"token": tj.tokens[AUDITOR["TJ"]], "next": asked}
+        )
+        assert signed.status_code == 303
+        assert signed.headers["location"] == landed
+        assert "HttpOnly" in signed.headers["set-cookie"]
+        assert "SameSite=strict" in signed.headers["set-cookie"]
