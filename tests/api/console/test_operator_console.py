@@ -99,6 +99,12 @@ async def test_operator_opens_the_overview_finds_a_rejected_message_reads_its_re
         lambda: _more(api_gateways["RU"], bad_id, before), what="the requeued message judged again"
     )
     await page.screenshot(path=tmp_path / "operator-requeued.png", full_page=True)
+
+    # Keys: the certificates of both countries with their validity.
+    await page.click("text=Keys")
+    for holder in ("RU-GW", "TJ-GW", "RU-MVD", "TJ-MOL"):
+        await expect(page.locator("#certificates")).to_contain_text(holder)
+    await expect(page.locator("#certificates")).to_contain_text("valid")
     await context.close()
 
 
