@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import structlog
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -16,6 +17,7 @@ from broker.api.console.access import ConsoleRefusal, Viewer
 from broker.api.console.strings import LANGUAGES, text
 from broker.core.catalogue.wording import in_words
 
+_log = structlog.get_logger("broker.console")
 LANGUAGE_COOKIE = "console_lang"
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -60,9 +62,20 @@ def render(
 
 
 def refusal_page(request: Request, refusal: ConsoleRefusal) -> Response:
+    viewer = getattr(request.state, "viewer", None)
+    _log.warning(
+        "console.refused",
+        authority=viewer.authority if isinstance(viewer, Viewer) else None,
+        token_id=viewer.token_id if isinstance(viewer, Viewer) else None,
+        client=request.client.host if request.client else None,
+        method=request.method,
+        path=request.url.path,
+        status=refusal.status,
+        reason=str(refusal.reason),
+        diagnostic=refusal.detail,
+    )
     if refusal.status == 401 and request.method == "GET" and "authorization" not in request.headers:
         return RedirectResponse(f"/console/login?next={request.url.path}", status_code=303)
-    viewer = getattr(request.state, "viewer", None)
     return render(
         request,
         viewer if isinstance(viewer, Viewer) else None,

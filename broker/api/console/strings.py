@@ -59,6 +59,8 @@ STRINGS: dict[str, tuple[str, str, str]] = {
     "first_page": ("First page", "Первая страница", "Саҳифаи аввал"),
     "no_messages": ("No messages.", "Нет сообщений.", "Паём нест."),
     "envelope": ("Envelope", "Конверт", "Лифофа"),
+    "sender": ("Sender", "Отправитель", "Фиристанда"),
+    "recipient": ("Recipient", "Получатель", "Гиранда"),
     "trail": ("Trail", "Журнал", "Пайгирӣ"),
     "receipt": ("Receipt", "Квитанция", "Квитансия"),
     "no_receipt": ("No receipt yet.", "Квитанции ещё нет.", "Квитансия ҳоло нест."),

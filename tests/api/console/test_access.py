@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from broker.exchange.gateway import Gateway
 from broker.exchange.topology import INBOUND, QUARANTINE
@@ -119,6 +120,13 @@ async def test_every_role_is_refused_every_other_roles_pages_and_actions(
     # Nothing any refused action touched has changed: the quarantined message is still there.
     assert await _held(exchange, quarantined)
 
+    # Each refusal is logged with who asked for what.
+    with capture_logs() as logs:
+        await request(tj, "POST", "/console/operator/quarantine/purge", AUDITOR["TJ"])
+    assert [
+        (e["authority"], e["path"], e["status"], e["reason"]) for e in logs if e["event"] == "console.refused"
+    ] == [(AUDITOR["TJ"], "/console/operator/quarantine/purge", 403, "auth.forbidden")]
+
     # Without a token: 401 (a browser is sent to the login page instead).
     bare = await tj.client.get("/console/operator")
     assert bare.status_code == 303
@@ -135,10 +143,17 @@ async def test_every_role_is_refused_every_other_roles_pages_and_actions(
     assert await _held(exchange, quarantined)
     # With it, the operator's action is done.
     page = await tj.get("/console/operator/quarantine", as_=OPERATOR["TJ"])
-    done = await tj.post(
-        "/console/operator/quarantine/purge", as_=OPERATOR["TJ"], data={"csrf": csrf_of_page(page.text)}
-    )
+    with capture_logs() as logs:
+        done = await tj.post(
+            "/console/operator/quarantine/purge", as_=OPERATOR["TJ"], data={"csrf": csrf_of_page(page.text)}
+        )
     assert done.status_code == 303
+    [action] = [e for e in logs if e["event"] == "console.action"]
+    assert (action["authority"], action["action"], action["outcome"]) == (
+        OPERATOR["TJ"],
+        "quarantine.purge",
+        "1 messages purged",
+    )
     assert not await _held(exchange, quarantined)
 
 
