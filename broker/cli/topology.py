@@ -21,8 +21,8 @@ from broker.cli.output import print_json
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan
 from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
