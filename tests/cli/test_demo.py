@@ -33,8 +33,8 @@ from broker.cli.demo import ROUTES, bundle_command, run_demo
 from broker.core.canonical import canonical_bytes
 from broker.core.catalogue import parse_payload, sample_payloads
 from broker.exchange.devkit import DevExchange
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan
 from broker.exchange.transport import RabbitTransport
 from broker.state.key_vault import VAULT_FILE, KeyVault
 
