@@ -188,4 +188,4 @@ def test_a_refused_shovel_definition_is_config_invalid_with_its_passwords_masked
     assert "HTTP 400" in message
     assert "\n" not in message
     assert rabbit_link.passwords[rabbit_link.tj.link_user] not in message
-    assert rabbit_link.passwords[rabbit_link.tj.gateway_user] not in message
+    assert rabbit_link.passwords[rabbit_link.tj.shovel_user] not in message

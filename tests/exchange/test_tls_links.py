@@ -56,7 +56,7 @@ class TestShovelUris:
         ru = CountryBroker(country="ru", url=f"amqps://broker.ru.example:5671/ru?cacertfile={PEER_CA}")
         [shovel] = broker_plan(TJ, [ru]).shovels
 
-        dest = urlsplit(shovel.definition({"tj-gateway": "g", "tj-link": "p"})["dest-uri"])
+        dest = urlsplit(shovel.definition({"tj-shovel": "g", "tj-link": "p"})["dest-uri"])
 
         assert dict(parse_qsl(dest.query)) == {
             "cacertfile": PEER_CA,
