@@ -130,7 +130,8 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert [user for user in admin.users() if user.startswith(prefix)] == []
     assert {broker.vhost for broker in dev_exchange.brokers.values()} <= admin.vhosts()
     asyncio.run(still_logs_in(dev_exchange))
-    assert f"removed what the demo made: 10 vhosts and users named {prefix}*" in output
+    # 2 vhosts; per country its gateway, shovel, the peer's link, 2 ministries and 3 subscribers.
+    assert f"removed what the demo made: 18 vhosts and users named {prefix}*" in output
 
     rows = summary_rows(output)
     assert len(rows) == 12, output
