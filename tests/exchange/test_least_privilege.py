@@ -9,9 +9,15 @@ and the subscribers' users, which consume and do nothing else.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
+import httpx
 import pytest
 import pytest_asyncio
 
@@ -25,12 +31,15 @@ from broker.exchange.topology import (
     subscriber_queue,
 )
 from broker.exchange.transport import RabbitTransport
+from broker.state.keystore import KeyStore
+from tests.cli.test_error_path import BROKER, one_error_line
 from tests.support.rabbit import RabbitLink
 
 pytestmark = pytest.mark.rabbitmq
 
 CONSUL = "TJ-CONSULATE-MOSCOW"
 MINISTRY = "TJ-MOL"
+MANAGEMENT_URL = "http://127.0.0.1:15672"
 
 
 async def refused(attempt: Awaitable[object]) -> None:
@@ -130,3 +139,65 @@ async def test_the_shovel_user_only_consumes_the_outbound_queue(
         await shovel.close()
     # It reads only its own country's broker.
     await refused(login(rabbit_link, rabbit_link.tj.shovel_user, country="ru"))
+
+
+def subscriber_settings(link: RabbitLink, tmp_path: Path, authority: str) -> Path:
+    """A subscriber's own settings, as its kit has them: its user, its password, its key-agreement key."""
+    country = authority[:2].lower()
+    broker = link.tj if country == "tj" else link.ru
+    user = broker.subscriber_user(authority)
+    keys = KeyStore(root=tmp_path / "keys")
+    now = datetime.now(UTC)
+    for cc in ("TJ", "RU"):
+        keys.init_country(cc, now=now)
+    keys.issue_encryption(authority, now=now)
+    secrets = tmp_path / "rabbitmq-password.json"
+    secrets.write_text(json.dumps({user: link.passwords[user]}), encoding="utf-8")
+    secrets.chmod(0o600)
+    settings = tmp_path / "subscriber.toml"
+    url = broker.url.replace("amqp://", f"amqp://{user}@")
+    settings.write_text(
+        f'country = "{country.upper()}"\namqp_url = "{url}"\nkeys_dir = "keys"\nstate_dir = "state"\n'
+        'secrets_file = "rabbitmq-password.json"\n',
+        encoding="utf-8",
+    )
+    return settings
+
+
+def subscribe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BROKER), "subscribe", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_a_subscriber_may_not_choose_its_own_bindings(
+    rabbit_link: RabbitLink, subscribed: RabbitTransport, tmp_path: Path
+) -> None:
+    settings = subscriber_settings(rabbit_link, tmp_path, CONSUL)
+
+    # A type it may receive, but for another country's nationals: the agreement allows the type, the
+    # broker refuses the binding.
+    arguments = ("--as", CONSUL, "--config", str(settings), "--types", "worker.death", "--citizenship", "RU")
+    result = await asyncio.to_thread(subscribe, *arguments, cwd=tmp_path)
+
+    assert result.returncode == 1
+    line = one_error_line(result, "transport.forbidden")
+    assert f"may not bind {subscriber_queue(CONSUL)}" in line
+    assert "leave out --types" in line
+
+
+async def test_a_subscriber_without_its_queue_is_told_who_declares_it(
+    rabbit_link: RabbitLink, tmp_path: Path
+) -> None:
+    consul = "RU-CONSULATE-DUSHANBE"
+    where = quote(rabbit_link.ru.vhost, safe="")
+    queue = f"{MANAGEMENT_URL}/api/queues/{where}/{subscriber_queue(consul)}"
+    await asyncio.to_thread(httpx.delete, queue, auth=("guest", "guest"), timeout=30)
+    settings = subscriber_settings(rabbit_link, tmp_path, consul)
+
+    result = await asyncio.to_thread(subscribe, "--as", consul, "--config", str(settings), cwd=tmp_path)
+
+    assert result.returncode == 1
+    line = one_error_line(result, "config.invalid")
+    assert f"no queue {subscriber_queue(consul)} to consume" in line
+    assert "broker topology apply" in line
