@@ -164,10 +164,18 @@ def _print_summary(entry: dict[str, Any]) -> None:
             name + (f" ({shovel_state.get(name, 'absent')})" if "shovel_status" in entry else "")
             for name in entry["shovels"]
         ),
+        "  subscribers: "
+        + ", ".join(_subscriber(a, u, counts) for a, u in entry.get("subscribers", {}).items()),
     ]
     if "message_size" in entry:
         lines.append(f"  message size: {entry['message_size'].get('verdict')}")
     typer.echo("\n".join(lines))
+
+
+def _subscriber(authority: str, user: str, counts: dict[str, Any]) -> str:
+    queue = f"sub.{authority}"
+    waiting = f", {counts[queue]['messages']} waiting" if queue in counts else ""
+    return f"{queue} (consumed as {user}{waiting})"
 
 
 @topology_app.command("remove")

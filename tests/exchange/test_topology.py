@@ -395,6 +395,15 @@ class TestCli:
         assert report[0]["queues"]["inbound"] == INBOUND_ARGUMENTS
         assert describe(broker_plan(RU, [TJ]))["permissions"][1]["user"] == "tj-link"
 
+    def test_show_names_each_subscriber_queue_and_the_user_that_consumes_it(self) -> None:
+        result = CliRunner().invoke(topology_app, ["show"])
+        report = json.loads(CliRunner().invoke(topology_app, ["show", "--json"]).output)
+
+        assert result.exit_code == 0, result.output
+        assert "sub.TJ-CONSULATE-MOSCOW (consumed as tj-sub-consulate-moscow)" in result.output
+        assert report[0]["subscribers"]["TJ-CONSULATE-MOSCOW"] == "tj-sub-consulate-moscow"
+        assert "worker.death.TJ" in report[0]["subscriptions"]["sub.TJ-CONSULATE-MOSCOW"]
+
     def test_bad_broker_option_exits_with_an_error(self) -> None:
         result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://127.0.0.1/tj"])
         assert result.exit_code == 1
