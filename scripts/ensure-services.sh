@@ -74,3 +74,9 @@ if [ -n "$missing_tools" ]; then
   # shellcheck disable=SC2086 # one word per tool
   apt_install $missing_tools
 fi
+
+# --- the console's browser tests drive Debian's Chromium through Playwright (never a downloaded one) --
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium" >&2
+  apt_install chromium chromium-driver
+fi
