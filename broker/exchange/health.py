@@ -73,7 +73,8 @@ class PeerLink:
     @classmethod
     def from_settings(cls, settings: ExchangeSettings, peer_country: str) -> PeerLink:
         """Logged in as the gateway's own broker user, at `settings.management_api_url`."""
-        parts = urlsplit(settings.amqp_url)
+        # broker_url: the password from the URL, a RABBITMQ_PASSWORD_<USER> variable or secrets_file.
+        parts = urlsplit(settings.broker_url())
         endpoint = ManagementEndpoint(
             url=settings.management_api_url,
             user=unquote(parts.username) if parts.username else DEFAULT_LOGIN[0],
