@@ -453,18 +453,18 @@ def principal_of(name: str, spec: dict[str, Any], agreement: Agreement) -> Princ
         )
     if args[:1] == ["subscribe"]:
         authority = args[args.index("--as") + 1]
-        return Principal(frozenset({(authority, "key-agreement")}), frozenset({authority.lower()}))
+        return Principal(frozenset({(authority, "key-agreement")}), frozenset({_subscriber_user(spec)}))
     if args[:2] == ["topology", "apply"]:
         local = args[args.index("--local") + 1]
         brokers = provisioning.parse_brokers(
             _options(args, "--broker"), plaintext_hosts=["rabbitmq-tj", "rabbitmq-ru"]
         )
         users = set(provisioning.needed_users(provisioning.plans_for(brokers, [local])))
-        # The country's subscribers (a user each once the topology makes them: issue 17).
+        # The country's subscribers' own users (made by the topology once issue 17 is on main).
         users |= {
-            a.id.lower()
-            for a in agreement.authorities
-            if a.country == local.upper() and "consulate" in a.roles
+            _subscriber_user(other)
+            for other in services().values()
+            if command(other)[:1] == ["subscribe"] and _settings(other).country.lower() == local
         }
         return Principal(none, frozenset(users))
     if args[:1] == ["keys"] or name.startswith("keys-"):
@@ -473,6 +473,14 @@ def principal_of(name: str, spec: dict[str, Any], agreement: Agreement) -> Princ
         holders = {f"{country} CA"} | {a.id for a in agreement.authorities if a.country == country}
         return Principal(frozenset((h, kind) for h in holders for kind in (*KINDS, "ca")), none)
     return Principal(none, none)
+
+
+def _subscriber_user(spec: dict[str, Any]) -> str:
+    """The RabbitMQ user a subscriber logs in as: its own, no gateway's, ministry's or link's."""
+    user = _settings(spec).amqp_url.split("//", 1)[1].split("@", 1)[0]
+    country = _settings(spec).country.lower()
+    assert user.startswith(f"{country}-sub-"), f"a subscriber logs in as its own user, not {user}"
+    return user
 
 
 def _options(args: list[str], option: str) -> list[str]:
@@ -624,6 +632,17 @@ def test_no_container_holds_a_password_but_its_own_users() -> None:
         needed = provisioning.needed_users(provisioning.plans_for(brokers, [args[args.index("--local") + 1]]))
         missing = {password_variable(user) for user in needed} - set(spec["environment"])
         assert not missing, f"{name} would generate passwords no service knows: {sorted(missing)}"
+    # Whoever logs in gets the very password the topology set for its user.
+    for name, spec in services().items():
+        country = (spec.get("environment") or {}).get("EXCHANGE_COUNTRY", "").lower()
+        if not country:
+            continue
+        topology = services()[f"topology-{country}"]["environment"]
+        raw = compose_document()["services"]
+        for variable in (key for key in spec["environment"] if key.startswith(PASSWORD_ENV_PREFIX)):
+            assert variable in topology, f"{name} logs in as a user topology-{country} does not make"
+            given = raw[name]["environment"][variable]
+            assert given == raw[f"topology-{country}"]["environment"][variable], f"{name}: {variable}"
 
 
 # --- health and metrics --------------------------------------------------------------------------------
