@@ -662,6 +662,16 @@ def test_gateways_publish_their_status_port_and_check_readyz() -> None:
         assert "EXCHANGE_METRICS_PORT" in probe, name
 
 
+def test_no_two_services_publish_the_same_host_port() -> None:
+    published = [
+        (str(port).rsplit(":", 2)[0] if str(port).count(":") == 2 else "0.0.0.0", str(port).split(":")[-2])
+        for spec in services().values()
+        for port in spec.get("ports", [])
+    ]
+    assert len(published) >= 4
+    assert len(set(published)) == len(published), f"a host port is published twice: {published}"
+
+
 @pytest.mark.parametrize("ready", [True, False])
 def test_the_health_check_follows_the_real_status_server(ready: bool) -> None:
     probe = services()["gateway-tj"]["healthcheck"]["test"]
