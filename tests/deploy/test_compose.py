@@ -23,6 +23,7 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import pytest
 
 from broker.exchange.health import Check, Readiness
@@ -272,6 +273,29 @@ def test_gateways_publish_their_status_port_and_check_readyz() -> None:
         probe = " ".join(spec["healthcheck"]["test"])
         assert "/readyz" in probe, name
         assert "EXCHANGE_METRICS_PORT" in probe, name
+
+
+def test_http_apis_publish_their_port_and_check_a_path_served_without_a_token() -> None:
+    from broker.api.app import create_app  # noqa: PLC0415
+
+    apis = {name: spec for name, spec in exchange_services().items() if command(spec)[:2] == ["api", "serve"]}
+    assert set(apis) == {"api-tj", "api-ru"}
+    for name, spec in apis.items():
+        settings = settings_of(spec)
+        assert settings.api_address == "0.0.0.0", f"{name} is not reachable from outside its container"
+        published = [str(port).rsplit(":", 1)[-1] for port in spec.get("ports", [])]
+        assert str(settings.api_port) in published, f"{name} does not publish its port"
+        probe = spec["healthcheck"]["test"][3]
+        url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S+?)'", probe)
+        assert url is not None, probe
+        assert int(url.group(1)) == settings.api_port, f"{name} probes another port"
+        assert asyncio.run(_status_without_token(create_app(None), url.group(2))) == 200, name
+
+
+async def _status_without_token(application: Any, path: str) -> int:
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        return (await client.get(path)).status_code
 
 
 def test_no_two_services_publish_the_same_host_port() -> None:
