@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -195,3 +196,37 @@ def subscriber_user_of(spec: dict[str, Any]) -> str:
 
 def options(args: list[str], option: str) -> list[str]:
     return [args[i + 1] for i, word in enumerate(args) if word == option]
+
+
+def readme_compose_lines(subsection: str | None = None) -> list[list[str]]:
+    """Every `docker compose ...` command of README's Deployment section (or of one `### ` part of
+    it), as words after `docker compose`, in order."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    section = text[text.index("## Deployment") :]
+    section = section[: section.index("\n## ", 1)]
+    if subsection is not None:
+        section = section[section.index(f"### {subsection}") :]
+        section = section[: section.index("\n### ", 1)]
+    lines = []
+    for line in section.splitlines():
+        if not line.startswith("docker compose") and " && docker compose" not in line:
+            continue
+        words = shlex.split(line, comments=True)
+        while words:
+            part = words[: words.index("&&")] if "&&" in words else words
+            words = words[len(part) + 1 :]
+            if part[:2] == ["docker", "compose"]:
+                lines.append(part[2:])
+    return lines
+
+
+def split_run(words: list[str]) -> tuple[str | None, str, list[str]]:
+    """`run [--rm] [--entrypoint E] SERVICE ARGS...` as (E, SERVICE, ARGS)."""
+    assert words[0] == "run"
+    at, entrypoint = 1, None
+    while words[at].startswith("-"):
+        if words[at] == "--entrypoint":
+            entrypoint = words[at + 1]
+            at += 1
+        at += 1
+    return entrypoint, words[at], words[at + 1 :]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -45,10 +44,12 @@ from tests.deploy.compose_file import (
     hidden,
     mount_of,
     parse,
+    readme_compose_lines,
     running,
     runs_broker,
     services,
     settings_of,
+    split_run,
 )
 
 # --- the validator ---------------------------------------------------------------------------------
@@ -355,24 +356,6 @@ def test_the_image_installs_the_tree_as_the_readme_does() -> None:
 # --- the README's Deployment section -----------------------------------------------------------------
 
 
-def readme_compose_lines() -> list[list[str]]:
-    """Every `docker compose ...` line of README's Deployment section, as words."""
-    text = (ROOT / "README.md").read_text("utf-8")
-    section = text[text.index("## Deployment") :]
-    section = section[: section.index("\n## ", 1)]
-    lines = []
-    for line in section.splitlines():
-        if not line.startswith("docker compose") and " && docker compose" not in line:
-            continue
-        words = shlex.split(line, comments=True)
-        while words:
-            part = words[: words.index("&&")] if "&&" in words else words
-            words = words[len(part) + 1 :]
-            if part[:2] == ["docker", "compose"]:
-                lines.append(part[2:])
-    return lines
-
-
 def test_every_compose_command_of_the_readme_names_a_service_and_parses() -> None:
     found = services()
     runs = 0
@@ -384,13 +367,9 @@ def test_every_compose_command_of_the_readme_names_a_service_and_parses() -> Non
             else:
                 assert words[0] in {"build", "up", "ps"}, f"docker compose {' '.join(words)}: which service?"
             continue
-        options = [w for w in words[1:] if w.startswith("-")]
-        rest = [w for w in words[1:] if not w.startswith("-")]
-        if "--entrypoint" in options:
-            rest = rest[1:]  # the entrypoint's own name
-        service, args = rest[0], words[words.index(rest[0]) + 1 :]
+        entrypoint, service, args = split_run(words)
         assert service in found, f"README runs {service}, which docker-compose.yml does not have"
-        if "--entrypoint" not in options:
+        if entrypoint is None:
             parse(args)
             runs += 1
     assert runs >= 10

@@ -1,13 +1,15 @@
-"""Who holds what in docker-compose.yml: with key stores made by the real `broker init`, bundles
-exchanged and the consulate's kit assembled, no container sees a private key but its own principal's,
-and none is given a password but its own users'."""
+"""Who holds what in docker-compose.yml. README's "First start" is run as written (each `docker
+compose run` of the operator's tool in a folder standing for its container, its volumes linked in):
+the real `broker init`, bundles exported and imported, the consulate's kit assembled. Then no
+container sees a private key but its own principal's, and none is given a password but its own
+users'."""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,11 +19,11 @@ from broker.cli.app import main as broker_main
 from broker.core.agreement import Agreement, load_agreement
 from broker.exchange import provisioning
 from broker.exchange.ministries import submitting_authorities
-from broker.state.country_dir import set_up_country
 from broker.state.keystore import KeyStore
 from broker.state.rabbitmq_passwords import PASSWORD_ENV_PREFIX, password_variable
 from tests.deploy.compose_file import (
     ROOT,
+    TOOLS_PROFILE,
     Mount,
     command,
     compose_document,
@@ -30,8 +32,10 @@ from tests.deploy.compose_file import (
     mounts,
     named_volumes,
     options,
+    readme_compose_lines,
     services,
     settings_of,
+    split_run,
     subscriber_user_of,
 )
 
@@ -111,54 +115,43 @@ def private_key_owner(relative: PurePosixPath) -> tuple[str, str] | None:
 
 @pytest.fixture(scope="module")
 def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The named volumes filled as the README's first start fills them, with the real commands'
-    code: each country's folder (`broker init`), both bundles exchanged, the consulate's kit."""
-    root = tmp_path_factory.mktemp("volumes")
-    agreement = load_agreement()
-    now = datetime.now(UTC)
-    made = {name: root / name for name in named_volumes()}
+    """The named volumes filled by README's "First start" run as written, each `docker compose run`
+    in a folder standing for its container: its working_dir, with its mounts linked in."""
+    root = tmp_path_factory.mktemp("compose")
+    made = {name: root / "volumes" / name for name in named_volumes()}
     for path in made.values():
-        path.mkdir()
-    stores = {}
-    for country in agreement.countries:
-        folder = made[f"country-{country.lower()}"]
-        set_up_country(
-            folder,
-            country=country,
-            agreement=agreement,
-            amqp_url=f"amqp://{country.lower()}-gateway@127.0.0.1:5672/{country.lower()}",
-            secrets_file=folder / "unused-secrets.json",
-            now=now,
-        )
-        stores[country] = KeyStore(root=folder / "keys")
-    bundles = {}
-    for country, store in stores.items():
-        bundles[country] = made["bundles"] / f"{country.lower()}-bundle.pem"
-        _broker(
-            "keys", "export", "--country", country, "--root", str(store.root), "--out", str(bundles[country])
-        )
-    for country, store in stores.items():
-        for peer in agreement.countries:
-            if peer != country:
-                _broker("keys", "import", "--root", str(store.root), str(bundles[peer]))
-    _assemble_kit(made["kit-tj-consulate-moscow"] / "keys", stores["TJ"], bundles, "TJ-CONSULATE-MOSCOW")
+        path.mkdir(parents=True)
+    ran = 0
+    for words in readme_compose_lines("First start"):
+        if words[0] != "run":
+            continue
+        entrypoint, service, args = split_run(words)
+        spec = services()[service]
+        assert TOOLS_PROFILE in spec.get("profiles", []), f"{service}: only the operator's tool makes keys"
+        container = _container(root / f"container-{ran}", spec, made)
+        with contextlib.chdir(container):
+            if entrypoint is None:
+                assert broker_main(args) == 0, f"broker {' '.join(args)} failed"
+            else:
+                subprocess.run([entrypoint, *args], check=True, timeout=60)
+        ran += 1
+    assert ran >= 9
+    kit = made["kit-tj-consulate-moscow"] / "keys"
+    assert KeyStore(root=kit).decryptor("TJ-CONSULATE-MOSCOW").keys, "the kit opens what is sealed to it"
     return made
 
 
-def _broker(*args: str) -> None:
-    """One `broker` command, in this process, as the operator types it."""
-    assert broker_main(list(args)) == 0, f"broker {' '.join(args)} failed"
-
-
-def _assemble_kit(kit: Path, store: KeyStore, bundles: dict[str, Path], authority: str) -> None:
-    """The consulate's kit as README, "First start", assembles it until `broker keys kit` exists:
-    both public bundles imported, and the consulate's own key-agreement key beside them."""
-    for bundle in bundles.values():
-        _broker("keys", "import", "--root", str(kit), str(bundle))
-    country = authority.split("-", 1)[0]
-    own = Path(country, "authorities", authority, "encryption")
-    shutil.copytree(store.root / own, kit / own)
-    assert KeyStore(root=kit).decryptor(authority).keys, "the kit opens what is sealed for the consulate"
+def _container(folder: Path, spec: dict[str, Any], made: dict[str, Path]) -> Path:
+    """A folder standing for the service's working_dir, its named volumes linked in where mounted."""
+    working = PurePosixPath(spec["working_dir"])
+    folder.mkdir()
+    for mount in mounts(spec):
+        assert mount.named, "the operator's tool mounts volumes only"
+        assert working in mount.target.parents, f"{mount.target} is not under {working}"
+        link = folder / mount.target.relative_to(working).as_posix()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(made[mount.source], target_is_directory=True)
+    return folder
 
 
 def visible_files(spec: dict[str, Any], volumes: dict[str, Path]) -> Iterator[tuple[Mount, PurePosixPath]]:
