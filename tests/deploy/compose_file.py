@@ -206,7 +206,8 @@ def readme_compose_lines(subsection: str | None = None) -> list[list[str]]:
     section = section[: section.index("\n## ", 1)]
     if subsection is not None:
         section = section[section.index(f"### {subsection}") :]
-        section = section[: section.index("\n### ", 1)]
+        end = section.find("\n### ", 1)
+        section = section if end < 0 else section[:end]
     lines = []
     for line in section.splitlines():
         if not line.startswith("docker compose") and " && docker compose" not in line:

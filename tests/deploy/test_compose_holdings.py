@@ -121,8 +121,17 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made = {name: root / "volumes" / name for name in named_volumes()}
     for path in made.values():
         path.mkdir(parents=True)
-    ran = 0
-    for words in readme_compose_lines("First start"):
+    assert run_tool_lines("First start", root, made) >= 9
+    kit = made["kit-tj-consulate-moscow"] / "keys"
+    assert KeyStore(root=kit).decryptor("TJ-CONSULATE-MOSCOW").keys, "the kit opens what is sealed to it"
+    return made
+
+
+def run_tool_lines(subsection: str, root: Path, made: dict[str, Path]) -> int:
+    """Run the `docker compose run` lines of one part of README's Deployment section; how many."""
+    ran = len(list(root.glob("container-*")))
+    first = ran
+    for words in readme_compose_lines(subsection):
         if words[0] != "run":
             continue
         entrypoint, service, args = split_run(words)
@@ -135,10 +144,7 @@ def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             else:
                 subprocess.run([entrypoint, *args], check=True, timeout=60)
         ran += 1
-    assert ran >= 9
-    kit = made["kit-tj-consulate-moscow"] / "keys"
-    assert KeyStore(root=kit).decryptor("TJ-CONSULATE-MOSCOW").keys, "the kit opens what is sealed to it"
-    return made
+    return ran - first
 
 
 def _container(folder: Path, spec: dict[str, Any], made: dict[str, Path]) -> Path:
@@ -239,3 +245,16 @@ def test_no_container_holds_a_password_but_its_own_users() -> None:
             assert variable in topology, f"{name} logs in as a user topology-{country} does not make"
             given = raw[name]["environment"][variable]
             assert given == raw[f"topology-{country}"]["environment"][variable], f"{name}: {variable}"
+
+
+def test_the_key_rotation_lines_reach_the_peer(volumes: dict[str, Path]) -> None:
+    # Last in this module: it changes the volumes the tests above read.
+    ours, theirs = (KeyStore(root=volumes[f"country-{cc}"] / "keys") for cc in ("tj", "ru"))
+    before = {cert.serial_number for cert in ours.signing_certificates("TJ-MOL")}
+
+    assert run_tool_lines("Key rotation", volumes["bundles"].parents[1], volumes) == 3
+
+    rotated = {cert.serial_number for cert in ours.signing_certificates("TJ-MOL")} - before
+    assert len(rotated) == 1, "keys rotate issued one new signing key"
+    known = {r.serial for r in theirs.inventory() if r.holder == "TJ-MOL" and r.usage == "signing"}
+    assert rotated <= known, "RU does not know the new key after the export and import lines"
