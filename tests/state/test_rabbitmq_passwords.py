@@ -1,6 +1,6 @@
 """RabbitMQ passwords from RABBITMQ_PASSWORD_<USER>: what a compose service is given instead of the
-whole secrets file. Each consumer of passwords (settings, topology apply, a ministry's login, the
-readiness check) takes the variable first and the secrets file second."""
+whole secrets file. Each consumer of passwords (settings, topology apply, a ministry's login, a
+subscriber's kit) takes the variable first and the secrets file second."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from broker.core.errors import ConfigError, Reason
-from broker.exchange.health import PeerLink
 from broker.exchange.provisioning import load_passwords
 from broker.exchange.submitter import submitter_login
 from broker.state.rabbitmq_passwords import environment_password, password_variable
@@ -94,16 +93,3 @@ def test_a_ministry_without_variable_or_file_is_told_both(
         )
     assert refused.value.reason is Reason.INPUT_UNREADABLE
     assert "RABBITMQ_PASSWORD_TJ_MOL" in refused.value.diagnostic
-
-
-def test_readiness_logs_in_with_the_gateway_password_wherever_it_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # It used to read the password from amqp_url alone and log in with "guest" otherwise.
-    monkeypatch.setenv("RABBITMQ_PASSWORD_TJ_GATEWAY", "gw-pw")
-    settings = ExchangeSettings.load(None, country="TJ", amqp_url="amqp://tj-gateway@127.0.0.1:5672/tj")
-
-    link = PeerLink.from_settings(settings, "RU")
-
-    assert (link.endpoint.user, link.endpoint.password) == ("tj-gateway", "gw-pw")
-    assert link.vhost == "tj"
