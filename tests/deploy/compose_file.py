@@ -3,9 +3,11 @@ the services' commands parsed by the real CLI and the settings they build from t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -18,6 +20,7 @@ from typer.main import get_command
 from broker.cli.app import app
 from broker.state.rabbitmq_passwords import PASSWORD_ENV_PREFIX
 from broker.state.settings import ExchangeSettings
+from broker.state.subscriber_kit import SETTINGS_FILE as KIT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -162,19 +165,43 @@ def parse(args: list[str]) -> list[str]:
     return path
 
 
-def settings_of(spec: dict[str, Any]) -> ExchangeSettings:
-    """The settings the service's `broker` builds from its environment (and nothing else)."""
+@contextlib.contextmanager
+def service_environment(spec: dict[str, Any]) -> Iterator[None]:
+    """os.environ as the service's container has it, as far as `broker` reads it."""
     environment = {key: str(value) for key, value in (spec.get("environment") or {}).items()}
     saved = dict(os.environ)
     try:
         for key in list(os.environ):
-            if key.startswith(("EXCHANGE_", PASSWORD_ENV_PREFIX)):
+            if key.startswith(("EXCHANGE_", PASSWORD_ENV_PREFIX, "RABBITMQ_ADMIN_")):
                 del os.environ[key]
         os.environ.update(environment)
-        return ExchangeSettings.load(None)
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def host_path(spec: dict[str, Any], inside: PurePosixPath, volumes: dict[str, Path]) -> Path:
+    """Where a path of the service's container is in the volumes the tests filled."""
+    mount = mount_of(spec, inside)
+    assert mount is not None, f"{inside} is in no mount"
+    source = volumes[mount.source] if mount.named else ROOT / mount.source
+    return source / inside.relative_to(mount.target).as_posix()
+
+
+def settings_of(spec: dict[str, Any], volumes: dict[str, Path] | None = None) -> ExchangeSettings:
+    """The settings the service's `broker` builds: from its environment, over its kit's settings
+    file when it runs from a kit (read from `volumes`, paths as the container sees them)."""
+    args = command(spec)
+    with service_environment(spec):
+        if "--kit" not in args:
+            return ExchangeSettings.load(None)
+        assert volumes is not None, "a kit's settings are read from its volume"
+        kit = PurePosixPath(args[args.index("--kit") + 1])
+        text = (host_path(spec, kit, volumes) / KIT_SETTINGS).read_text("utf-8")
+        return ExchangeSettings.load(
+            None, **ExchangeSettings.file_values(text, folder=Path(kit), source="kit")
+        )
 
 
 def exchange_services() -> dict[str, dict[str, Any]]:
@@ -186,11 +213,13 @@ def exchange_services() -> dict[str, dict[str, Any]]:
     }
 
 
-def subscriber_user_of(spec: dict[str, Any]) -> str:
+def subscriber_user_of(spec: dict[str, Any], volumes: dict[str, Path]) -> str:
     """The RabbitMQ user a subscriber logs in as: its own, no gateway's, ministry's or link's."""
-    user = settings_of(spec).amqp_url.split("//", 1)[1].split("@", 1)[0]
-    country = settings_of(spec).country.lower()
-    assert user.startswith(f"{country}-sub-"), f"a subscriber logs in as its own user, not {user}"
+    settings = settings_of(spec, volumes)
+    user = settings.amqp_url.split("//", 1)[1].split("@", 1)[0]
+    assert user.startswith(f"{settings.country.lower()}-sub-"), (
+        f"a subscriber logs in as its own user, not {user}"
+    )
     return user
 
 

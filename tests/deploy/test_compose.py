@@ -42,6 +42,7 @@ from tests.deploy.compose_file import (
     env_example,
     exchange_services,
     hidden,
+    host_path,
     mount_of,
     parse,
     readme_compose_lines,
@@ -157,7 +158,7 @@ def test_the_parse_check_refuses_what_the_cli_refuses(args: list[str]) -> None:
         parse(args)
 
 
-def test_everything_waits_for_the_topology_and_the_key_stores() -> None:
+def test_everything_waits_for_the_topology_and_the_key_stores(volumes: dict[str, Path]) -> None:
     found = services()
     init = {name for name, spec in found.items() if command(spec)[:2] == ["topology", "apply"]}
     assert init == {"topology-tj", "topology-ru"}
@@ -167,7 +168,7 @@ def test_everything_waits_for_the_topology_and_the_key_stores() -> None:
         if not (runs_broker(spec) and running(name, spec)) or name in init or name.startswith("keys-present"):
             continue
         waited = _waits_for(found, name)
-        country = settings_of(spec).country.lower()
+        country = settings_of(spec, volumes).country.lower()
         assert f"topology-{country}" in waited, f"{name} does not wait for its topology"
         if command(spec)[0] == "gateway":
             assert f"keys-present-{country}" in waited, f"{name} starts on an empty key store"
@@ -211,10 +212,10 @@ def _state_paths(spec: dict[str, Any], settings: ExchangeSettings) -> dict[str, 
     return paths
 
 
-def test_every_state_path_is_in_a_writable_named_volume_the_image_owns() -> None:
+def test_every_state_path_is_in_a_writable_named_volume_the_image_owns(volumes: dict[str, Path]) -> None:
     checked = 0
     for name, spec in exchange_services().items():
-        settings = settings_of(spec)
+        settings = settings_of(spec, volumes)
         for what, path in _state_paths(spec, settings).items():
             mount = mount_of(spec, path)
             assert mount is not None, f"{name}: {what} {path} is in the container's own layer"
@@ -225,6 +226,8 @@ def test_every_state_path_is_in_a_writable_named_volume_the_image_owns() -> None
         keys = mount_of(spec, PurePosixPath(settings.keys_dir))
         assert keys is not None, f"{name}: keys_dir {settings.keys_dir} is not mounted"
         assert keys.target in _image_directories()
+        if settings.secrets_file is not None:  # a kit's own password
+            assert host_path(spec, PurePosixPath(settings.secrets_file), volumes).is_file(), name
     assert checked >= 9
 
 

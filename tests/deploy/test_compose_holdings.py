@@ -6,40 +6,32 @@ users'."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import pytest
-
-from broker.cli.app import main as broker_main
 from broker.core.agreement import Agreement, load_agreement
 from broker.exchange import provisioning
-from broker.exchange.ministries import submitting_authorities
+from broker.exchange.ministries import submitter_user, submitting_authorities
 from broker.state.keystore import KeyStore
 from broker.state.rabbitmq_passwords import PASSWORD_ENV_PREFIX, password_variable
 from tests.deploy.compose_file import (
     ROOT,
-    TOOLS_PROFILE,
     Mount,
     command,
     compose_document,
     hidden,
+    host_path,
     mount_of,
     mounts,
-    named_volumes,
     options,
-    readme_compose_lines,
     services,
     settings_of,
-    split_run,
     subscriber_user_of,
 )
-
-# --- who holds what --------------------------------------------------------------------------------
+from tests.deploy.conftest import run_tool_lines
 
 
 @dataclass(frozen=True)
@@ -53,7 +45,18 @@ class Principal:
 KINDS = ("signing", "key-agreement")
 
 
-def principal_of(name: str, spec: dict[str, Any], agreement: Agreement) -> Principal:
+def topology_users(country: str) -> set[str]:
+    """The RabbitMQ users `topology-<country>`'s plan makes, as the real provisioning plans them."""
+    args = command(services()[f"topology-{country}"])
+    brokers = provisioning.parse_brokers(
+        options(args, "--broker"), plaintext_hosts=["rabbitmq-tj", "rabbitmq-ru"]
+    )
+    return set(provisioning.needed_users(provisioning.plans_for(brokers, [args[args.index("--local") + 1]])))
+
+
+def principal_of(
+    name: str, spec: dict[str, Any], agreement: Agreement, volumes: dict[str, Path]
+) -> Principal:
     args = command(spec)
     none: frozenset[Any] = frozenset()
     if args[:1] == ["gateway"]:
@@ -68,36 +71,27 @@ def principal_of(name: str, spec: dict[str, Any], agreement: Agreement) -> Princ
         ministries = submitting_authorities(agreement, country)
         return Principal(
             frozenset((ministry, "key-agreement") for ministry in ministries),
-            frozenset(_submitter_user(country, ministry) for ministry in ministries),
+            frozenset(submitter_user(country.lower(), country.lower(), ministry) for ministry in ministries),
         )
     if args[:1] == ["subscribe"]:
         authority = args[args.index("--as") + 1]
-        return Principal(frozenset({(authority, "key-agreement")}), frozenset({subscriber_user_of(spec)}))
-    if args[:2] == ["topology", "apply"]:
-        local = args[args.index("--local") + 1]
-        brokers = provisioning.parse_brokers(
-            options(args, "--broker"), plaintext_hosts=["rabbitmq-tj", "rabbitmq-ru"]
+        return Principal(
+            frozenset({(authority, "key-agreement")}), frozenset({subscriber_user_of(spec, volumes)})
         )
-        users = set(provisioning.needed_users(provisioning.plans_for(brokers, [local])))
-        # The country's subscribers' own users (made by the topology once issue 17 is on main).
-        users |= {
-            subscriber_user_of(other)
-            for other in services().values()
-            if command(other)[:1] == ["subscribe"] and settings_of(other).country.lower() == local
-        }
-        return Principal(none, frozenset(users))
+    if args[:2] == ["topology", "apply"]:
+        return Principal(none, frozenset(topology_users(args[args.index("--local") + 1])))
     if args[:1] == ["keys"] or name.startswith("keys-"):
-        # The country's operator: its CA and every key it issued to its authorities.
-        country = name.removeprefix("keys-present-").removeprefix("keys-").upper()
-        holders = {f"{country} CA"} | {a.id for a in agreement.authorities if a.country == country}
-        return Principal(frozenset((h, kind) for h in holders for kind in (*KINDS, "ca")), none)
+        # The country's operator: its CA and every key it issued; the passwords of the subscribers'
+        # users it writes into their kits.
+        country = name.removeprefix("keys-present-").removeprefix("keys-")
+        holders = {f"{country.upper()} CA"} | {
+            a.id for a in agreement.authorities if a.country == country.upper()
+        }
+        subscribers = {user for user in topology_users(country) if user.startswith(f"{country}-sub-")}
+        return Principal(
+            frozenset((h, kind) for h in holders for kind in (*KINDS, "ca")), frozenset(subscribers)
+        )
     return Principal(none, none)
-
-
-def _submitter_user(country: str, authority: str) -> str:
-    from broker.exchange.ministries import submitter_user  # noqa: PLC0415
-
-    return submitter_user(country.lower(), country.lower(), authority)
 
 
 def private_key_owner(relative: PurePosixPath) -> tuple[str, str] | None:
@@ -111,53 +105,6 @@ def private_key_owner(relative: PurePosixPath) -> tuple[str, str] | None:
     if at >= 2 and parts[at - 1] == "encryption":
         return (parts[at - 2], "key-agreement")
     return (parts[at - 1], "signing")
-
-
-@pytest.fixture(scope="module")
-def volumes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The named volumes filled by README's "First start" run as written, each `docker compose run`
-    in a folder standing for its container: its working_dir, with its mounts linked in."""
-    root = tmp_path_factory.mktemp("compose")
-    made = {name: root / "volumes" / name for name in named_volumes()}
-    for path in made.values():
-        path.mkdir(parents=True)
-    assert run_tool_lines("First start", root, made) >= 9
-    kit = made["kit-tj-consulate-moscow"] / "keys"
-    assert KeyStore(root=kit).decryptor("TJ-CONSULATE-MOSCOW").keys, "the kit opens what is sealed to it"
-    return made
-
-
-def run_tool_lines(subsection: str, root: Path, made: dict[str, Path]) -> int:
-    """Run the `docker compose run` lines of one part of README's Deployment section; how many."""
-    ran = len(list(root.glob("container-*")))
-    first = ran
-    for words in readme_compose_lines(subsection):
-        if words[0] != "run":
-            continue
-        entrypoint, service, args = split_run(words)
-        spec = services()[service]
-        assert TOOLS_PROFILE in spec.get("profiles", []), f"{service}: only the operator's tool makes keys"
-        container = _container(root / f"container-{ran}", spec, made)
-        with contextlib.chdir(container):
-            if entrypoint is None:
-                assert broker_main(args) == 0, f"broker {' '.join(args)} failed"
-            else:
-                subprocess.run([entrypoint, *args], check=True, timeout=60)
-        ran += 1
-    return ran - first
-
-
-def _container(folder: Path, spec: dict[str, Any], made: dict[str, Path]) -> Path:
-    """A folder standing for the service's working_dir, its named volumes linked in where mounted."""
-    working = PurePosixPath(spec["working_dir"])
-    folder.mkdir()
-    for mount in mounts(spec):
-        assert mount.named, "the operator's tool mounts volumes only"
-        assert working in mount.target.parents, f"{mount.target} is not under {working}"
-        link = folder / mount.target.relative_to(working).as_posix()
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(made[mount.source], target_is_directory=True)
-    return folder
 
 
 def visible_files(spec: dict[str, Any], volumes: dict[str, Path]) -> Iterator[tuple[Mount, PurePosixPath]]:
@@ -177,7 +124,7 @@ def test_no_container_sees_a_private_key_but_its_own(volumes: dict[str, Path]) -
     agreement = load_agreement()
     seen: dict[str, set[tuple[str, str]]] = {}
     for name, spec in services().items():
-        principal = principal_of(name, spec, agreement)
+        principal = principal_of(name, spec, agreement, volumes)
         held = set()
         for mount, inside in visible_files(spec, volumes):
             owner = private_key_owner(inside.relative_to(mount.target))
@@ -186,6 +133,12 @@ def test_no_container_sees_a_private_key_but_its_own(volumes: dict[str, Path]) -
             assert owner in principal.keys, f"{name} sees {owner[0]}'s {owner[1]} private key at {inside}"
             held.add(owner)
         seen[name] = held
+    for name, spec in services().items():
+        args = command(spec)
+        if "--kit" in args:
+            kit = mount_of(spec, PurePosixPath(args[args.index("--kit") + 1]))
+            assert kit is not None, f"{name}'s kit is not mounted"
+            assert kit.read_only, f"{name} could change its own kit"
     # The check bites: each holds what it needs, and the hidden keys are there to be hidden.
     assert ("TJ-GW", "signing") in seen["gateway-tj"]
     assert ("RU-MVD", "signing") in seen["gateway-ru"]
@@ -207,44 +160,61 @@ def test_every_hidden_key_folder_exists_after_init(volumes: dict[str, Path]) -> 
             assert folder.is_dir(), f"{name}: {folder} is not made by `broker init`"
 
 
-def test_no_container_holds_a_password_but_its_own_users() -> None:
+def test_no_container_holds_a_password_but_its_own_users(volumes: dict[str, Path]) -> None:
     agreement = load_agreement()
     for name, spec in services().items():
         environment = spec.get("environment") or {}
-        principal = principal_of(name, spec, agreement)
+        principal = principal_of(name, spec, agreement, volumes)
         given = {key for key in environment if key.startswith(PASSWORD_ENV_PREFIX)}
         allowed = {password_variable(user) for user in principal.users}
         assert given <= allowed, f"{name} holds the passwords {sorted(given - allowed)}"
         assert "EXCHANGE_SECRETS_FILE" not in environment, f"{name} reads the secrets file of every user"
-        if command(spec)[:2] != ["topology", "apply"]:
-            assert not {"RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_DEFAULT_PASS"} & set(
-                environment
-            ) or name.startswith("rabbitmq-"), f"{name} holds a broker administrator's password"
-        if command(spec)[:1] in (["gateway"], ["subscribe"]):
-            # It logs in as its own user, with the password it was given.
+        if command(spec)[:2] != ["topology", "apply"] and not name.startswith("rabbitmq-"):
+            assert not {"RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_DEFAULT_PASS"} & set(environment), (
+                f"{name} holds a broker administrator's password"
+            )
+        if command(spec)[:1] == ["gateway"]:
             user = settings_of(spec).amqp_url.split("//")[1].split("@")[0]
             assert user in principal.users, f"{name} logs in as {user}"
             assert password_variable(user) in given, f"{name} is not given {user}'s password"
-    for name in ("topology-tj", "topology-ru"):
-        spec = services()[name]
-        args = command(spec)
-        brokers = provisioning.parse_brokers(
-            options(args, "--broker"), plaintext_hosts=["rabbitmq-tj", "rabbitmq-ru"]
-        )
-        needed = provisioning.needed_users(provisioning.plans_for(brokers, [args[args.index("--local") + 1]]))
-        missing = {password_variable(user) for user in needed} - set(spec["environment"])
-        assert not missing, f"{name} would generate passwords no service knows: {sorted(missing)}"
-    # Whoever logs in gets the very password the topology set for its user.
-    for name, spec in services().items():
-        country = (spec.get("environment") or {}).get("EXCHANGE_COUNTRY", "").lower()
-        if not country:
+
+
+def test_whoever_logs_in_has_the_password_its_topology_sets(volumes: dict[str, Path]) -> None:
+    raw = compose_document()["services"]
+    interpolated = services()
+    logged_in: set[str] = set()
+    for name, spec in interpolated.items():
+        environment = spec.get("environment") or {}
+        if command(spec)[:1] in (["gateway"], ["api"], ["subscribe"]):
+            country = settings_of(spec, volumes).country.lower()
+        elif name.startswith("keys-"):
+            country = name.rsplit("-", 1)[-1]
+        else:
             continue
-        topology = services()[f"topology-{country}"]["environment"]
-        raw = compose_document()["services"]
-        for variable in (key for key in spec["environment"] if key.startswith(PASSWORD_ENV_PREFIX)):
-            assert variable in topology, f"{name} logs in as a user topology-{country} does not make"
-            given = raw[name]["environment"][variable]
-            assert given == raw[f"topology-{country}"]["environment"][variable], f"{name}: {variable}"
+        topology = f"topology-{country}"
+        for variable in (key for key in environment if key.startswith(PASSWORD_ENV_PREFIX)):
+            # The same .env variable on both sides: the password set is the password used.
+            assert raw[name]["environment"][variable] == raw[topology]["environment"].get(variable), (
+                f"{name}: {variable} is not the one {topology} sets"
+            )
+            logged_in.add(variable)
+        if "--kit" in command(spec):
+            settings = settings_of(spec, volumes)
+            user = subscriber_user_of(spec, volumes)
+            assert settings.secrets_file is not None
+            kept = json.loads(
+                host_path(spec, PurePosixPath(settings.secrets_file), volumes).read_text("utf-8")
+            )
+            assert set(kept) == {user}, f"{name}'s kit holds passwords of {sorted(kept)}"
+            expected = interpolated[topology]["environment"][password_variable(user)]
+            assert kept[user] == expected, f"{name}'s kit does not hold the password {topology} sets"
+            logged_in.add(password_variable(user))
+    assert len(logged_in) >= 6
+    for country in ("tj", "ru"):
+        # Users no service logs in as (the shovel's, subscribers without a service) may be generated.
+        given = set(raw[f"topology-{country}"]["environment"])
+        needed = {password_variable(user) for user in topology_users(country)}
+        assert not (needed & logged_in) - given
 
 
 def test_the_key_rotation_lines_reach_the_peer(volumes: dict[str, Path]) -> None:
