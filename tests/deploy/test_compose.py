@@ -39,6 +39,7 @@ from tests.deploy.compose_file import (
     USAGE_ERROR,
     VARIABLE,
     command,
+    compose_document,
     env_example,
     exchange_services,
     hidden,
@@ -120,6 +121,19 @@ def test_every_variable_is_in_env_example_with_its_meaning() -> None:
             above -= 1  # a group of variables under one comment
         assert above >= 0, f"{line.split('=')[0]} has no comment saying what it is"
         assert lines[above].startswith("#"), f"{line.split('=')[0]} has no comment saying what it is"
+
+
+def test_each_node_has_one_administrator_from_env_and_never_guest() -> None:
+    raw = compose_document()["services"]
+    nodes = [name for name, spec in raw.items() if str(spec.get("image", "")).startswith("rabbitmq:")]
+    assert sorted(nodes) == ["rabbitmq-ru", "rabbitmq-tj"]
+    for name in nodes:
+        environment = raw[name]["environment"]
+        for key in ("RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"):
+            match = VARIABLE.fullmatch(environment[key])
+            assert match is not None, f"{name}: {key} is written in the file"
+            assert match.group(2) == ":?", f"{name}: {key} has a default"
+        assert services()[name]["environment"]["RABBITMQ_DEFAULT_USER"] != "guest"
 
 
 def test_required_secrets_have_no_default() -> None:
