@@ -7,6 +7,8 @@ COPY pyproject.toml README.md ./
 COPY broker ./broker
 COPY adapters ./adapters
 COPY schemas ./schemas
+# The console reads each reason code's meaning and remedy from here (broker/api/console/reasons.py).
+COPY docs/reason-codes.md ./docs/reason-codes.md
 RUN pip install --no-cache-dir -e . && broker --version
 # Every mount point of docker-compose.yml exists in the image, owned by the service user: a named
 # volume takes the owner and mode of the directory it is first mounted on.
