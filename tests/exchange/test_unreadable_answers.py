@@ -11,8 +11,9 @@ Bytes the sender never sent (someone wrote into its outbound queue) are reported
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -119,8 +120,12 @@ async def test_unreadable_bytes_the_sender_never_sent_are_reported_not_settled(
         answer = await exchange.wait_until(
             lambda: _unreadable_answer(tajikistan, sha256), what="RU's answer to the junk", timeout_s=30
         )
+
+        async def reported() -> list[MutableMapping[str, Any]]:  # logged just after the answer is kept
+            return [event for event in logs if event["event"] == "receipt.unknown_body"]
+
+        events = await exchange.wait_until(reported, what="TJ's report of the unknown body", timeout_s=30)
     assert answer.reason == str(Reason.MESSAGE_MALFORMED)
-    reported = [event for event in logs if event["event"] == "receipt.unknown_body"]
-    assert [(event["sha256"], event["log_level"]) for event in reported] == [(sha256, "warning")]
+    assert [(event["sha256"], event["log_level"]) for event in events] == [(sha256, "warning")]
     assert await tajikistan.outbox.records() == []
     assert await _rejected(russia, Reason.MESSAGE_MALFORMED) is not None
