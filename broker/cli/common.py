@@ -14,7 +14,8 @@ import typer
 
 from broker.cli.logs import configure_logging
 from broker.cli.output import debugging, error_line, print_error
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement import load_agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
@@ -53,7 +54,7 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
             exit_with(error)
     try:
         settings = ExchangeSettings.load(path if path.exists() else None, country=country)
-        _check_country(settings.country, load_agreement(settings.agreement_file))
+        _check_country(settings.country, settings.agreement_set())
     except ExchangeError as error:
         if not path.exists():
             error = ConfigError(
@@ -67,7 +68,7 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
     return settings
 
 
-def _check_country(country: str, agreement: Agreement) -> None:
+def _check_country(country: str, agreement: Agreements) -> None:
     if country not in agreement.countries:
         raise ConfigError(
             Reason.CONFIG_INVALID,
@@ -152,7 +153,7 @@ async def declared_subscription(
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415 - aio-pika only when needed
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
-    agreement = load_agreement(settings.agreement_file)
+    agreement = settings.agreement_set()
     keystore = KeyStore(root=settings.keys_dir)
     transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
     try:

@@ -22,7 +22,6 @@ from broker.cli.common import (
 from broker.cli.output import console, print_json, print_table
 from broker.cli.submitting import DEFAULT_RECEIPT_WAIT_S, submit_and_follow
 from broker.cli.topology import DEFAULT_SECRETS
-from broker.core.agreement import load_agreement
 from broker.core.canonical import strict_loads
 from broker.core.catalogue import parse_payload
 from broker.core.errors import ExchangeError, LocalError, Reason
@@ -94,9 +93,7 @@ def send(
     try:
         parse_payload(message_type, version, raw)  # a bad payload is named before anything connects
         document = strict_loads(raw)
-        authority = submitting_authority(
-            load_agreement(settings.agreement_file), settings.country, message_type, sender
-        )
+        authority = submitting_authority(settings.agreement_set(), settings.country, message_type, sender)
         submission = _submission(request_id or str(uuid7()), message_type, version, to, authority, document)
         user, url = submitter_login(
             settings.amqp_url,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.envelope import AUTHORITY_PATTERN
 from broker.core.errors import ConfigError, Reason
 
@@ -34,7 +34,7 @@ def submitter_user(vhost: str, country: str, authority_id: str) -> str:
     return f"{vhost}-{authority_id.lower().removeprefix(country.lower() + '-')}"
 
 
-def submitting_authorities(agreement: Agreement, country: str) -> tuple[str, ...]:
+def submitting_authorities(agreement: Agreements, country: str) -> tuple[str, ...]:
     """Authorities of `country` that may send some type of the agreement (its ministries), in order."""
     sending_roles = {role for rule in agreement.rules for role in rule.senders} - PROTOCOL_ROLES
     return tuple(

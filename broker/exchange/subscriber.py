@@ -18,7 +18,7 @@ from uuid import UUID
 
 import structlog
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.catalogue import Payload, citizenship_of, payload_to_json
 from broker.core.catalogue.death import WorkerDeath
 from broker.core.catalogue.wording import in_words
@@ -130,7 +130,7 @@ class Subscription:
         self,
         *,
         transport: Transport,
-        agreement: Agreement,
+        agreement: Agreements,
         trust: TrustStore,
         authority_id: str,
         types: Sequence[str],

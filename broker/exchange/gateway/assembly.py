@@ -10,7 +10,7 @@ from types import TracebackType
 
 from broker.audit.stores import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
-from broker.core.agreement import load_agreement
+from broker.core.agreement_set import load_agreements
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.gateway.context import Clock, GatewayContext, utc_now
 from broker.exchange.gateway.gateway import Gateway
@@ -73,7 +73,7 @@ async def gateway_from_settings(
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
     broker_url = settings.broker_url()  # first: a missing password is told before anything is opened
-    agreement = load_agreement(settings.agreement_file)
+    agreement = load_agreements(settings.country, settings.agreements, default=settings.agreement_file)
     keys = GatewayKeys(
         keystore=KeyStore(root=settings.keys_dir),
         agreement=agreement,

@@ -73,7 +73,7 @@ class Sender:
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._observers: list[ReceiptObserver] = []
         self._resender: asyncio.Task[None] | None = None
-        # Per outstanding message: `ctx.published_to_peer` just after its latest copy was queued, or
+        # Per outstanding message: `ctx.published_to_peer[its peer]` just after its latest copy was queued, or
         # None when its publish failed (no copy of ours waits). Unknown (sent before this process
         # started): taken as 0, i.e. queued before anything this process published.
         self._queued_at: dict[UUID, int | None] = {}
@@ -129,12 +129,15 @@ class Sender:
         data key wrapped for the recipient when the payload is personal). Nothing is recorded yet."""
         ctx = self._ctx
         try:
-            ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
+            # Under the agreement with the recipient's country, in force today.
+            ctx.agreements.check_send(
+                message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to, at=ctx.clock()
+            )
         except PolicyError as refused:
             raise LocalError(
                 refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
             ) from None
-        if ctx.agreement.authority(sender).country != ctx.country:
+        if ctx.country_of(sender) != ctx.country:
             raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {ctx.country}")
         message_id = message_id or uuid7()
         data_key, sealed_key = None, None
@@ -178,9 +181,13 @@ class Sender:
         await ctx.audit.append([sent_draft(now, envelope.id, envelope.type, envelope.recipient, sealed.raw)])
         self._queued_at[envelope.id] = None  # until the broker confirmed it
         await ctx.publish_to_peer(
-            sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
+            sealed.raw,
+            to=envelope.recipient,
+            message_id=envelope.id,
+            message_type=envelope.type,
+            sealed_key=sealed_key,
         )
-        self._queued_at[envelope.id] = ctx.published_to_peer
+        self._queued_at[envelope.id] = ctx.published_to_peer[ctx.country_of(envelope.recipient)]
         await ctx.outbox.mark_confirmed(envelope.id)
         ctx.metrics.sent.labels(envelope.type).inc()
         ctx.metrics.confirmed.labels(envelope.type).inc()
@@ -193,14 +200,18 @@ class Sender:
         ctx = self._ctx
         now = ctx.clock()
         overdue = await ctx.outbox.overdue(now)
-        waiting = await self._copies_waiting() if overdue else 0
+        waiting_by_peer: dict[str, int] = {}  # each peer's queue looked at once per round
         resent = 0
         for record in overdue:
+            peer = ctx.country_of(record.recipient)
+            if peer not in waiting_by_peer:
+                waiting_by_peer[peer] = await self._copies_waiting(peer)
+            waiting = waiting_by_peer[peer]
             await self._audit_sent_once(record)
             about = ctx.log.bind(
                 message_id=str(record.message_id), type=record.message_type, peer=record.recipient
             )
-            if self._still_waiting(record.message_id, waiting):
+            if self._still_waiting(record.message_id, waiting, peer):
                 # Another copy now would only queue up behind this one; the deadline counts again.
                 interval = ctx.settings.resend_interval(record.message_type, record.attempts)
                 await ctx.outbox.postpone(record.message_id, deadline=now + interval)
@@ -216,11 +227,12 @@ class Sender:
             self._queued_at[record.message_id] = None
             await ctx.publish_to_peer(
                 record.raw,
+                to=record.recipient,
                 message_id=record.message_id,
                 message_type=record.message_type,
                 sealed_key=sealed_key,
             )
-            self._queued_at[record.message_id] = ctx.published_to_peer
+            self._queued_at[record.message_id] = ctx.published_to_peer[peer]
             interval = ctx.settings.resend_interval(record.message_type, record.attempts + 1)
             await ctx.outbox.mark_resent(record.message_id, deadline=now + interval)
             resent += 1
@@ -234,13 +246,13 @@ class Sender:
         ctx.metrics.receipts_outstanding.set(await ctx.outbox.outstanding_count())
         return resent
 
-    async def _copies_waiting(self) -> int:
+    async def _copies_waiting(self, peer: str) -> int:
         """Messages ready in `outbound.<peer>`: the link has not carried them yet. (A copy the shovel
         holds unacknowledged, in flight, counts as carried; on a dead link the shovel gives it back.)"""
-        ready, _ = await self._ctx.transport.queue_counts(outbound_queue(self._ctx.peer_country.lower()))
+        ready, _ = await self._ctx.transport.queue_counts(outbound_queue(peer.lower()))
         return ready
 
-    def _still_waiting(self, message_id: UUID, waiting: int) -> bool:
+    def _still_waiting(self, message_id: UUID, waiting: int, peer: str) -> bool:
         """Whether the latest copy of the message is among the `waiting` messages still queued.
 
         The queue is first in, first out, and this gateway is its only publisher: a copy is still
@@ -249,7 +261,7 @@ class Sender:
         queued_at = self._queued_at.get(message_id, 0)
         if queued_at is None:  # its last publish failed: nothing of ours waits
             return False
-        return self._ctx.published_to_peer - queued_at < waiting
+        return self._ctx.published_to_peer.get(peer, 0) - queued_at < waiting
 
     async def _audit_sent_once(self, record: OutboxRecord) -> None:
         """Add the `sent` entry a crash between the outbox row and the audit append left out."""
@@ -411,6 +423,6 @@ class Sender:
 
     def _default_sender(self, message_type: str) -> str:
         try:
-            return self._ctx.agreement.only_sender(message_type, self._ctx.country)
+            return self._ctx.agreements.only_sender(message_type, self._ctx.country)
         except PolicyError as refused:  # a sender we cannot pick: ours to refuse, not a peer's fault
             raise LocalError(refused.reason, refused.diagnostic) from None
