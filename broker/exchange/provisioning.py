@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import AgreementSet
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.ministries import submitting_authorities
 from broker.exchange.rabbit_admin import RabbitAdmin
@@ -59,10 +60,16 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
 
 
 def plans_for(
-    brokers: Sequence[CountryBroker], local: Sequence[str] | None, *, agreement: Agreement | None = None
+    brokers: Sequence[CountryBroker],
+    local: Sequence[str] | None,
+    *,
+    agreement: Agreement | None = None,
+    agreements: Sequence[Agreement] = (),
 ) -> list[BrokerPlan]:
     """The plans of the `local` brokers (all without it), with a submitting user per ministry of
-    `agreement` (default: the shipped one)."""
+    `agreement` (default: the shipped one). With `agreements` (several pairs of countries), each
+    broker links only to the countries it shares an agreement with, and its ministries are those of
+    its own agreements."""
     agreement = agreement or load_agreement()
     wanted = {country.lower() for country in local} if local else {broker.country for broker in brokers}
     unknown = wanted - {broker.country for broker in brokers}
@@ -70,15 +77,20 @@ def plans_for(
         raise ConfigError(
             Reason.CONFIG_INVALID, f"--local names countries without a --broker: {sorted(unknown)}"
         )
-    return [
-        broker_plan(
-            broker,
-            [peer for peer in brokers if peer is not broker],
-            submitters=submitting_authorities(agreement, broker.country),
-        )
-        for broker in brokers
-        if broker.country in wanted
-    ]
+    plans = []
+    for broker in brokers:
+        if broker.country not in wanted:
+            continue
+        if not agreements:
+            peers = [peer for peer in brokers if peer is not broker]
+            submitters = submitting_authorities(agreement, broker.country.upper())
+        else:
+            country = broker.country.upper()
+            own = AgreementSet([a for a in agreements if country in a.countries], country=country)
+            peers = [peer for peer in brokers if peer.country.upper() in own.peers]
+            submitters = submitting_authorities(own, country)
+        plans.append(broker_plan(broker, peers, submitters=submitters))
+    return plans
 
 
 def needed_users(plans: Sequence[BrokerPlan]) -> list[str]:
