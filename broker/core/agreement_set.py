@@ -57,6 +57,7 @@ class AgreementSet:
                         f"{authority.country} in {agreement.id}",
                     )
         self.authorities = tuple(authorities.values())
+        self.ids = frozenset(authorities)
         # Every agreement's rules (a type may appear once per agreement): who sends at all, not policy.
         self.rules = tuple(rule for agreement in self.agreements for rule in agreement.rules)
         gateways = {a.gateway(country).id for a in self.agreements}

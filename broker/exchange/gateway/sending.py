@@ -85,7 +85,7 @@ class Sender:
     # -- sending -------------------------------------------------------------------------------
     async def send(self, payload: Payload, *, to: str, **options: Unpack[SendOptions]) -> SendResult:
         ctx = self._ctx
-        sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE)
+        sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE, to)
         sealed, sealed_key = self.seal_outgoing(
             payload, to=to, sender=sender, correlation_id=options.get("correlation_id")
         )
@@ -325,8 +325,15 @@ class Sender:
             resend_at=record.deadline.isoformat(),
         )
 
-    def _default_sender(self, message_type: str) -> str:
+    def _default_sender(self, message_type: str, to: str) -> str:
+        """The one authority of ours the agreement with `to`'s country lets send the type."""
+        ctx = self._ctx
         try:
-            return self._ctx.agreements.only_sender(message_type, self._ctx.country)
+            peer = ctx.agreements.authority(to).country if to in ctx.agreements.ids else None
+            if peer is None or peer == ctx.country:  # `check_send` says what is wrong with `to`
+                return ctx.agreements.only_sender(message_type, ctx.country)
+            agreement = ctx.agreements.for_peer(peer)
+            agreement.rule(message_type)  # a type it does not cover is told as such, with its name
+            return agreement.only_sender(message_type, ctx.country)
         except PolicyError as refused:  # a sender we cannot pick: ours to refuse, not a peer's fault
             raise LocalError(refused.reason, refused.diagnostic) from None

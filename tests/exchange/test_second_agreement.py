@@ -1,0 +1,420 @@
+"""Two agreements at one gateway (issue 20): Tajikistan with Russia (2004) and with Uzbekistan (2021).
+
+Three countries on the real RabbitMQ, in vhosts of their own: TJ's gateway serves both agreements,
+RU's and UZ's only their own. The TJ-UZ plan ran 2021-2023; the exchange here uses it as an operator
+would after a renewal: a copy of the shipped file with one more `[[period]]` (docs/decisions.md,
+"Agreements and their periods"). Every refusal named by the issue is fed and its reason code asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import pytest_asyncio
+from typer.testing import CliRunner, Result
+
+from broker.audit import EntryKind
+from broker.cli.app import app
+from broker.core.agreement import load_agreement, shipped_agreement_ids
+from broker.core.catalogue import Payload, sample_payloads
+from broker.core.catalogue.receipt import Verdict
+from broker.core.envelope import sha256_hex
+from broker.core.errors import LocalError, Reason
+from broker.core.sealing import SealedMessage, seal
+from broker.exchange.devkit import DevExchange, provision_dev_exchange
+from broker.exchange.gateway import Gateway, gateway_from_settings
+from broker.exchange.topology import INBOUND, QUARANTINE
+from broker.exchange.transport import RabbitTransport
+from broker.state.outbox import SendState
+from broker.state.settings import ExchangeSettings
+from tests.support.exchange import wait_until
+
+pytestmark = pytest.mark.rabbitmq
+
+WAIT_S = 30.0
+SHIPPED_PLAN = Path(__file__).resolve().parents[2] / "broker" / "core" / "agreements" / "tj-uz-2021.toml"
+RENEWAL = """
+[[period]]
+from = 2024-01-01
+until = 2099-12-31
+basis = "a renewed joint plan (test)"
+"""
+
+
+def renewed_plan(folder: Path) -> Path:
+    """The operator's copy of the TJ-UZ plan, renewed: the shipped file and one more period."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tj-uz-2021.toml"
+    path.write_text(SHIPPED_PLAN.read_text("utf-8") + RENEWAL, encoding="utf-8")
+    return path
+
+
+def provisioned(workdir: Path, agreements: list[str]) -> DevExchange:
+    """A development exchange of every country the agreements name, on its own thread and loop."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(
+            asyncio.run,
+            provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-", agreements=agreements),
+        ).result()
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
+    workdir = tmp_path_factory.mktemp("three-countries")
+    dev = provisioned(workdir, ["tj-ru-2004", str(renewed_plan(workdir / "operator"))])
+    try:
+        yield dev
+    finally:
+        dev.teardown()
+
+
+class Countries:
+    """This test's gateways (own state folders) and a look into each country's broker."""
+
+    def __init__(self, dev: DevExchange, state_dir: Path) -> None:
+        self.dev = dev
+        self.state_dir = state_dir
+        self.broker: dict[str, RabbitTransport] = {}
+        self.gateways: list[Gateway] = []
+
+    async def gateway(self, country: str, *, start: bool = True, **overrides: Any) -> Gateway:
+        base = self.dev.settings[country].model_dump()
+        settings = ExchangeSettings.load(None, **{**base, "state_dir": self.state_dir, **overrides})
+        gateway = await gateway_from_settings(settings)
+        self.gateways.append(gateway)
+        if start:
+            await gateway.start()
+        return gateway
+
+    async def inspect(self, country: str) -> RabbitTransport:
+        if country not in self.broker:
+            self.broker[country] = await RabbitTransport.connect(
+                url=self.dev.gateway_url(country), name=f"test-{country}"
+            )
+        return self.broker[country]
+
+    async def inject(self, country: str, sealed: SealedMessage) -> None:
+        """Bytes into `country`'s inbound exchange, as a peer's shovel would bring them."""
+        broker = await self.inspect(country)
+        await broker.publish(
+            exchange=INBOUND,
+            routing_key=country.lower(),
+            body=sealed.raw,
+            message_id=str(sealed.envelope.id),
+        )
+
+    async def quarantined_reason(self, country: str, message_id: UUID) -> str | None:
+        broker = await self.inspect(country)
+        for message in await broker.peek(QUARANTINE, limit=500):
+            if message.message_id == str(message_id):
+                return str(message.headers["x-reason"])
+        return None
+
+    def sealed(
+        self, payload: Payload, *, sender: str, recipient: str, signer: str | None = None
+    ) -> SealedMessage:
+        """Signed with `signer`'s key (default: the sender's own)."""
+        moment = datetime.now(UTC)
+        return seal(
+            payload,
+            sender=sender,
+            recipient=recipient,
+            signer=self.dev.keystore.signer(signer or sender, at=moment),
+            created_at=moment,
+        )
+
+    async def close(self) -> None:
+        for gateway in self.gateways:
+            await gateway.close()
+        for broker in self.broker.values():
+            await broker.close()
+
+
+@pytest_asyncio.fixture
+async def countries(three: DevExchange, tmp_path: Path) -> AsyncIterator[Countries]:
+    held = Countries(three, tmp_path)
+    try:
+        yield held
+    finally:
+        await held.close()
+
+
+def sample(message_type: str) -> Payload:
+    return sample_payloads()[message_type]
+
+
+async def rejected_at(gateway: Gateway, message_id: UUID) -> str | None:
+    found = await gateway.audit.find(message_id, kinds=[EntryKind.REJECTED])
+    return found[0].reason if found else None
+
+
+async def settled(gateway: Gateway, message_id: UUID, state: SendState) -> bool:
+    record = await gateway.outbox.get(message_id)
+    return record is not None and record.state == state
+
+
+# -- the exchange with two peers ------------------------------------------------------------------
+
+
+async def test_one_tajik_gateway_exchanges_with_russia_and_uzbekistan_each_under_its_agreement(
+    countries: Countries, tmp_path: Path
+) -> None:
+    tj, ru, uz = [await countries.gateway(country) for country in ("TJ", "RU", "UZ")]
+    assert tj.peers == ("RU", "UZ")
+    assert ru.peers == ("TJ",)
+    assert uz.peers == ("TJ",)
+    law = sample("legislation.change")
+
+    to_ru, to_uz = await asyncio.gather(
+        tj.send(law, to="RU-MINTRUD", wait_receipt=True, receipt_timeout_s=WAIT_S),
+        tj.send(law, to="UZ-MEHNAT", wait_receipt=True, receipt_timeout_s=WAIT_S),
+    )
+    for result in (to_ru, to_uz):
+        assert result.receipt is not None
+        assert result.receipt.verdict == Verdict.ACCEPTED
+    # Each went over its own link only, and was receipted by that peer's gateway.
+    assert await ru.audit.find(to_ru.message_id, kinds=[EntryKind.RECEIVED])
+    assert not await ru.audit.find(to_uz.message_id)
+    assert await uz.audit.find(to_uz.message_id, kinds=[EntryKind.RECEIVED])
+    assert not await uz.audit.find(to_ru.message_id)
+    [from_ru] = await tj.audit.find(to_ru.message_id, kinds=[EntryKind.RECEIPT_RECEIVED])
+    [from_uz] = await tj.audit.find(to_uz.message_id, kinds=[EntryKind.RECEIPT_RECEIVED])
+    assert (from_ru.peer, from_uz.peer) == ("RU-GW", "UZ-GW")
+
+    # And the other way: Uzbekistan's labour-market report (item 5) and Russia's death notice.
+    report = await uz.send(
+        sample("labour_market.report"), to="TJ-MOL", wait_receipt=True, receipt_timeout_s=WAIT_S
+    )
+    death = await ru.send(sample("worker.death"), to="TJ-MOL", wait_receipt=True, receipt_timeout_s=WAIT_S)
+    for result in (report, death):
+        assert result.receipt is not None
+        assert result.receipt.verdict == Verdict.ACCEPTED
+    [received] = await tj.audit.find(report.message_id, kinds=[EntryKind.RECEIVED])
+    assert received.peer == "UZ-MEHNAT"
+
+    # Witnessing per peer: each peer countersigned a checkpoint of TJ's log, sent back over its link.
+    async def witnessed_by_both() -> bool:
+        peers = {
+            entry.peer
+            async for entry in tj.audit.entries()
+            if entry.kind == EntryKind.RECEIVED and entry.message_type == "checkpoint.witness"
+        }
+        return {"RU-GW", "UZ-GW"} <= peers
+
+    await wait_until(witnessed_by_both, what="countersignatures from RU-GW and UZ-GW", timeout_s=WAIT_S)
+    await reconcile_per_peer(countries, tmp_path)
+
+
+async def reconcile_per_peer(countries: Countries, tmp_path: Path) -> None:
+    """`broker audit reconcile --between` is clean for each peer; without it, TJ's log (holding both
+    peers' messages) does not reconcile against UZ's alone."""
+    await countries.close()
+    countries.gateways.clear()
+    countries.broker.clear()
+    store = {c: str(tmp_path / c.lower() / "audit.sqlite") for c in ("TJ", "RU", "UZ")}
+    runner = CliRunner()
+
+    def reconcile(*args: str) -> Result:  # the command runs its own event loop: not on this one's thread
+        return runner.invoke(app, ["audit", "reconcile", *args])
+
+    for peer in ("RU", "UZ"):
+        clean = await asyncio.to_thread(reconcile, store["TJ"], store[peer], "--between", f"TJ,{peer}")
+        assert clean.exit_code == 0, clean.output
+        assert "no gaps" in clean.output
+    mixed = await asyncio.to_thread(reconcile, store["TJ"], store["UZ"])
+    assert mixed.exit_code != 0
+    assert "audit.reconcile_gap" in mixed.output
+    wrong = await asyncio.to_thread(reconcile, store["TJ"], store["UZ"], "--between", "TJ")
+    assert wrong.exit_code != 0
+    assert "config.invalid" in wrong.output
+
+
+# -- refusals ---------------------------------------------------------------------------------------
+
+
+async def test_a_death_notice_to_uzbekistan_is_refused_at_the_sender_and_at_the_receiver(
+    countries: Countries,
+) -> None:
+    tj, uz = await countries.gateway("TJ"), await countries.gateway("UZ")
+    with pytest.raises(LocalError) as refused:
+        await tj.send(sample("worker.death"), to="UZ-MEHNAT")
+    assert refused.value.reason == Reason.POLICY_TYPE_NOT_COVERED
+    assert "tj-uz-2021" in refused.value.diagnostic
+
+    # Signed elsewhere and handed over unchecked: Uzbekistan's gateway refuses it the same way.
+    sealed = countries.sealed(sample("worker.death"), sender="TJ-MOL", recipient="UZ-MEHNAT")
+    await tj.publish_sealed(sealed)
+    await wait_until(
+        lambda: settled(tj, sealed.envelope.id, SendState.REJECTED),
+        what="UZ's negative receipt",
+        timeout_s=WAIT_S,
+    )
+    record = await tj.outbox.get(sealed.envelope.id)
+    assert record is not None
+    assert record.reason == Reason.POLICY_TYPE_NOT_COVERED
+    assert await rejected_at(uz, sealed.envelope.id) == Reason.POLICY_TYPE_NOT_COVERED
+    assert await countries.quarantined_reason("UZ", sealed.envelope.id) == Reason.POLICY_TYPE_NOT_COVERED
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "signer", "message_type", "reason"),
+    [
+        # A Russian key claiming an Uzbek sender: never accepted, whatever the agreement says.
+        ("UZ-MEHNAT", "TJ-MOL", "RU-MVD", "legislation.change", Reason.CERT_AUTHORITY_MISMATCH),
+        # Russia's ministry speaking to Uzbekistan through TJ: no agreement of TJ binds RU and UZ.
+        ("RU-MVD", "UZ-MEHNAT", None, "legislation.change", Reason.POLICY_NO_AGREEMENT),
+        # A type of the TJ-RU agreement sent under the TJ-UZ plan: not accepted as the other's.
+        ("UZ-MEHNAT", "TJ-MOL", None, "worker.death", Reason.POLICY_TYPE_NOT_COVERED),
+        # Under the right agreement still every rule holds: RU's consulate sends no legislation.
+        ("RU-CONSULATE-DUSHANBE", "TJ-MOL", None, "legislation.change", Reason.POLICY_SENDER_NOT_ALLOWED),
+    ],
+    ids=[
+        "russian-key-uzbek-sender",
+        "peer-speaks-for-third-country",
+        "other-agreements-type",
+        "role-not-sender",
+    ],
+)
+async def test_what_arrives_at_tajikistan_under_the_wrong_agreement_is_rejected(
+    countries: Countries, sender: str, recipient: str, signer: str | None, message_type: str, reason: Reason
+) -> None:
+    tj = await countries.gateway("TJ")
+    sealed = countries.sealed(sample(message_type), sender=sender, recipient=recipient, signer=signer)
+    await countries.inject("TJ", sealed)
+    rejected = await wait_until(
+        lambda: rejected_at(tj, sealed.envelope.id), what=f"TJ to reject {sender}'s message", timeout_s=WAIT_S
+    )
+    assert rejected == reason
+    assert await countries.quarantined_reason("TJ", sealed.envelope.id) == reason
+    assert not await tj.audit.find(sealed.envelope.id, kinds=[EntryKind.RECEIVED])
+
+
+async def test_outside_the_plans_period_a_message_is_refused_at_the_sender_and_at_the_receiver(
+    countries: Countries,
+) -> None:
+    # Uzbekistan runs the shipped plan, not renewed: 2021-2023 only.
+    tj, uz = await countries.gateway("TJ"), await countries.gateway("UZ", agreements=("tj-uz-2021",))
+    result = await tj.send(
+        sample("legislation.change"), to="UZ-MEHNAT", wait_receipt=True, receipt_timeout_s=WAIT_S
+    )
+    assert result.receipt is not None
+    assert result.receipt.verdict == Verdict.REJECTED
+    assert result.receipt.reason == Reason.POLICY_OUTSIDE_PERIOD
+    assert "2021-08-01 to 2023-12-31" in (result.receipt.diagnostic or "")
+    assert await rejected_at(uz, result.message_id) == Reason.POLICY_OUTSIDE_PERIOD
+
+    # A Tajik gateway on the shipped plan refuses to send at all, naming the period (not started:
+    # it only seals, and one gateway at a time takes TJ's inbound queue).
+    stale = await countries.gateway(
+        "TJ", start=False, agreements=("tj-ru-2004", "tj-uz-2021"), state_dir=countries.state_dir / "b"
+    )
+    with pytest.raises(LocalError) as refused:
+        await stale.send(sample("legislation.change"), to="UZ-MEHNAT")
+    assert refused.value.reason == Reason.POLICY_OUTSIDE_PERIOD
+    assert "tj-uz-2021" in refused.value.diagnostic
+    assert "2023-12-31" in refused.value.diagnostic
+    assert not await stale.outbox.get(result.message_id)  # nothing was recorded or published
+
+
+# -- a third agreement is a file and keys -----------------------------------------------------------
+
+MADE_UP = """
+id = "kg-kz-2030"
+title = "A made-up KG-KZ agreement on labour-market reports"
+countries = ["KZ", "KG"]
+clause = "Art."
+
+[[period]]
+from = 2025-01-01
+until = 2099-12-31
+basis = "made up for a test"
+
+[[authority]]
+id = "KZ-ENBEK"
+country = "KZ"
+roles = ["competent_ministry"]
+name = "A Kazakh ministry"
+
+[[authority]]
+id = "KZ-GW"
+country = "KZ"
+roles = ["gateway"]
+name = "Kazakh gateway"
+
+[[authority]]
+id = "KZ-CA"
+country = "KZ"
+roles = ["ca"]
+name = "Kazakh CA"
+
+[[authority]]
+id = "KG-MINTRUD"
+country = "KG"
+roles = ["competent_ministry"]
+name = "A Kyrgyz ministry"
+
+[[authority]]
+id = "KG-GW"
+country = "KG"
+roles = ["gateway"]
+name = "Kyrgyz gateway"
+
+[[authority]]
+id = "KG-CA"
+country = "KG"
+roles = ["ca"]
+name = "Kyrgyz CA"
+
+[[rule]]
+type = "labour_market.report"
+article = "4"
+from = ["competent_ministry"]
+to = ["competent_ministry"]
+subscribers = ["competent_ministry"]
+
+[[rule]]
+type = "receipt.batch"
+article = "exchange protocol"
+from = ["gateway"]
+to = ["gateway"]
+
+[[rule]]
+type = "checkpoint.witness"
+article = "exchange protocol"
+from = ["gateway"]
+to = ["gateway"]
+"""
+
+
+async def test_a_third_agreement_needs_a_file_and_keys_and_no_code(tmp_path: Path) -> None:
+    path = tmp_path / "agreements" / "kg-kz-2030.toml"
+    path.parent.mkdir()
+    path.write_text(MADE_UP, encoding="utf-8")
+    assert "kg-kz-2030" not in shipped_agreement_ids()
+    assert load_agreement(path).periods[0].start == date(2025, 1, 1)
+    dev = await asyncio.to_thread(provisioned, tmp_path / "exchange", [str(path)])
+    held = Countries(dev, tmp_path / "state")
+    try:
+        kz, kg = await held.gateway("KZ"), await held.gateway("KG")
+        report = await kz.send(
+            sample("labour_market.report"), to="KG-MINTRUD", wait_receipt=True, receipt_timeout_s=WAIT_S
+        )
+        assert report.receipt is not None
+        assert report.receipt.verdict == Verdict.ACCEPTED
+        with pytest.raises(LocalError) as refused:
+            await kz.send(sample("legislation.change"), to="KG-MINTRUD")
+        assert refused.value.reason == Reason.POLICY_TYPE_NOT_COVERED
+        assert "kg-kz-2030" in refused.value.diagnostic
+        [received] = await kg.audit.find(report.message_id, kinds=[EntryKind.RECEIVED])
+        assert sha256_hex(received.envelope) == report.sha256  # the very bytes KZ sent
+    finally:
+        await held.close()
+        await asyncio.to_thread(dev.teardown)
