@@ -77,6 +77,8 @@ class Agreement(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Agreement:
+        if self.countries[0] == self.countries[1]:
+            raise ValueError("an agreement is between two different countries")
         ids = [a.id for a in self.authorities]
         if len(ids) != len(set(ids)):
             raise ValueError("authority ids must be unique")
@@ -88,8 +90,6 @@ class Agreement(BaseModel):
         for country in self.countries:
             if not any("gateway" in a.roles and a.country == country for a in self.authorities):
                 raise ValueError(f"country {country} has no gateway authority")
-        if self.countries[0] == self.countries[1]:
-            raise ValueError("an agreement is between two different countries")
         if any(p.end < p.start for p in self.periods):
             raise ValueError("a period ends before it starts")
         return self
