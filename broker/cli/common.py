@@ -14,8 +14,7 @@ import typer
 
 from broker.cli.logs import configure_logging
 from broker.cli.output import debugging, error_line, print_error
-from broker.core.agreement import load_agreement
-from broker.core.agreement_set import Agreements
+from broker.core.agreement_set import Agreements, shipped_agreements_of, shipped_pairs
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
@@ -49,7 +48,7 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
     path = config or Path("var") / country.lower() / "gateway.toml"
     if config is None:
         try:
-            _check_country(country, load_agreement())  # the shipped agreement, before any settings
+            _check_shipped_country(country)  # the shipped agreements, before any settings
         except ExchangeError as error:
             exit_with(error)
     try:
@@ -66,6 +65,14 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
     level = logging.DEBUG if debugging() else logging.INFO if service else logging.WARNING
     configure_logging(settings.log_format, level=level)
     return settings
+
+
+def _check_shipped_country(country: str) -> None:
+    if not shipped_agreements_of(country):
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"unknown country {country}: the shipped agreements are between {shipped_pairs()}",
+        )
 
 
 def _check_country(country: str, agreement: Agreements) -> None:

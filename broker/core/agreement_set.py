@@ -21,6 +21,7 @@ from broker.core.agreement import (
     Rule,
     load_agreement,
     load_shipped_agreement,
+    shipped_agreement_ids,
 )
 from broker.core.errors import ConfigError, PolicyError, Reason
 
@@ -210,9 +211,10 @@ def is_agreement_path(entry: str) -> bool:
 
 def load_agreements(country: str, entries: Sequence[str], *, default: Path | None = None) -> AgreementSet:
     """`entries`: shipped ids (`tj-uz-2021`) or paths of agreement files; none: `default` (a file) or
-    the shipped Tajikistan–Russia agreement."""
+    the first shipped agreement naming the country (TJ and RU: tj-ru-2004; UZ: tj-uz-2021)."""
     if not entries:
-        return AgreementSet.single(load_agreement(default), country)
+        shipped = shipped_agreements_of(country) if default is None else ()
+        return AgreementSet.single(shipped[0] if shipped else load_agreement(default), country)
     loaded = [load_agreement(default)] if default is not None else []
     for entry in entries:
         if is_agreement_path(entry):
@@ -220,3 +222,17 @@ def load_agreements(country: str, entries: Sequence[str], *, default: Path | Non
         else:
             loaded.append(load_shipped_agreement(entry))
     return AgreementSet(loaded, country=country)
+
+
+def shipped_agreements_of(country: str) -> tuple[Agreement, ...]:
+    """The shipped agreements `country` is party to (TJ: tj-ru-2004, tj-uz-2021)."""
+    shipped = (load_shipped_agreement(agreement_id) for agreement_id in shipped_agreement_ids())
+    return tuple(agreement for agreement in shipped if country in agreement.countries)
+
+
+def shipped_pairs() -> str:
+    """`TJ and RU, TJ and UZ`: who the shipped agreements are between, for an error message."""
+    return ", ".join(
+        " and ".join(load_shipped_agreement(agreement_id).countries)
+        for agreement_id in shipped_agreement_ids()
+    )

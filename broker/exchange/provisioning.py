@@ -52,9 +52,10 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
         brokers.append(
             CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
         )
-    if len(brokers) != 2 or brokers[0].country == brokers[1].country:
+    countries = [broker.country for broker in brokers]
+    if len(brokers) < 2 or len(set(countries)) != len(countries):
         raise ConfigError(
-            Reason.CONFIG_INVALID, "a link needs exactly two brokers of two different countries"
+            Reason.CONFIG_INVALID, "a link needs two brokers or more, each of a different country"
         )
     return brokers
 

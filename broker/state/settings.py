@@ -53,8 +53,8 @@ class ExchangeSettings(BaseSettings):
     )
     agreement_file: Path | None = Field(
         default=None,
-        description="The agreement (authorities, who may send what to whom). Not set: the shipped "
-        "TJ-RU agreement of 2004.",
+        description="The agreement (authorities, who may send what to whom). Not set: the first shipped "
+        "agreement naming the country (TJ and RU: the TJ-RU agreement of 2004; UZ: the TJ-UZ plan of 2021).",
         json_schema_extra={"example": "agreement.toml"},
     )
     agreements: tuple[str, ...] = Field(
