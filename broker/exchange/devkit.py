@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement
+from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement, shipped_agreement_ids
 from broker.core.agreement_set import is_agreement_path
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.provisioning import apply_topology, needed_users, plans_for, remove_plans
@@ -73,8 +73,9 @@ def remove_dev_exchange(
     brokers = dev_brokers(
         load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host, countries=countries
     )
-    # Every country's vhost and users, each broker linked to every other: a superset of what was made.
-    plans = plans_for(list(brokers.values()), None)
+    # Every country's vhost and users, with the submitting users of the shipped agreements among them.
+    within = [a for a in shipped_agreements_of_any() if set(a.countries) <= set(brokers)]
+    plans = plans_for(list(brokers.values()), None, agreements=within if len(brokers) > 2 else ())
     with nullcontext(admin) if admin else RabbitAdmin() as used:
         return remove_plans(plans, admin=used)
 
@@ -175,6 +176,10 @@ async def provision_dev_exchange(
         settings=exchange_settings,
         agreements=tuple(loaded) if agreements else (),
     )
+
+
+def shipped_agreements_of_any() -> list[Agreement]:
+    return [load_shipped_agreement(agreement_id) for agreement_id in shipped_agreement_ids()]
 
 
 def _load_entry(entry: str) -> Agreement:
