@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -19,13 +19,14 @@ from uuid import UUID
 
 import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 from typer.testing import CliRunner, Result
 
 from broker.audit import EntryKind
 from broker.cli.app import app
 from broker.core.agreement import load_agreement, shipped_agreement_ids
 from broker.core.catalogue import Payload, sample_payloads
-from broker.core.catalogue.receipt import Verdict
+from broker.core.catalogue.receipt import ReceiptBatch, ReceiptLine, Verdict
 from broker.core.envelope import sha256_hex
 from broker.core.errors import LocalError, Reason
 from broker.core.sealing import SealedMessage, seal
@@ -295,6 +296,40 @@ async def test_what_arrives_at_tajikistan_under_the_wrong_agreement_is_rejected(
     assert rejected == reason
     assert await countries.quarantined_reason("TJ", sealed.envelope.id) == reason
     assert not await tj.audit.find(sealed.envelope.id, kinds=[EntryKind.RECEIVED])
+
+
+async def test_a_peers_gateway_cannot_settle_a_message_sent_to_the_other_peer(countries: Countries) -> None:
+    tj = await countries.gateway("TJ")  # Russia's gateway is not running: no real receipt comes
+    sent = await tj.send(sample("legislation.change"), to="RU-MINTRUD")
+    forged = ReceiptBatch(
+        received_at=datetime.now(UTC),
+        checkpoint=None,
+        lines=(
+            ReceiptLine(
+                message_id=sent.message_id,
+                sha256=sent.sha256,
+                verdict=Verdict.REJECTED,
+                reason=str(Reason.SCHEMA_INVALID),
+                diagnostic="Uzbekistan's gateway answering for Russia",
+                audit_index=0,
+            ),
+        ),
+    )
+    sealed = countries.sealed(forged, sender="UZ-GW", recipient="TJ-GW")
+    with capture_logs() as logs:
+        await countries.inject("TJ", sealed)
+
+        async def logged() -> list[MutableMapping[str, Any]]:
+            return [e for e in logs if e["event"] == "receipt.wrong_peer"]
+
+        [event] = await wait_until(
+            logged, what="TJ to set UZ's answer for RU's message aside", timeout_s=WAIT_S
+        )
+    assert event["recipient"] == "RU-MINTRUD"
+    record = await tj.outbox.get(sent.message_id)
+    assert record is not None
+    assert record.state == SendState.CONFIRMED  # still waiting for Russia's own receipt
+    assert record.reason is None
 
 
 async def test_outside_the_plans_period_a_message_is_refused_at_the_sender_and_at_the_receiver(

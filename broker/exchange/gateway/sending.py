@@ -264,6 +264,7 @@ class Sender:
         accepted = receipt.verdict == Verdict.ACCEPTED
         retryable = not accepted and receipt.reason in RETRYABLE_REJECTIONS
         sent_at = None
+        peer = ctx.country_of(sender)  # the receipt's gateway speaks for its own country's messages
         if not retryable:
             sent_at = await ctx.outbox.settle(
                 receipt.message_id,
@@ -271,6 +272,7 @@ class Sender:
                 accepted=accepted,
                 reason=receipt.reason,
                 at=receipt.received_at,
+                recipient_country=peer,
             )
         if sent_at is not None:
             self._queued_at.pop(receipt.message_id, None)
@@ -279,6 +281,10 @@ class Sender:
             record = await ctx.outbox.get(receipt.message_id)
             if record is None:
                 bound.warning("receipt.unknown_message")
+                return
+            if ctx.country_of(record.recipient) != peer:
+                # Another peer's message: this gateway cannot answer for it, whatever it says.
+                bound.warning("receipt.wrong_peer", recipient=record.recipient, verdict=receipt.verdict)
                 return
             if record.sha256 != receipt.sha256:
                 # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our
