@@ -17,7 +17,7 @@ Each check has a deadline; one that fails or hangs makes the gateway not ready a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -60,18 +60,19 @@ class Readiness:
 
 
 class PeerLink:
-    """This country's shovel to the peer, as this broker's management API shows it to `endpoint.user`."""
+    """This country's shovels to its peers (one per agreement), as this broker's management API shows
+    them to `endpoint.user`: ready when every one runs."""
 
-    def __init__(self, *, endpoint: ManagementEndpoint, vhost: str, shovel: str) -> None:
+    def __init__(self, *, endpoint: ManagementEndpoint, vhost: str, shovel: str | Sequence[str]) -> None:
         self.endpoint = endpoint
         self.vhost = vhost
-        self.shovel = shovel
+        self.shovels = (shovel,) if isinstance(shovel, str) else tuple(shovel)
         self._errors = ApiErrors(where=endpoint.where)
         self._errors.remember(endpoint.password)
         self._client: httpx.AsyncClient | None = None
 
     @classmethod
-    def from_settings(cls, settings: ExchangeSettings, peer_country: str) -> PeerLink:
+    def from_settings(cls, settings: ExchangeSettings, peers: str | Sequence[str]) -> PeerLink:
         """Logged in as the gateway's own broker user, at `settings.management_api_url`."""
         parts = urlsplit(settings.amqp_url)
         endpoint = ManagementEndpoint(
@@ -83,10 +84,13 @@ class PeerLink:
             plaintext_hosts=settings.plaintext_hosts,
         )
         vhost = unquote(parts.path.removeprefix("/")) or "/"
-        return cls(endpoint=endpoint, vhost=vhost, shovel=shovel_name(settings.country, peer_country))
+        countries = (peers,) if isinstance(peers, str) else tuple(peers)
+        return cls(
+            endpoint=endpoint, vhost=vhost, shovel=[shovel_name(settings.country, peer) for peer in countries]
+        )
 
     async def check(self) -> Check:
-        action = f"reading the status of shovel {self.shovel} in {self.vhost}"
+        action = f"reading the status of shovel {', '.join(self.shovels)} in {self.vhost}"
         if self._client is None:
             self._client = self.endpoint.async_client()
         try:
@@ -95,12 +99,17 @@ class PeerLink:
             raise self._errors.unreachable(exc, action) from None
         self._errors.check(response, action, user=self.endpoint.user)
         listing = self._errors.json_of(response, action)
-        states = [entry for entry in listing if isinstance(entry, dict) and entry.get("name") == self.shovel]
+        checks = [self._one(shovel, listing) for shovel in self.shovels]
+        return Check(all(check.ok for check in checks), "; ".join(check.detail for check in checks))
+
+    def _one(self, shovel: str, listing: object) -> Check:
+        entries = listing if isinstance(listing, list) else []
+        states = [entry for entry in entries if isinstance(entry, dict) and entry.get("name") == shovel]
         if not states:
-            return Check(False, f"no shovel {self.shovel} in vhost {self.vhost}")
+            return Check(False, f"no shovel {shovel} in vhost {self.vhost}")
         state = str(states[0].get("state", ""))
         reason = str(states[0].get("reason", ""))
-        return Check(state == "running", f"shovel {self.shovel}: {state} {reason}".strip())
+        return Check(state == "running", f"shovel {shovel}: {state} {reason}".strip())
 
     async def close(self) -> None:
         if self._client is not None:
@@ -151,6 +160,7 @@ async def _keys(ctx: GatewayContext) -> Check:
         return Check(
             False, f"the gateway's certificate is not valid now (until {leaf.not_valid_after_utc:%Y-%m-%d})"
         )
-    if not ctx.trust.anchors(ctx.peer_country):
-        return Check(False, f"no CA of {ctx.peer_country} loaded")
+    missing = [peer for peer in ctx.peers if not ctx.trust.anchors(peer)]
+    if missing:
+        return Check(False, f"no CA of {', '.join(missing)} loaded")
     return Check(True, f"{ctx.gateway_id} certificate valid until {leaf.not_valid_after_utc:%Y-%m-%d}")

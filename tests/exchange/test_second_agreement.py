@@ -9,13 +9,10 @@ would after a renewal: a copy of the shipped file with one more `[[period]]` (do
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 import pytest_asyncio
@@ -24,47 +21,15 @@ from typer.testing import CliRunner, Result
 
 from broker.audit import EntryKind
 from broker.cli.app import app
-from broker.core.agreement import load_agreement, shipped_agreement_ids
-from broker.core.catalogue import Payload, sample_payloads
 from broker.core.catalogue.receipt import ReceiptBatch, ReceiptLine, Verdict
-from broker.core.envelope import sha256_hex
 from broker.core.errors import LocalError, Reason
-from broker.core.sealing import SealedMessage, seal
-from broker.exchange.devkit import DevExchange, provision_dev_exchange
-from broker.exchange.gateway import Gateway, gateway_from_settings
-from broker.exchange.topology import INBOUND, QUARANTINE
-from broker.exchange.transport import RabbitTransport
+from broker.exchange.devkit import DevExchange
+from broker.exchange.health import PeerLink, Readiness
 from broker.state.outbox import SendState
-from broker.state.settings import ExchangeSettings
+from tests.support.countries import WAIT_S, Countries, provisioned, rejected_at, renewed_plan, sample, settled
 from tests.support.exchange import wait_until
 
 pytestmark = pytest.mark.rabbitmq
-
-WAIT_S = 30.0
-SHIPPED_PLAN = Path(__file__).resolve().parents[2] / "broker" / "core" / "agreements" / "tj-uz-2021.toml"
-RENEWAL = """
-[[period]]
-from = 2024-01-01
-until = 2099-12-31
-basis = "a renewed joint plan (test)"
-"""
-
-
-def renewed_plan(folder: Path) -> Path:
-    """The operator's copy of the TJ-UZ plan, renewed: the shipped file and one more period."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "tj-uz-2021.toml"
-    path.write_text(SHIPPED_PLAN.read_text("utf-8") + RENEWAL, encoding="utf-8")
-    return path
-
-
-def provisioned(workdir: Path, agreements: list[str]) -> DevExchange:
-    """A development exchange of every country the agreements name, on its own thread and loop."""
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        return worker.submit(
-            asyncio.run,
-            provision_dev_exchange(workdir, vhost_prefix=f"t-{secrets.token_hex(3)}-", agreements=agreements),
-        ).result()
 
 
 @pytest.fixture(scope="module")
@@ -77,68 +42,6 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevExchange]:
         dev.teardown()
 
 
-class Countries:
-    """This test's gateways (own state folders) and a look into each country's broker."""
-
-    def __init__(self, dev: DevExchange, state_dir: Path) -> None:
-        self.dev = dev
-        self.state_dir = state_dir
-        self.broker: dict[str, RabbitTransport] = {}
-        self.gateways: list[Gateway] = []
-
-    async def gateway(self, country: str, *, start: bool = True, **overrides: Any) -> Gateway:
-        base = self.dev.settings[country].model_dump()
-        settings = ExchangeSettings.load(None, **{**base, "state_dir": self.state_dir, **overrides})
-        gateway = await gateway_from_settings(settings)
-        self.gateways.append(gateway)
-        if start:
-            await gateway.start()
-        return gateway
-
-    async def inspect(self, country: str) -> RabbitTransport:
-        if country not in self.broker:
-            self.broker[country] = await RabbitTransport.connect(
-                url=self.dev.gateway_url(country), name=f"test-{country}"
-            )
-        return self.broker[country]
-
-    async def inject(self, country: str, sealed: SealedMessage) -> None:
-        """Bytes into `country`'s inbound exchange, as a peer's shovel would bring them."""
-        broker = await self.inspect(country)
-        await broker.publish(
-            exchange=INBOUND,
-            routing_key=country.lower(),
-            body=sealed.raw,
-            message_id=str(sealed.envelope.id),
-        )
-
-    async def quarantined_reason(self, country: str, message_id: UUID) -> str | None:
-        broker = await self.inspect(country)
-        for message in await broker.peek(QUARANTINE, limit=500):
-            if message.message_id == str(message_id):
-                return str(message.headers["x-reason"])
-        return None
-
-    def sealed(
-        self, payload: Payload, *, sender: str, recipient: str, signer: str | None = None
-    ) -> SealedMessage:
-        """Signed with `signer`'s key (default: the sender's own)."""
-        moment = datetime.now(UTC)
-        return seal(
-            payload,
-            sender=sender,
-            recipient=recipient,
-            signer=self.dev.keystore.signer(signer or sender, at=moment),
-            created_at=moment,
-        )
-
-    async def close(self) -> None:
-        for gateway in self.gateways:
-            await gateway.close()
-        for broker in self.broker.values():
-            await broker.close()
-
-
 @pytest_asyncio.fixture
 async def countries(three: DevExchange, tmp_path: Path) -> AsyncIterator[Countries]:
     held = Countries(three, tmp_path)
@@ -146,20 +49,6 @@ async def countries(three: DevExchange, tmp_path: Path) -> AsyncIterator[Countri
         yield held
     finally:
         await held.close()
-
-
-def sample(message_type: str) -> Payload:
-    return sample_payloads()[message_type]
-
-
-async def rejected_at(gateway: Gateway, message_id: UUID) -> str | None:
-    found = await gateway.audit.find(message_id, kinds=[EntryKind.REJECTED])
-    return found[0].reason if found else None
-
-
-async def settled(gateway: Gateway, message_id: UUID, state: SendState) -> bool:
-    record = await gateway.outbox.get(message_id)
-    return record is not None and record.state == state
 
 
 # -- the exchange with two peers ------------------------------------------------------------------
@@ -359,97 +248,28 @@ async def test_outside_the_plans_period_a_message_is_refused_at_the_sender_and_a
     assert not await stale.outbox.get(result.message_id)  # nothing was recorded or published
 
 
-# -- a third agreement is a file and keys -----------------------------------------------------------
-
-MADE_UP = """
-id = "kg-kz-2030"
-title = "A made-up KG-KZ agreement on labour-market reports"
-countries = ["KZ", "KG"]
-clause = "Art."
-
-[[period]]
-from = 2025-01-01
-until = 2099-12-31
-basis = "made up for a test"
-
-[[authority]]
-id = "KZ-ENBEK"
-country = "KZ"
-roles = ["competent_ministry"]
-name = "A Kazakh ministry"
-
-[[authority]]
-id = "KZ-GW"
-country = "KZ"
-roles = ["gateway"]
-name = "Kazakh gateway"
-
-[[authority]]
-id = "KZ-CA"
-country = "KZ"
-roles = ["ca"]
-name = "Kazakh CA"
-
-[[authority]]
-id = "KG-MINTRUD"
-country = "KG"
-roles = ["competent_ministry"]
-name = "A Kyrgyz ministry"
-
-[[authority]]
-id = "KG-GW"
-country = "KG"
-roles = ["gateway"]
-name = "Kyrgyz gateway"
-
-[[authority]]
-id = "KG-CA"
-country = "KG"
-roles = ["ca"]
-name = "Kyrgyz CA"
-
-[[rule]]
-type = "labour_market.report"
-article = "4"
-from = ["competent_ministry"]
-to = ["competent_ministry"]
-subscribers = ["competent_ministry"]
-
-[[rule]]
-type = "receipt.batch"
-article = "exchange protocol"
-from = ["gateway"]
-to = ["gateway"]
-
-[[rule]]
-type = "checkpoint.witness"
-article = "exchange protocol"
-from = ["gateway"]
-to = ["gateway"]
-"""
-
-
-async def test_a_third_agreement_needs_a_file_and_keys_and_no_code(tmp_path: Path) -> None:
-    path = tmp_path / "agreements" / "kg-kz-2030.toml"
-    path.parent.mkdir()
-    path.write_text(MADE_UP, encoding="utf-8")
-    assert "kg-kz-2030" not in shipped_agreement_ids()
-    assert load_agreement(path).periods[0].start == date(2025, 1, 1)
-    dev = await asyncio.to_thread(provisioned, tmp_path / "exchange", [str(path)])
-    held = Countries(dev, tmp_path / "state")
+async def test_readiness_checks_the_link_and_the_trust_of_every_peer(countries: Countries) -> None:
+    tj = await countries.gateway("TJ")
+    settings = countries.dev.settings["TJ"]
+    link = PeerLink.from_settings(settings, tj.peers)
     try:
-        kz, kg = await held.gateway("KZ"), await held.gateway("KG")
-        report = await kz.send(
-            sample("labour_market.report"), to="KG-MINTRUD", wait_receipt=True, receipt_timeout_s=WAIT_S
-        )
-        assert report.receipt is not None
-        assert report.receipt.verdict == Verdict.ACCEPTED
-        with pytest.raises(LocalError) as refused:
-            await kz.send(sample("legislation.change"), to="KG-MINTRUD")
-        assert refused.value.reason == Reason.POLICY_TYPE_NOT_COVERED
-        assert "kg-kz-2030" in refused.value.diagnostic
-        [received] = await kg.audit.find(report.message_id, kinds=[EntryKind.RECEIVED])
-        assert sha256_hex(received.envelope) == report.sha256  # the very bytes KZ sent
+
+        async def ready() -> Readiness | None:
+            readiness = await tj.readiness(link)
+            return readiness if readiness.ready else None
+
+        readiness = await wait_until(ready, what="TJ's links to RU and UZ to run", timeout_s=WAIT_S)
+        assert readiness.checks["peer_link"].detail == "shovel tj-to-ru: running; shovel tj-to-uz: running"
     finally:
-        await held.close()
-        await asyncio.to_thread(dev.teardown)
+        await link.close()
+    # A peer without a link (a third agreement whose topology was not applied) keeps it not ready.
+    unlinked = PeerLink.from_settings(settings, ("RU", "UZ", "KG"))
+    try:
+        readiness = await tj.readiness(unlinked)
+    finally:
+        await unlinked.close()
+    assert not readiness.ready
+    assert not readiness.checks["peer_link"].ok
+    assert readiness.checks["peer_link"].detail.endswith(
+        f"no shovel tj-to-kg in vhost {countries.dev.brokers['TJ'].vhost}"
+    )
