@@ -9,6 +9,8 @@ would after a renewal: a copy of the shipped file with one more `[[period]]` (do
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +25,10 @@ from broker.audit import EntryKind
 from broker.cli.app import app
 from broker.core.catalogue.receipt import ReceiptBatch, ReceiptLine, Verdict
 from broker.core.errors import LocalError, Reason
-from broker.exchange.devkit import DevExchange
+from broker.exchange.devkit import DevExchange, write_settings_file
 from broker.exchange.health import PeerLink, Readiness
 from broker.state.outbox import SendState
+from tests.cli.test_error_path import broker, one_error_line
 from tests.support.countries import WAIT_S, Countries, provisioned, rejected_at, renewed_plan, sample, settled
 from tests.support.exchange import wait_until
 
@@ -272,4 +275,38 @@ async def test_readiness_checks_the_link_and_the_trust_of_every_peer(countries: 
     assert not readiness.checks["peer_link"].ok
     assert readiness.checks["peer_link"].detail.endswith(
         f"no shovel tj-to-kg in vhost {countries.dev.brokers['TJ'].vhost}"
+    )
+
+
+# -- the operator's path: `broker send` through the running Tajik gateway ---------------------------
+
+
+async def test_broker_send_reaches_uzbekistan_through_the_running_tajik_gateway(
+    countries: Countries, tmp_path: Path
+) -> None:
+    await countries.gateway("TJ")
+    await countries.gateway("UZ")
+    config = tmp_path / "tj.toml"
+    write_settings_file(config, countries.settings("TJ"))
+    secrets_file = tmp_path / "rabbitmq-secrets.json"
+    secrets_file.write_text(json.dumps(countries.dev.passwords), encoding="utf-8")
+    payloads = {}
+    for message_type in ("legislation.change", "worker.death"):
+        payloads[message_type] = tmp_path / f"{message_type}.json"
+        payloads[message_type].write_text(sample(message_type).model_dump_json(), encoding="utf-8")
+
+    def send(message_type: str) -> subprocess.CompletedProcess[str]:
+        return broker("send", "--country", "TJ", "--config", str(config), "--secrets", str(secrets_file),
+                      "--type", message_type, "--file", str(payloads[message_type]), "--to", "UZ-MEHNAT",
+                      cwd=tmp_path)  # fmt: skip
+
+    accepted = await asyncio.to_thread(send, "legislation.change")
+    assert accepted.returncode == 0, accepted.stderr
+    sent, verdict = (json.loads(line) for line in accepted.stdout.splitlines() if line.strip())
+    assert (sent["sender"], sent["to"]) == ("TJ-MOL", "UZ-MEHNAT")
+    assert verdict["verdict"] == "accepted"
+
+    refused = await asyncio.to_thread(send, "worker.death")
+    assert "agreement tj-uz-2021 does not cover 'worker.death'" in one_error_line(
+        refused, "policy.type_not_covered"
     )

@@ -60,9 +60,12 @@ class Countries:
         self.broker: dict[str, RabbitTransport] = {}
         self.gateways: list[Gateway] = []
 
-    async def gateway(self, country: str, *, start: bool = True, **overrides: Any) -> Gateway:
+    def settings(self, country: str, **overrides: Any) -> ExchangeSettings:
         base = self.dev.settings[country].model_dump()
-        settings = ExchangeSettings.load(None, **{**base, "state_dir": self.state_dir, **overrides})
+        return ExchangeSettings.load(None, **{**base, "state_dir": self.state_dir, **overrides})
+
+    async def gateway(self, country: str, *, start: bool = True, **overrides: Any) -> Gateway:
+        settings = self.settings(country, **overrides)
         gateway = await gateway_from_settings(settings)
         self.gateways.append(gateway)
         if start:
