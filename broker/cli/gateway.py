@@ -44,7 +44,12 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
         async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
             runtime.tune_for_long_run()
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
-            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
+            peers = ", ".join(
+                f"{gw.agreement.gateway(peer).id} ({gw.agreement.for_peer(peer).id})" for peer in gw.peers
+            )
+            console.print(
+                f"gateway {gw.gateway_id} running; {'peers' if len(gw.peers) > 1 else 'peer'} {peers}{where}. Ctrl-C stops."
+            )
             if gw.submitters:
                 console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
             await stop.wait()
