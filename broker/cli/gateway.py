@@ -142,7 +142,7 @@ def _submission(
         raise LocalError(Reason.SUBMISSION_MALFORMED, describe_errors(exc)) from None
 
 
-TRAIL_COLUMNS = ("index", "time", "kind", "type", "peer", "verdict", "reason")
+TRAIL_COLUMNS = ("index", "time", "kind", "type", "peer", "agreement", "verdict", "reason")
 
 
 def status(
@@ -156,6 +156,10 @@ def status(
     from broker.state.outbox import Outbox  # noqa: PLC0415
 
     settings = load_settings(country, config)
+    try:
+        agreements = settings.agreement_set()
+    except ExchangeError as error:
+        exit_with(error)
 
     async def go() -> None:
         outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
@@ -169,6 +173,8 @@ def status(
                     "kind": str(entry.kind),
                     "type": entry.message_type,
                     "peer": entry.peer,
+                    # The agreement the exchange with that peer falls under (its country's).
+                    "agreement": agreements.named_by(entry.peer),
                     "verdict": entry.verdict,
                     "reason": entry.reason,
                 }

@@ -96,6 +96,14 @@ class AgreementSet:
         """The agreement an authority of a peer country is party to (ours are party to several)."""
         return self.for_peer(self.authority(authority_id).country)
 
+    def named_by(self, authority_id: str | None) -> str | None:
+        """The id of the agreement an exchange with `authority_id` falls under (an audit entry's
+        peer), None for one of ours or of no peer (an authority id starts with its country)."""
+        if not authority_id:
+            return None
+        agreement = self.by_peer.get(authority_id.partition("-")[0])
+        return agreement.id if agreement is not None else None
+
     # -- the questions one agreement answers -------------------------------------------------------
     def authority(self, authority_id: str) -> Authority:
         for candidate in self.authorities:

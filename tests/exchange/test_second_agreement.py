@@ -305,6 +305,24 @@ async def test_broker_send_reaches_uzbekistan_through_the_running_tajik_gateway(
     sent, verdict = (json.loads(line) for line in accepted.stdout.splitlines() if line.strip())
     assert (sent["sender"], sent["to"]) == ("TJ-MOL", "UZ-MEHNAT")
     assert verdict["verdict"] == "accepted"
+    # TJ's one log: every entry of this message names the agreement it was exchanged under.
+    status = await asyncio.to_thread(
+        broker,
+        "status",
+        str(sent["message_id"]),
+        "--country",
+        "TJ",
+        "--config",
+        str(config),
+        "--json",
+        cwd=tmp_path,
+    )
+    trail = json.loads(status.stdout)["trail"]
+    assert [entry["kind"] for entry in trail] == ["sent", "receipt-received"]
+    assert {(entry["peer"], entry["agreement"]) for entry in trail} == {
+        ("UZ-MEHNAT", "tj-uz-2021"),
+        ("UZ-GW", "tj-uz-2021"),
+    }
 
     refused = await asyncio.to_thread(send, "worker.death")
     assert "agreement tj-uz-2021 does not cover 'worker.death'" in one_error_line(
