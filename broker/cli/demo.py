@@ -302,8 +302,8 @@ def _summary(outcomes: list[Outcome], alerts: list[Alert], *, console: Console, 
             outcome.message_type,
             outcome.direction,
             verdict if outcome.reason is None else f"{verdict} ({outcome.reason})",
-            f"{outcome.latency_ms:.0f} ms" if outcome.verdict else "-",
-            str(outcome.audit_index) if outcome.verdict else "-",
+            f"{outcome.latency_ms:.0f} ms" if outcome.verdict and outcome.message_id else "-",
+            str(outcome.audit_index) if outcome.verdict and outcome.message_id else "-",
             str(outcome.message_id) if outcome.message_id else "-",
         )
     console.print(table)
