@@ -33,8 +33,8 @@ from broker.cli.demo import ROUTES, bundle_command, run_demo
 from broker.core.canonical import canonical_bytes
 from broker.core.catalogue import parse_payload, sample_payloads
 from broker.exchange.devkit import DevExchange
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan
 from broker.exchange.transport import RabbitTransport
 from broker.state.key_vault import VAULT_FILE, KeyVault
 
@@ -130,9 +130,9 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert [user for user in admin.users() if user.startswith(prefix)] == []
     assert {broker.vhost for broker in dev_exchange.brokers.values()} <= admin.vhosts()
     asyncio.run(still_logs_in(dev_exchange))
-    # 3 vhosts, 3 gateway and 3 link users, 5 ministries submitting (TJ-MOL, TJ-MVD, RU-MINTRUD,
-    # RU-MVD, UZ-MEHNAT).
-    assert f"removed what the demo made: 14 vhosts and users named {prefix}*" in output
+    # 3 vhosts; TJ and RU: each its gateway, shovel and link users, 2 ministries, 3 subscribers; UZ:
+    # its gateway, shovel and link users, its ministry submitting and subscribing.
+    assert f"removed what the demo made: 24 vhosts and users named {prefix}*" in output
 
     every_row = summary_rows(output)
     assert len(every_row) == 14, output
