@@ -9,6 +9,7 @@
     <kit>/keys/<CC>/authorities/<ID>/encryption/private/<serial>.key.pem   and their keys: the only
                                     private keys in the kit, 0600 (personal data is sealed to them)
     <kit>/agreement.toml            only when the country's settings name an agreement file
+    <kit>/agreements/<file>.toml    the agreement files the settings' `agreements` name (shipped ids stay ids)
     <kit>/README.txt                what the kit is, and how to run it
     <kit>/state/                    made at first run: the subscriber's ledger of handled alerts
 

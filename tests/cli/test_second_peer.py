@@ -68,6 +68,14 @@ def test_tajikistan_adds_uzbekistan_as_a_second_peer(tmp_path: Path) -> None:
     }
     assert uzbek == {"UZ", "TJ"}
 
+    # The ministry's subscriber kit carries both agreements (the renewed plan copied into it) and
+    # both peers' CAs: it verifies what either peer sends.
+    ok("keys", "kit", "--as", "TJ-MOL", "--out", "mol-kit", "--config", "var/tj/gateway.toml", cwd=tmp_path)
+    kit_settings = (tmp_path / "mol-kit" / "subscriber.toml").read_text(encoding="utf-8")
+    assert 'agreements = ["tj-ru-2004", "agreements/tj-uz-2021.toml"]' in kit_settings.splitlines()
+    assert (tmp_path / "mol-kit" / "agreements" / "tj-uz-2021.toml").read_text() == renewed.read_text()
+    assert {p.name for p in (tmp_path / "mol-kit" / "keys" / "peers").iterdir()} == {"RU", "UZ"}
+
 
 def test_the_topology_of_three_countries_links_only_those_with_an_agreement(tmp_path: Path) -> None:
     plans = {
