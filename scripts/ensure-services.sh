@@ -64,13 +64,20 @@ if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null; then
     runuser -u postgres -- createdb test >/dev/null 2>&1 || true
 fi
 
-# --- the HTTP API's documented examples (docs/http-api.md) run with curl and jq ---------------------
+# --- the HTTP API's documented examples (docs/http-api.md) run with curl and jq; docker-compose
+# validates docker-compose.yml without a Docker engine (tests/deploy/test_compose.py) ---------------
 missing_tools=""
-for tool in curl jq; do
+for tool in curl jq docker-compose; do
   command -v "$tool" >/dev/null || missing_tools="$missing_tools $tool"
 done
 if [ -n "$missing_tools" ]; then
   echo "installing$missing_tools" >&2
   # shellcheck disable=SC2086 # one word per tool
   apt_install $missing_tools
+fi
+
+# --- the console's browser tests drive Debian's Chromium through Playwright (never a downloaded one) --
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium" >&2
+  apt_install chromium chromium-driver
 fi

@@ -15,6 +15,8 @@ import pytest
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from tests.support.browser import browser
+from tests.support.console import console_site
 from tests.support.exchange import dev_exchange, exchange, gateways
 from tests.support.http_api import api_gateways, http_api
 from tests.support.rabbit import rabbit_link, ru_gateway, tj_gateway
@@ -68,6 +70,8 @@ def cli_keeps_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
 # built only when a test asks for it.
 __all__ = [
     "api_gateways",
+    "browser",
+    "console_site",
     "dev_exchange",
     "exchange",
     "gateways",

@@ -7,6 +7,9 @@ TYPE_CHECKING) is read from the source and checked against the layer table below
 from __future__ import annotations
 
 import ast
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +43,31 @@ def layer_of(module: str) -> str | None:
     return LAYERS[max(matches, key=len)] if matches else None
 
 
+def parse(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SystemError:
+        # CPython 3.11.7's AST conversion can lose count of its recursion depth after a long test run
+        # in one process ("AST constructor recursion depth mismatch", fixed in 3.11.8): parse in a
+        # fresh interpreter and take the tree back pickled.
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import ast, pickle, sys; sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))",
+            ],
+            input=source.encode(),
+            capture_output=True,
+            check=True,
+        )
+        tree = pickle.loads(child.stdout)  # our own child, from our own source
+        assert isinstance(tree, ast.Module)
+        return tree
+
+
 def imported_modules(source: str) -> list[tuple[int, str]]:
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(parse(source)):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Scope
 
 from broker.api.auth import Caller, client_address
+from broker.api.console.app import add_console
 from broker.api.context import ApiContext
 from broker.api.limits import RequestLimits
 from broker.api.problems import (
@@ -69,6 +70,7 @@ def create_app(context: ApiContext | None) -> FastAPI:
     app.state.context = context
     for router in (submitting.router, messages.router, received.router, catalogue.router):
         app.include_router(router, prefix="/v1")
+    add_console(app)  # server-rendered pages under /console, outside the contract
     app.add_exception_handler(ApiProblem, _on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(ExchangeError, _on_exchange_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_invalid_request)  # type: ignore[arg-type]

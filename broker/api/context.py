@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -18,6 +19,9 @@ from broker.state.keystore import KeyStore
 from broker.state.outbox import OutboxReader
 from broker.state.settings import ExchangeSettings
 
+if TYPE_CHECKING:
+    from broker.api.console.services import ConsoleServices
+
 
 @dataclass
 class ApiContext:
@@ -30,6 +34,7 @@ class ApiContext:
     records: Records
     waiters: ReceiptWaiters
     ministries: tuple[str, ...] = field(default=())
+    console: ConsoleServices | None = None
 
     @classmethod
     def from_settings(cls, settings: ExchangeSettings) -> ApiContext:
@@ -51,11 +56,16 @@ class ApiContext:
         )
 
     async def start(self) -> None:
+        from broker.api.console.services import ConsoleServices  # noqa: PLC0415 - the console imports this module
+
         self.waiters.start()
+        self.console = ConsoleServices.create(self.settings, agreement=self.agreement, records=self.records)
 
     async def close(self) -> None:
         await self.waiters.close()
         await self.link.close()
+        if self.console is not None:
+            await self.console.close()
 
 
 def api_context(request: Request) -> ApiContext:

@@ -64,6 +64,10 @@ class Records:
         self._decryptors: dict[str, ReloadingDecryptor] = {}
         self._trust: tuple[float, TrustStore] | None = None
 
+    @property
+    def outbox(self) -> OutboxReader:
+        return self._outbox
+
     @contextlib.asynccontextmanager
     async def log(self) -> AsyncIterator[LogSource]:
         settings = self._settings
@@ -167,6 +171,10 @@ class Records:
             self._check_entitled(authority, received[0])
         else:
             await self.sent(authority, message_id)
+        return await self.prove(message_id, kind)
+
+    async def prove(self, message_id: UUID, kind: ProofKind) -> bytes:
+        """The proof of `kind` about `message_id`, for whoever may have it (checked by the caller)."""
         async with self.log() as source:
             try:
                 proof = await prove_message(source, message_id, EntryKind(str(kind)))
@@ -204,6 +212,11 @@ class Records:
                     break
         vault = await self._vault_rows([e.message_id for e in entries if e.message_id is not None])
         return ReceivedPage(items=[self._received_item(e, vault) for e in entries], next_cursor=position)
+
+    async def open_received(self, entries: list[AuditEntry]) -> list[ReceivedMessage]:
+        """Received entries opened as `received` lists them (the console's alerts), without a caller check."""
+        vault = await self._vault_rows([e.message_id for e in entries if e.message_id is not None])
+        return [self._received_item(e, vault) for e in entries]
 
     async def _vault_rows(self, message_ids: list[UUID]) -> VaultRows:
         """The wrapped data keys (and erasures) of a page's messages, in one read-only look."""

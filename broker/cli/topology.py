@@ -250,8 +250,9 @@ def _live_state(
         },
     }
     # The limit is probed over AMQP as the gateway, whose password only the secrets file knows.
-    passwords = provisioning.read_passwords(secrets_file)
-    if plan.broker.gateway_user in passwords:
+    password = provisioning.password_of(plan.broker.gateway_user, secrets_file)
+    if password is not None:
+        passwords = {plan.broker.gateway_user: password}
         state["message_size"] = asyncio.run(provisioning.message_size_status(plan, passwords, gateway_limit))
     else:
         state["message_size"] = {

@@ -86,6 +86,7 @@ class Reason(StrEnum):
     API_NOT_FOUND = "api.not_found"
     API_RATE_LIMITED = "api.rate_limited"
     API_TIMEOUT = "api.timeout"
+    CONSOLE_CSRF_INVALID = "console.csrf_invalid"
 
 
 class ExchangeError(Exception):

@@ -31,6 +31,7 @@ from broker.exchange.topology import (
 )
 from broker.exchange.transport import RabbitTransport
 from broker.exchange.transport_api import Transport
+from broker.state.rabbitmq_passwords import environment_password
 
 # Bound to no queue of `outbound`: a probe body is dropped as soon as the broker took it.
 SIZE_PROBE_KEY = "size-probe"
@@ -117,17 +118,27 @@ def read_passwords(path: Path) -> dict[str, str]:
         raise ConfigError(Reason.CONFIG_INVALID, f"{path} is not a JSON object of user passwords") from exc
 
 
-def load_passwords(path: Path, users: Sequence[str]) -> dict[str, str]:
-    """Read the secrets file, generating passwords for users it lacks (kept private to the owner)."""
+def load_passwords(
+    path: Path, users: Sequence[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Each user's password: from its RABBITMQ_PASSWORD_<USER> variable, else the secrets file;
+    users with neither get a generated one, kept in the file (private to the owner). Passwords from
+    the environment are never written to the file."""
     passwords = read_passwords(path)
-    missing = [user for user in users if not passwords.get(user)]
+    given = {user: found for user in users if (found := environment_password(user, environ))}
+    missing = [user for user in users if user not in given and not passwords.get(user)]
     if missing:
         passwords.update({user: secrets.token_urlsafe(24) for user in missing})
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             json.dump(passwords, handle, indent=2, sort_keys=True)
-    return passwords
+    return {**passwords, **given}
+
+
+def password_of(user: str, path: Path) -> str | None:
+    """`user`'s password from its RABBITMQ_PASSWORD_<USER> variable, else the secrets file."""
+    return environment_password(user) or read_passwords(path).get(user) or None
 
 
 @dataclass(frozen=True)

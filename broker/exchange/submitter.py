@@ -31,6 +31,7 @@ from broker.exchange.submission import (
 )
 from broker.exchange.topology import SUBMIT
 from broker.exchange.transport import RabbitRequests, RabbitTransport
+from broker.state.rabbitmq_passwords import environment_password, password_variable
 
 _log = structlog.get_logger(__name__)
 
@@ -56,14 +57,16 @@ def submitting_authority(agreement: Agreements, country: str, message_type: str,
 
 def submitter_login(amqp_url: str, *, country: str, authority: str, secrets_file: Path) -> tuple[str, str]:
     """(user, URL) for `authority`'s ministry system: the gateway's broker and vhost, its own user,
-    the password `broker topology apply` keeps in `secrets_file`."""
+    the password `broker topology apply` keeps in `secrets_file` (or its RABBITMQ_PASSWORD_<USER>)."""
     user = submitter_user(vhost_of(amqp_url), country, authority)
-    if not secrets_file.exists():
+    password = environment_password(user)
+    if password is None and not secrets_file.exists():
         raise ConfigError(
             Reason.INPUT_UNREADABLE,
-            f"no secrets file {secrets_file} (`broker topology apply` writes one; or pass --secrets FILE)",
+            f"no secrets file {secrets_file} (`broker topology apply` writes one; or pass --secrets FILE) "
+            f"and no {password_variable(user)} variable",
         )
-    password = read_passwords(secrets_file).get(user)
+    password = password or read_passwords(secrets_file).get(user)
     if not password:
         raise ConfigError(
             Reason.CONFIG_INVALID,

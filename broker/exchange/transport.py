@@ -8,8 +8,8 @@ country's broker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 
 import aio_pika
 import structlog
@@ -30,6 +30,8 @@ _log = structlog.get_logger(__name__)
 
 # RabbitMQ's pseudo-queue for answers to the requests a channel publishes.
 REPLY_TO = "amq.rabbitmq.reply-to"
+# How long a stopping consumer waits for the messages in its handlers to settle before it closes.
+DRAIN_TIMEOUT_S = 10.0
 
 
 class RabbitTransport:
@@ -232,7 +234,7 @@ class RabbitTransport:
                 self._publish_channel = channel
             return self._publish_channel
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def _short_channel(self, action: str) -> AsyncIterator[AbstractChannel]:
         """A plain channel for one administrative step.
 
@@ -328,12 +330,25 @@ class RabbitConsumer:
         self._amqp_queue = amqp_queue
         self._handler = handler
         self.tag: str | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def queue(self) -> str:
         return self._queue
 
     async def on_message(self, raw: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self._settle(raw)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _settle(self, raw: AbstractIncomingMessage) -> None:
         message = incoming_message(raw)
         log = _log.bind(
             message_id=message.message_id, queue=self._queue, delivery_count=message.delivery_count
@@ -361,6 +376,10 @@ class RabbitConsumer:
         try:
             if self.tag is not None and not self._channel.is_closed:
                 await self._amqp_queue.cancel(self.tag)
+                # Let the messages being handled settle: one audited but not yet acked would be
+                # redelivered to the next start (answered as a duplicate, but a needless round).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), DRAIN_TIMEOUT_S)
             await self._channel.close()
         except Exception as exc:
             raise transport_error(exc, f"cancelling the consumer of {self._queue!r}") from exc

@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, deadline);
 CREATE INDEX IF NOT EXISTS outbox_sha256 ON outbox (sha256);
+-- The console pages the outbox newest first and counts it by the hour from this index alone.
+CREATE INDEX IF NOT EXISTS outbox_by_time ON outbox (sent_at, message_id, message_type, state);
 """
 _COLUMNS = (
     "message_id, message_type, recipient, raw, sha256, state, sent_at, deadline, attempts, reason, receipt_at"
@@ -247,3 +249,62 @@ class OutboxReader:
             tuple(str(m) for m in message_ids),
         )
         return {UUID(str(message_id)): SendState(str(state)) for message_id, state in rows}
+
+    async def page(self, where: OutboxFilter, *, limit: int) -> list[OutboxRecord]:
+        """Newest first, `limit` at most, older than `where.before` (sent_at, message_id) if given."""
+        clauses, params = where.sql()
+        rows = await self._db.query(
+            f"SELECT {_COLUMNS} FROM outbox {clauses} ORDER BY sent_at DESC, message_id DESC LIMIT ?",  # noqa: S608 - clauses are ours
+            (*params, limit),
+        )
+        return [_row(r) for r in rows]
+
+    async def hourly(self, since: datetime) -> list[tuple[str, str, str, int]]:
+        """(hour as `YYYY-MM-DDTHH`, type, state, count) of the messages sent since `since`."""
+        rows = await self._db.query(
+            "SELECT substr(sent_at, 1, 13), message_type, state, count(*) FROM outbox WHERE sent_at >= ? "
+            "GROUP BY 1, 2, 3",
+            (since.astimezone(UTC).isoformat(),),
+        )
+        return [(str(h), str(t), str(s), int(n)) for h, t, s, n in rows]
+
+    async def oldest_waiting(self) -> OutboxRecord | None:
+        """The message sent longest ago that still waits for its receipt."""
+        rows = await self._db.query(
+            f"SELECT {_COLUMNS} FROM outbox WHERE state IN (?, ?) ORDER BY sent_at LIMIT 1",  # noqa: S608
+            (SendState.SENT, SendState.CONFIRMED),
+        )
+        return _row(rows[0]) if rows else None
+
+
+@dataclass(frozen=True)
+class OutboxFilter:
+    """What the console's message list is narrowed to; every value is bound, never spliced."""
+
+    message_type: str | None = None
+    recipient: str | None = None
+    state: SendState | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before: tuple[str, str] | None = None  # (sent_at, message_id) of the last row of the previous page
+
+    def sql(self) -> tuple[str, tuple[object, ...]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        for column, value in (("message_type", self.message_type), ("recipient", self.recipient)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.state is not None:
+            clauses.append("state = ?")
+            params.append(str(self.state))
+        if self.since is not None:
+            clauses.append("sent_at >= ?")
+            params.append(self.since.astimezone(UTC).isoformat())
+        if self.until is not None:
+            clauses.append("sent_at < ?")
+            params.append(self.until.astimezone(UTC).isoformat())
+        if self.before is not None:
+            clauses.append("(sent_at, message_id) < (?, ?)")
+            params.extend(self.before)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from broker.core.agreement_set import AgreementSet, is_agreement_path, load_agreements
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import check_amqp_url, check_http_url, check_postgres_dsn
+from broker.state.rabbitmq_passwords import environment_password, password_variable
 
 # Art. 15.5 says "immediately" for a death; a cancellation starts the Art. 14 fifteen-day clock.
 DEFAULT_RECEIPT_DEADLINES_S: dict[str, float] = {
@@ -163,7 +164,8 @@ class ExchangeSettings(BaseSettings):
     secrets_file: Path | None = Field(
         default=None,
         description="A JSON object of RabbitMQ user -> password, kept 0600 (what `broker topology "
-        "apply --secrets FILE` writes). It gives the password of amqp_url's user when the URL has none.",
+        "apply --secrets FILE` writes). It gives the password of amqp_url's user when the URL has none "
+        "and no RABBITMQ_PASSWORD_<USER> variable does (broker.state.rabbitmq_passwords).",
         json_schema_extra={"example": "../rabbitmq-secrets.json"},
     )
     keys_reload_interval_s: float = Field(
@@ -270,13 +272,17 @@ class ExchangeSettings(BaseSettings):
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     def password_for(self, user: str) -> str:
-        """The RabbitMQ password of `user` from secrets_file; a ConfigError naming the file and the
-        user (never a password) when there is none."""
+        """The RabbitMQ password of `user`: its RABBITMQ_PASSWORD_<USER> variable, else secrets_file;
+        a ConfigError naming the file and the user (never a password) when there is none."""
+        given = environment_password(user)
+        if given is not None:
+            return given
         where = self.secrets_file
         if where is None:
             raise ConfigError(
                 Reason.CONFIG_INVALID,
-                f"amqp_url names RabbitMQ user {user} without a password, and no secrets_file is set",
+                f"amqp_url names RabbitMQ user {user} without a password, no secrets_file is set and "
+                f"{password_variable(user)} is not set",
             )
         try:
             passwords = json.loads(where.read_text(encoding="utf-8"))

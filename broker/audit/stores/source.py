@@ -145,10 +145,18 @@ class SqliteSource:
     async def select(
         self, *, kind: EntryKind | None = None, message_id: UUID | None = None
     ) -> AsyncIterator[AuditEntry | UnreadableRow]:
+        # Only the conditions given: `(? IS NULL OR message_id = ?)` keeps SQLite off the message index,
+        # which made every look-up by message a scan of the whole log.
+        clauses, params = ["1"], []
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(str(kind))
+        if message_id is not None:
+            clauses.append("message_id = ?")
+            params.append(str(message_id))
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM audit_entries WHERE (?1 IS NULL OR kind = ?1) "  # noqa: S608
-            "AND (?2 IS NULL OR message_id = ?2) ORDER BY idx",
-            (None if kind is None else str(kind), None if message_id is None else str(message_id)),
+            f"SELECT {_COLUMNS} FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY idx",  # noqa: S608 - fixed clauses
+            params,
         )
         for values in rows:
             yield _row_to_entry(values)

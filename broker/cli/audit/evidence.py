@@ -7,25 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from rich.markup import escape
 
 from broker.audit.bundle import (
     MAX_BUNDLE_BYTES,
-    MESSAGE_KINDS,
-    about_messages,
-    build_bundle,
     check_bundle,
-    names_worker,
-    opened_names_worker,
 )
-from broker.audit.entry import AuditEntry, format_time
+from broker.audit.entry import format_time
 from broker.audit.reconcile import digest, reconcile
-from broker.audit.sealed_evidence import Erased, SealedSearch, sealed_envelope, search_sealed
+from broker.audit.sealed_evidence import Erased, SealedSearch
 from broker.audit.stores.archive_files import (
     readable_entries,
 )
-from broker.audit.stores.proving import covering_checkpoint, prove_entry
+from broker.audit.stores.worker_evidence import worker_bundle
 from broker.cli.audit.common import (
     ArchiveOption,
     BundleOption,
@@ -44,9 +38,9 @@ from broker.cli.audit.common import (
     write_bytes,
 )
 from broker.cli.output import console
-from broker.core.errors import AuditError, ConfigError, Reason
+from broker.core.errors import ConfigError, Reason
 from broker.state.key_files import load_agreement_keys
-from broker.state.key_vault import VAULT_FILE, VaultRows, read_vault
+from broker.state.key_vault import VAULT_FILE
 
 # -- reconcile and bundles ---------------------------------------------------------------------------
 
@@ -143,52 +137,15 @@ def bundle(
         auditor_keys = load_agreement_keys(key or [])
         trust = load_trust(keys, trust_bundle)
         async with opened_source(log_locator(store, dsn, schema), schema) as source:
-            rows = [row async for row in readable_entries(source, archive=archive_dir(archive, trust))]
-            messages = [row for row in rows if row.kind in MESSAGE_KINDS and row.message_id is not None]
-            about = {
-                row.message_id for row in messages if row.message_id and names_worker(row.envelope, worker)
-            }
-            sealed = _search_sealed(messages, vault=vault, keys=auditor_keys)
-            opened = [item for item in sealed.opened if opened_names_worker(item, worker)]
-            about |= {item.message_id for item in opened}
-            chosen = about_messages(rows, about)
-            if not chosen:
-                raise AuditError(
-                    Reason.AUDIT_OUT_OF_RANGE,
-                    f"no message in the log names document {worker}{_unsearched(sealed)}",
-                )
-            covering = await covering_checkpoint(source, max(row.index for row in chosen))
-            proofs = [await prove_entry(source, row, covering) for row in chosen]
-        data = build_bundle(document_number=worker, proofs=proofs, opened=opened, sealed=sealed)
-        check_bundle(data, trust=trust)  # never hand out an archive that does not check
-        write_bytes(out, data)
-        console.print(f"{len(proofs)} entries about {len(about)} messages -> {out}")
-        _report_sealed(sealed, opened=len(opened))
+            found = await worker_bundle(
+                source, worker=worker, archive=archive_dir(archive, trust), keys=auditor_keys, vault=vault
+            )
+        check_bundle(found.data, trust=trust)  # never hand out an archive that does not check
+        write_bytes(out, found.data)
+        console.print(f"{found.entries} entries about {found.messages} messages -> {out}")
+        _report_sealed(found.sealed, opened=found.opened)
 
     run_audit(work)
-
-
-def _search_sealed(
-    messages: list[AuditEntry], *, vault: Path | None, keys: list[X25519PrivateKey]
-) -> SealedSearch:
-    """Open the log's sealed messages with the auditor's keys and the vault's wraps (without a vault:
-    none opened, each counted as not searched)."""
-    envelopes = {}
-    for row in messages:
-        envelope = sealed_envelope(row.envelope) if row.message_id not in envelopes else None
-        if envelope is not None and envelope.id == row.message_id:
-            envelopes[envelope.id] = envelope
-    held = read_vault(vault, envelopes) if vault is not None else VaultRows()
-    return search_sealed(envelopes, wrapped=held.wrapped, erased=held.erased, keys=keys)
-
-
-def _unsearched(sealed: SealedSearch) -> str:
-    if not sealed.unsearched and not sealed.erased:
-        return ""
-    return (
-        f"; {sealed.unsearched} sealed message(s) not searched, {len(sealed.erased)} erased "
-        "(open sealed payloads with --key and --vault)"
-    )
 
 
 def _report_sealed(sealed: SealedSearch, *, opened: int) -> None:

@@ -1,7 +1,7 @@
 """Coded values of the catalogue in words, for people: the consul's terminal, rendered alerts, pages.
 
 Codes stay what machines route on; these are what a person reads beside them. One table per coded
-field, keyed by language (`en` today; more languages join the same table).
+field, keyed by language (`en`, and `ru` and `tg` where the console shows them to a consul).
 """
 
 from __future__ import annotations
@@ -22,9 +22,21 @@ WORDS: dict[str, dict[str, dict[str, str]]] = {
         },
     },
     "responsible_party": {
-        ResponsibleParty.HOME_STATE_EMPLOYER: {"en": "the home-state employer (Art. 15.1)"},
-        ResponsibleParty.HOST_STATE_CUSTOMER: {"en": "the customer in the host state (Art. 15.2)"},
-        ResponsibleParty.HOST_STATE_EMPLOYER: {"en": "the host-state employer (Art. 15.3)"},
+        ResponsibleParty.HOME_STATE_EMPLOYER: {
+            "en": "the home-state employer (Art. 15.1)",
+            "ru": "работодатель государства постоянного проживания (ст. 15.1)",
+            "tg": "корфармои давлати истиқомати доимӣ (моддаи 15.1)",
+        },
+        ResponsibleParty.HOST_STATE_CUSTOMER: {
+            "en": "the customer in the host state (Art. 15.2)",
+            "ru": "заказчик в государстве трудоустройства (ст. 15.2)",
+            "tg": "фармоишгар дар давлати қабулкунанда (моддаи 15.2)",
+        },
+        ResponsibleParty.HOST_STATE_EMPLOYER: {
+            "en": "the host-state employer (Art. 15.3)",
+            "ru": "работодатель государства трудоустройства (ст. 15.3)",
+            "tg": "корфармои давлати қабулкунанда (моддаи 15.3)",
+        },
     },
     "reason": {
         CancellationReason.ART12_2_OTHER_PAID_WORK: {

@@ -1,0 +1,183 @@
+"""Every label of the console, in English, Russian and Tajik: one catalogue, one row per label.
+
+Codes (reason codes, message types, authority ids) stay as they are in every language: they are
+what people quote to each other across the border. `tests/api/console/test_strings.py` fails when
+a label lacks a language or a template uses a label that is not here.
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "ru", "tg")
+
+# label: (English, Russian, Tajik)
+STRINGS: dict[str, tuple[str, str, str]] = {
+    "console": ("Exchange console", "Консоль обмена", "Консоли мубодила"),
+    "sign_in": ("Sign in", "Войти", "Ворид шудан"),
+    "sign_out": ("Sign out", "Выйти", "Баромадан"),
+    "token": ("Access token", "Токен доступа", "Калиди дастрасӣ"),
+    "signed_in_as": ("Signed in as", "Вы вошли как", "Шумо ворид шудед ҳамчун"),
+    "role.operator": ("operator", "оператор", "оператор"),
+    "role.auditor": ("auditor", "аудитор", "аудитор"),
+    "role.consulate": ("consulate", "консульство", "консулгарӣ"),
+    "refused": ("Refused", "Отказано", "Рад карда шуд"),
+    "overview": ("Overview", "Обзор", "Шарҳи умумӣ"),
+    "messages": ("Messages", "Сообщения", "Паёмҳо"),
+    "message": ("Message", "Сообщение", "Паём"),
+    "quarantine": ("Quarantine", "Карантин", "Карантин"),
+    "keys": ("Keys", "Ключи", "Калидҳо"),
+    "health": ("Gateway and link health", "Состояние шлюза и канала", "Ҳолати шлюз ва пайванд"),
+    "ready": ("ready", "готов", "омода"),
+    "not_ready": ("not ready", "не готов", "омода нест"),
+    "unknown": ("unknown", "неизвестно", "номаълум"),
+    "check": ("Check", "Проверка", "Санҷиш"),
+    "queue_depths": ("Queue depths", "Глубина очередей", "Андозаи навбатҳо"),
+    "queue": ("Queue", "Очередь", "Навбат"),
+    "depth": ("Messages waiting", "Ожидают", "Дар интизорӣ"),
+    "per_hour": (
+        "Messages per hour, by type and outcome (last 24 hours)",
+        "Сообщения в час по типу и исходу (24 часа)",
+        "Паёмҳо дар як соат аз рӯи намуд ва натиҷа (24 соат)",
+    ),
+    "oldest_waiting": (
+        "Oldest message waiting for a receipt",
+        "Самое старое сообщение без квитанции",
+        "Паёми кӯҳнатарини бе квитансия",
+    ),
+    "none_waiting": ("Nothing is waiting.", "Ничего не ожидает.", "Ҳеҷ чиз интизор нест."),
+    "deadline": ("Deadline", "Срок", "Мӯҳлат"),
+    "type": ("Type", "Тип", "Намуд"),
+    "peer": ("Peer", "Получатель", "Гиранда"),
+    "state": ("State", "Состояние", "Ҳолат"),
+    "date_from": ("From", "С", "Аз"),
+    "date_to": ("To", "По", "То"),
+    "filter": ("Filter", "Отобрать", "Интихоб"),
+    "any": ("any", "любой", "ҳар"),
+    "sent_at": ("Sent", "Отправлено", "Фиристода шуд"),
+    "reason": ("Reason", "Причина", "Сабаб"),
+    "attempts": ("Attempts", "Попытки", "Кӯшишҳо"),
+    "next_page": ("Next page", "Следующая страница", "Саҳифаи навбатӣ"),
+    "first_page": ("First page", "Первая страница", "Саҳифаи аввал"),
+    "no_messages": ("No messages.", "Нет сообщений.", "Паём нест."),
+    "envelope": ("Envelope", "Конверт", "Лифофа"),
+    "sender": ("Sender", "Отправитель", "Фиристанда"),
+    "recipient": ("Recipient", "Получатель", "Гиранда"),
+    "trail": ("Trail", "Журнал", "Пайгирӣ"),
+    "receipt": ("Receipt", "Квитанция", "Квитансия"),
+    "no_receipt": ("No receipt yet.", "Квитанции ещё нет.", "Квитансия ҳоло нест."),
+    "verdict": ("Verdict", "Решение", "Қарор"),
+    "time": ("Time", "Время", "Вақт"),
+    "kind": ("Entry", "Запись", "Сабт"),
+    "index": ("Index", "Номер", "Рақам"),
+    "rejected_at": ("Rejected", "Отклонено", "Рад шуд"),
+    "size": ("Size", "Размер", "Андоза"),
+    "show": ("Show", "Показать", "Нишон додан"),
+    "requeue": ("Requeue", "Вернуть в очередь", "Ба навбат баргардонидан"),
+    "purge": ("Purge the quarantine", "Очистить карантин", "Тоза кардани карантин"),
+    "confirm_requeue": (
+        "Put this message back on the inbound queue?",
+        "Вернуть это сообщение во входящую очередь?",
+        "Ин паёмро ба навбати воридотӣ баргардонем?",
+    ),
+    "confirm_purge": (
+        "Delete every quarantined message? The audit log keeps them.",
+        "Удалить все сообщения из карантина? Журнал аудита их сохраняет.",
+        "Ҳамаи паёмҳои карантиниро нест кунем? Дафтари аудит онҳоро нигоҳ медорад.",
+    ),
+    "quarantine_empty": ("The quarantine is empty.", "Карантин пуст.", "Карантин холӣ аст."),
+    "requeued": ("Requeued", "Возвращено в очередь", "Ба навбат баргардонида шуд"),
+    "purged": ("Purged", "Очищено", "Тоза шуд"),
+    "actions": ("Actions taken", "Выполненные действия", "Амалҳои иҷрошуда"),
+    "who": ("Who", "Кто", "Кӣ"),
+    "unverified": (
+        "These bytes are unverified: shown escaped, never trusted.",
+        "Эти байты не проверены: показаны экранированными.",
+        "Ин байтҳо тасдиқ нашудаанд: бо аломатҳои махсус нишон дода шудаанд.",
+    ),
+    "holder": ("Holder", "Владелец", "Соҳиб"),
+    "usage": ("Use", "Назначение", "Истифода"),
+    "country": ("Country", "Страна", "Кишвар"),
+    "valid_from": ("Valid from", "Действует с", "Эътибор аз"),
+    "valid_to": ("Valid until", "Действует до", "Эътибор то"),
+    "status": ("Status", "Статус", "Вазъ"),
+    "expiring_soon": (
+        "Expires within 30 days",
+        "Истекает в течение 30 дней",
+        "Дар давоми 30 рӯз ба охир мерасад",
+    ),
+    "revocations": ("Revocations", "Отзывы", "Бозхондҳо"),
+    "revoked_at": ("Revoked", "Отозван", "Бозхонда шуд"),
+    "serial": ("Serial", "Серийный номер", "Рақами силсилавӣ"),
+    "checkpoints": ("Checkpoints", "Контрольные точки", "Нуқтаҳои назоратӣ"),
+    "witnesses": ("Witness status", "Заверения", "Тасдиқҳои шоҳид"),
+    "origin": ("Log", "Журнал", "Дафтар"),
+    "tree_size": ("Entries", "Записей", "Сабтҳо"),
+    "root": ("Root", "Корень", "Реша"),
+    "witness": ("Witness", "Заверитель", "Шоҳид"),
+    "no_witness": ("not countersigned yet", "ещё не заверено", "ҳоло тасдиқ нашудааст"),
+    "verify_range": ("Verify a range", "Проверить диапазон", "Санҷиши қитъа"),
+    "first_index": ("First entry", "Первая запись", "Сабти аввал"),
+    "last_index": ("Last entry", "Последняя запись", "Сабти охир"),
+    "verify": ("Verify", "Проверить", "Санҷидан"),
+    "verified": ("verifies", "проверен", "санҷида шуд"),
+    "failed": ("fails", "не проходит проверку", "аз санҷиш нагузашт"),
+    "running": ("running", "выполняется", "иҷро мешавад"),
+    "download_proof": (
+        "Download an inclusion proof",
+        "Скачать доказательство включения",
+        "Боргирии далели воридшавӣ",
+    ),
+    "message_id": ("Message id", "Идентификатор сообщения", "Рақами паём"),
+    "proof_kind": ("Entry", "Запись", "Сабт"),
+    "download": ("Download", "Скачать", "Боргирӣ"),
+    "bundle": (
+        "Download a worker's evidence bundle",
+        "Скачать пакет доказательств по работнику",
+        "Боргирии бастаи далелҳо оид ба коргар",
+    ),
+    "document_number": ("Identity document number", "Номер документа", "Рақами ҳуҷҷат"),
+    "reconcile": ("Reconcile summary", "Сверка", "Муқоисаи дафтарҳо"),
+    "entries_by_kind": ("Entries by kind", "Записи по видам", "Сабтҳо аз рӯи намуд"),
+    "count": ("Count", "Количество", "Шумора"),
+    "alerts": ("Alerts", "Оповещения", "Огоҳиҳо"),
+    "alerts_for": (
+        "Alerts about nationals of",
+        "Оповещения о гражданах",
+        "Огоҳиҳо дар бораи шаҳрвандони",
+    ),
+    "worker": ("Worker", "Работник", "Коргар"),
+    "event": ("Event", "Событие", "Ҳодиса"),
+    "received": ("Received", "Получено", "Гирифта шуд"),
+    "departure_deadline": (
+        "Departure deadline (Art. 14)",
+        "Срок выезда (ст. 14)",
+        "Мӯҳлати баромадан (моддаи 14)",
+    ),
+    "days_left": ("days left", "дней осталось", "рӯз монд"),
+    "overdue": ("overdue", "просрочено", "мӯҳлат гузашт"),
+    "responsible_party": (
+        "Responsible for repatriation (Art. 15)",
+        "Ответственный за репатриацию (ст. 15)",
+        "Масъули бозгардонидан (моддаи 15)",
+    ),
+    "handled": ("Handled", "Обработано", "Коркард шуд"),
+    "mark_handled": ("Mark handled", "Отметить как обработанное", "Ҳамчун коркардшуда қайд кардан"),
+    "not_handled": ("open", "не обработано", "коркард нашудааст"),
+    "export_csv": ("Export as CSV", "Экспорт в CSV", "Содирот ба CSV"),
+    "no_alerts": ("No alerts.", "Оповещений нет.", "Огоҳӣ нест."),
+    "type.worker.death": ("death of a worker", "смерть работника", "фавти коргар"),
+    "type.work_permit.cancellation": (
+        "work permit cancelled",
+        "аннулирование разрешения на работу",
+        "бекор кардани иҷозатномаи корӣ",
+    ),
+    "language": ("Language", "Язык", "Забон"),
+}
+
+
+def text(label: str, language: str) -> str:
+    """The label in `language`; English where the language is unknown, the label itself if missing."""
+    row = STRINGS.get(label)
+    if row is None:
+        return label
+    position = LANGUAGES.index(language) if language in LANGUAGES else 0
+    return row[position]
