@@ -11,7 +11,7 @@ from broker.api.gateway_link import GatewayLink
 from broker.api.limits import RateLimiter
 from broker.api.records import Records
 from broker.api.waiting import ReceiptWaiters
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.ministries import submitting_authorities
 from broker.state.api_tokens import TokenFile
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class ApiContext:
     settings: ExchangeSettings
-    agreement: Agreement
+    agreement: Agreements
     tokens: TokenFile
     rate: RateLimiter
     failures: RateLimiter
@@ -38,7 +38,7 @@ class ApiContext:
 
     @classmethod
     def from_settings(cls, settings: ExchangeSettings) -> ApiContext:
-        agreement = load_agreement(settings.agreement_file)
+        agreement = settings.agreement_set()
         keystore = KeyStore(root=settings.keys_dir)
         outbox = OutboxReader(settings.country_state_dir / "outbox.sqlite")
         waiters = ReceiptWaiters(outbox)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ExchangeError, LocalError, Reason
 from broker.exchange.ministries import submitting_authorities
 from broker.exchange.submission import DEFAULT_SUBMISSION_TTL_S, Accepted, ReceiptNews, Refused, Submission
@@ -41,7 +41,7 @@ class GatewayLink:
         self,
         settings: ExchangeSettings,
         *,
-        agreement: Agreement,
+        agreement: Agreements,
         on_receipt: Callable[[ReceiptNews], None],
         ttl_s: float = DEFAULT_SUBMISSION_TTL_S,
     ) -> None:

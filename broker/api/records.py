@@ -34,7 +34,7 @@ from broker.audit.proofs import check_inclusion
 from broker.audit.receipt_refs import is_ref, parse_ref
 from broker.audit.stores.proving import entries_of, prove_message
 from broker.audit.stores.source import LogSource, open_source
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.catalogue import payload_to_json
 from broker.core.envelope import Envelope, sha256_hex
 from broker.core.errors import AuditError, ConfigError, ExchangeError, PolicyError, Reason, VerificationError
@@ -55,7 +55,7 @@ TRUST_RELOAD_S = 60.0
 
 class Records:
     def __init__(
-        self, settings: ExchangeSettings, *, agreement: Agreement, keystore: KeyStore, outbox: OutboxReader
+        self, settings: ExchangeSettings, *, agreement: Agreements, keystore: KeyStore, outbox: OutboxReader
     ) -> None:
         self._settings = settings
         self._agreement = agreement

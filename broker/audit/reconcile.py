@@ -4,12 +4,16 @@ Every message one side sent must appear on the other side as received (or reject
 bytes, and the other side must have sent a receipt for it (except for the message types a gateway
 never answers: receipts and witness countersignatures); and nothing may have been received that the
 other side never sent. Each gap is listed with the index of the entry that exposes it.
+
+A gateway with several peers (one agreement each) keeps one log for all of them: reconciling it
+against one peer's log looks only at the entries exchanged with that peer (`between`), by the
+country of the authority each entry names (an authority id starts with its country's code).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -60,9 +64,15 @@ class LogDigest:
             self.receipts_sent.update(answered_ids(entry))
 
 
-def digest(name: str, entries: Iterable[AuditEntry | UnreadableRow]) -> LogDigest:
+def digest(
+    name: str, entries: Iterable[AuditEntry | UnreadableRow], *, between: Collection[str] = ()
+) -> LogDigest:
+    """What reconciling needs of a log; with `between` (two country codes), only the entries whose
+    peer is an authority of one of them (a rejected message naming nobody is kept)."""
     result = LogDigest(name=name)
     for entry in entries:
+        if between and isinstance(entry, AuditEntry) and entry.peer and entry.peer[:2] not in between:
+            continue
         result.add(entry)
     return result
 

@@ -30,7 +30,7 @@ from broker.cli.common import ConfigOption, declared_subscription, load_settings
 from broker.cli.output import console, err_console
 from broker.cli.terminal import visible
 from broker.cli.topology import DEFAULT_SECRETS
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import PolicyError
 from broker.state.settings import ExchangeSettings
 
@@ -59,7 +59,7 @@ def _submitting(settings: ExchangeSettings) -> SubmittingSender:
     from broker.exchange.submitting_sender import SubmittingSender  # noqa: PLC0415 - aio-pika only to send
 
     return SubmittingSender(
-        agreement=load_agreement(settings.agreement_file),
+        agreement=settings.agreement_set(),
         country=settings.country,
         amqp_url=settings.amqp_url,
         secrets_file=settings.secrets_file or DEFAULT_SECRETS,
@@ -194,7 +194,7 @@ async def _render(
     from broker.exchange.subscriber import Alert  # noqa: PLC0415
 
     if types is None:
-        agreement = load_agreement(settings.agreement_file)
+        agreement = settings.agreement_set()
         types = [t for t in sorted(adapter.supported_types) if _may_receive(agreement, authority, t)]
 
     async def write(alert: Alert) -> None:
@@ -213,7 +213,7 @@ async def _render(
         await serve_alerts(subscription, write, count=count)
 
 
-def _may_receive(agreement: Agreement, authority: str, message_type: str) -> bool:
+def _may_receive(agreement: Agreements, authority: str, message_type: str) -> bool:
     country = agreement.authority(authority).country
     try:
         agreement.check_subscriber(subscriber_id=authority, message_type=message_type, country=country)

@@ -9,7 +9,6 @@ import typer
 
 from broker.cli.common import ConfigOption, CountryOption, exit_with, load_settings, run, stop_on_signals
 from broker.cli.output import console, err_console, print_table
-from broker.core.agreement import load_agreement
 from broker.core.errors import LocalError, PolicyError, Reason
 from broker.state.api_tokens import TokenFile
 
@@ -63,7 +62,7 @@ def issue_token(
     """Issue a bearer token for a calling system; it is printed once and only its hash is kept."""
     settings = load_settings(country, config)
     try:
-        found = load_agreement(settings.agreement_file).authority(authority)
+        found = settings.agreement_set().authority(authority)
     except PolicyError as error:
         exit_with(error)
     if found.country != settings.country:

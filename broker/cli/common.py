@@ -14,7 +14,7 @@ import typer
 
 from broker.cli.logs import configure_logging
 from broker.cli.output import debugging, error_line, print_error
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import Agreements, shipped_agreements_of, shipped_pairs
 from broker.core.errors import ConfigError, ExchangeError, Reason, TransportError
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
@@ -49,12 +49,12 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
     path = config or Path("var") / country.lower() / "gateway.toml"
     if config is None:
         try:
-            _check_country(country, load_agreement())  # the shipped agreement, before any settings
+            _check_shipped_country(country)  # the shipped agreements, before any settings
         except ExchangeError as error:
             exit_with(error)
     try:
         settings = ExchangeSettings.load(path if path.exists() else None, country=country)
-        _check_country(settings.country, load_agreement(settings.agreement_file))
+        _check_country(settings.country, settings.agreement_set())
     except ExchangeError as error:
         if not path.exists():
             error = ConfigError(
@@ -68,7 +68,15 @@ def load_settings(country: str, config: Path | None, *, service: bool = False) -
     return settings
 
 
-def _check_country(country: str, agreement: Agreement) -> None:
+def _check_shipped_country(country: str) -> None:
+    if not shipped_agreements_of(country):
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"unknown country {country}: the shipped agreements are between {shipped_pairs()}",
+        )
+
+
+def _check_country(country: str, agreement: Agreements) -> None:
     if country not in agreement.countries:
         raise ConfigError(
             Reason.CONFIG_INVALID,
@@ -159,7 +167,7 @@ async def declared_subscription(
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
     refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
-    agreement = load_agreement(settings.agreement_file)
+    agreement = settings.agreement_set()
     keystore = KeyStore(root=settings.keys_dir)
     transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
     try:

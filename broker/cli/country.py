@@ -11,7 +11,13 @@ import typer
 
 from broker.cli.common import CountryOption, exit_with
 from broker.cli.output import console
-from broker.core.agreement import load_agreement
+from broker.core.agreement_set import (
+    AgreementSet,
+    is_agreement_path,
+    load_agreements,
+    shipped_agreements_of,
+    shipped_pairs,
+)
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.exchange.topology import CountryBroker
 from broker.state.country_dir import set_up_country
@@ -38,6 +44,15 @@ def init(
             "--secrets", help="Where the RabbitMQ passwords are (what `broker topology apply` writes)."
         ),
     ] = DEFAULT_SECRETS,
+    agreement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agreement",
+            help="An agreement the country serves, one per peer: a shipped id (tj-ru-2004, tj-uz-2021) "
+            "or an agreement file; repeatable. Default: the first shipped agreement naming the country. "
+            "Given again on a set-up folder, it replaces the `agreements` setting and adds missing keys.",
+        ),
+    ] = None,
 ) -> None:
     """Make a country's folder: gateway.toml (every setting, described), its CA, and for every
     authority of the country a signing key and a key-agreement key. Running it again changes nothing."""
@@ -45,10 +60,14 @@ def init(
     where = folder if folder is not None else Path("var") / cc
     try:
         url = gateway_url(broker or f"amqp://127.0.0.1:5672/{cc}", country=cc)
+        # A file is named absolute in gateway.toml: there a relative path means the file's folder.
+        entries = tuple(str(Path(e).resolve()) if is_agreement_path(e) else e for e in agreement or ())
+        served = load_agreements(country, entries) if entries else _default_agreement(country)
         setup = set_up_country(
             where,
             country=country,
-            agreement=load_agreement(),
+            agreement=served,
+            agreements=entries,
             amqp_url=url,
             secrets_file=secrets,
             now=datetime.now(UTC),
@@ -64,6 +83,17 @@ def init(
         f"{country} set up in {where}. Next: `broker keys export --country {country} --out "
         f"{cc}-bundle.pem` for the peer, and `broker keys import --country {country} <peer's bundle>`"
     )
+
+
+def _default_agreement(country: str) -> AgreementSet:
+    shipped = shipped_agreements_of(country)
+    if not shipped:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"unknown country {country}: the shipped agreements are between {shipped_pairs()}; "
+            "give the country's agreement file with --agreement",
+        )
+    return AgreementSet.single(shipped[0], country)
 
 
 def gateway_url(url: str, *, country: str) -> str:

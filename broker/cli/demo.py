@@ -1,10 +1,12 @@
-"""`broker demo`: a full exchange between Tajikistan and Russia on the local RabbitMQ.
+"""`broker demo`: Tajikistan's exchange with Russia and with Uzbekistan on the local RabbitMQ.
 
-Creates a dev PKI for both countries, applies the topology (vhosts `demo-<random>-tj` and
-`demo-<random>-ru` with their own users, shovels both ways), starts both gateways in this process,
-lets the Tajik consulate in Moscow subscribe, sends one message of each type each way (Tajik
-ministries through the Python API, Russian ones through the running gateway's submission channel),
-waits for every receipt and prints what happened. At the end it deletes the vhosts and users it
+Creates a dev PKI for the three countries, applies the topology (vhosts `demo-<random>-tj`, `-ru`
+and `-uz` with their own users, shovels between TJ and each peer), starts the three gateways in this
+process, lets the Tajik consulate in Moscow subscribe, sends one message of each type each way
+between TJ and RU (Tajik ministries through the Python API, Russian ones through the running
+gateway's submission channel), then a legislation change to Uzbekistan too (TJ-UZ joint plan,
+item 7) and a death notice to Uzbekistan, which the plan does not cover: TJ's gateway refuses it.
+It waits for every receipt and prints what happened. At the end it deletes the vhosts and users it
 made, unless `--keep`; nothing else on the RabbitMQ node is touched.
 """
 
@@ -18,6 +20,7 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -32,7 +35,7 @@ from broker.cli.logs import configure_logging
 from broker.cli.output import console
 from broker.core.catalogue import sample_payloads
 from broker.core.catalogue.death import WorkerDeath
-from broker.core.errors import ExchangeError, Reason, TransportError
+from broker.core.errors import ExchangeError, LocalError, Reason, TransportError
 from broker.core.ids import uuid7
 from broker.exchange.devkit import DevExchange
 from broker.exchange.gateway import Gateway, gateway_from_settings
@@ -64,6 +67,21 @@ ROUTES: dict[str, list[tuple[str, str, str]]] = {
         ("worker.death", "RU-MVD", "TJ-MOL"),
     ],
 }
+# The second agreement, TJ-UZ: (type, sender, recipient, the refusal expected, if any).
+SECOND_PEER: list[tuple[str, str, str, str | None]] = [
+    ("legislation.change", "TJ-MOL", "UZ-MEHNAT", None),
+    ("worker.death", "TJ-MVD", "UZ-MEHNAT", str(Reason.POLICY_TYPE_NOT_COVERED)),
+]
+# The joint plan ran 2021-2023 (the shipped file says so). The demo runs it as an operator would
+# after a renewal: a copy of the file with one more period. This period stands in for a renewal
+# document and is the demo's alone.
+DEMO_RENEWAL = """
+[[period]]
+from = 2024-01-01
+until = 2099-12-31
+basis = "the demo's stand-in for a renewed plan (not a real document)"
+"""
+DEMO_COUNTRIES = ("TJ", "RU", "UZ")
 CONSULATE = "TJ-CONSULATE-MOSCOW"
 CONSULATE_TYPES = ("worker.death", "work_permit.cancellation")
 RECEIPT_WAIT_S = 60.0
@@ -80,6 +98,13 @@ class Outcome:
     audit_index: int | None = None
     latency_ms: float = 0.0
     error: str | None = None
+    expected: str | None = None  # the refusal this send must get; None: it must be accepted
+
+    @property
+    def as_expected(self) -> bool:
+        if self.expected is None:
+            return self.verdict == "accepted"
+        return self.verdict == "refused" and self.reason == self.expected
 
 
 def _ms_since(started: float) -> float:
@@ -94,9 +119,11 @@ def _rabbit_listening(host: str = "127.0.0.1", port: int = 5672) -> bool:
         return False
 
 
-async def _send_timed(gateway: Gateway, message_type: str, sender: str, recipient: str) -> Outcome:
+async def _send_timed(
+    gateway: Gateway, message_type: str, sender: str, recipient: str, expected: str | None = None
+) -> Outcome:
     """Through the Python API of a gateway the ministry system embeds."""
-    direction = f"{gateway.country} → {gateway.peer_country}"
+    direction = f"{gateway.country} → {recipient[:2]}"  # an authority id starts with its country
     started = time.perf_counter()
     try:
         result = await gateway.send(
@@ -106,8 +133,13 @@ async def _send_timed(gateway: Gateway, message_type: str, sender: str, recipien
             wait_receipt=True,
             receipt_timeout_s=RECEIPT_WAIT_S,
         )
+    except LocalError as refused:  # the agreement does not let us send it
+        if refused.reason.value.startswith("policy."):
+            return Outcome(message_type, direction, verdict="refused", reason=str(refused.reason),
+                           error=refused.diagnostic, expected=expected)  # fmt: skip
+        return Outcome(message_type, direction, error=str(refused), expected=expected)
     except (ExchangeError, TimeoutError) as error:
-        return Outcome(message_type, direction, error=str(error) or "no receipt in time")
+        return Outcome(message_type, direction, error=str(error) or "no receipt in time", expected=expected)
     receipt = result.receipt
     assert receipt is not None  # wait_receipt
     return Outcome(
@@ -171,26 +203,42 @@ async def run_demo(
     prefix = vhost_prefix or f"demo-{secrets.token_hex(3)}-"
     admin = admin or RabbitAdmin()
     shutil.rmtree(workdir, ignore_errors=True)
+    vhosts = ", ".join(f"{prefix}{country.lower()}" for country in DEMO_COUNTRIES)
     console.print(
-        f"[bold]1.[/bold] dev PKI for TJ and RU, topology (vhosts {prefix}tj, {prefix}ru, their users, "
-        f"shovels) in {workdir}"
+        f"[bold]1.[/bold] dev PKI for TJ, RU and UZ, topology (vhosts {vhosts}, their users, shovels "
+        f"between TJ and each peer) in {workdir}; the TJ-UZ plan renewed for the demo"
     )
     try:
         dev = await provision_dev_exchange(
-            workdir, vhost_prefix=prefix, admin=admin, resend_check_interval_s=1.0
+            workdir,
+            vhost_prefix=prefix,
+            admin=admin,
+            agreements=["tj-ru-2004", str(_renewed_plan(workdir))],
+            resend_check_interval_s=1.0,
         )
         outcomes, alerts = await _exchange(dev, console)
         return _summary(outcomes, alerts, console=console, workdir=workdir)
     finally:
         if keep:
-            console.print(f"kept vhosts {prefix}tj and {prefix}ru and their users (--keep)")
+            console.print(f"kept vhosts {vhosts} and their users (--keep)")
         else:
-            removed = await asyncio.to_thread(remove_dev_exchange, vhost_prefix=prefix, admin=admin)
+            removed = await asyncio.to_thread(
+                remove_dev_exchange, vhost_prefix=prefix, admin=admin, countries=DEMO_COUNTRIES
+            )
             console.print(f"removed what the demo made: {len(removed)} vhosts and users named {prefix}*")
 
 
+def _renewed_plan(workdir: Path) -> Path:
+    """The demo's copy of the TJ-UZ plan with its stand-in renewal (`DEMO_RENEWAL`)."""
+    path = workdir / "agreements" / "tj-uz-2021.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shipped = resources.files("broker.core.agreements").joinpath("tj-uz-2021.toml").read_text("utf-8")
+    path.write_text(shipped + DEMO_RENEWAL, encoding="utf-8")
+    return path
+
+
 async def _exchange(dev: DevExchange, console: Console) -> tuple[list[Outcome], list[Alert]]:
-    gateways = {country: await gateway_from_settings(dev.settings[country]) for country in ("TJ", "RU")}
+    gateways = {country: await gateway_from_settings(dev.settings[country]) for country in DEMO_COUNTRIES}
     consulate_transport = await RabbitTransport.connect(url=dev.gateway_url("TJ"), name="demo-consulate")
     submitters: dict[str, SubmissionClient] = {}
     try:
@@ -207,7 +255,9 @@ async def _exchange(dev: DevExchange, console: Console) -> tuple[list[Outcome], 
         for gateway in gateways.values():
             await gateway.start()
         submitters = await _submitters(dev, "RU")
-        console.print("[bold]2.[/bold] gateways TJ-GW and RU-GW running; consulate subscribed")
+        console.print(
+            "[bold]2.[/bold] gateways TJ-GW (peers RU, UZ), RU-GW and UZ-GW running; consulate subscribed"
+        )
         console.print(
             "[bold]3.[/bold] one message of each type each way, waiting for receipts: TJ ministries "
             "through the Python API of an embedded gateway, RU ministries submitting to the running RU "
@@ -222,6 +272,13 @@ async def _exchange(dev: DevExchange, console: Console) -> tuple[list[Outcome], 
             for message_type, sender, recipient in ROUTES["RU"]
         ]
         outcomes = list(await asyncio.gather(*sends))
+        console.print(
+            "[bold]4.[/bold] the TJ-UZ plan (items 5, 7): the legislation change to Uzbekistan too; a death "
+            "notice only to Russia (the plan does not cover it: TJ's gateway refuses to send it)"
+        )
+        outcomes += await asyncio.gather(
+            *(_send_timed(gateways["TJ"], t, sender, to, expected) for t, sender, to, expected in SECOND_PEER)
+        )
         alerts = await subscription.collect(len(CONSULATE_TYPES), timeout_s=30)
     finally:
         for client in submitters.values():
@@ -239,14 +296,14 @@ def _summary(outcomes: list[Outcome], alerts: list[Alert], *, console: Console, 
     all_accepted = True
     for outcome in outcomes:
         verdict = outcome.verdict or f"[red]{escape(outcome.error or '')}[/red]"
-        if outcome.verdict != "accepted":
+        if not outcome.as_expected:
             all_accepted = False
         table.add_row(
             outcome.message_type,
             outcome.direction,
             verdict if outcome.reason is None else f"{verdict} ({outcome.reason})",
-            f"{outcome.latency_ms:.0f} ms" if outcome.verdict else "-",
-            str(outcome.audit_index) if outcome.verdict else "-",
+            f"{outcome.latency_ms:.0f} ms" if outcome.verdict and outcome.message_id else "-",
+            str(outcome.audit_index) if outcome.verdict and outcome.message_id else "-",
             str(outcome.message_id) if outcome.message_id else "-",
         )
     console.print(table)
@@ -255,7 +312,7 @@ def _summary(outcomes: list[Outcome], alerts: list[Alert], *, console: Console, 
         console.print(f"  • {alert.headline()}")
     ok = all_accepted and len(alerts) == len(CONSULATE_TYPES)
     console.print(
-        "[green]every receipt accepted; the consulate got its alerts[/green]"
+        "[green]every receipt accepted, the death notice to UZ refused; the consulate got its alerts[/green]"
         if ok
         else "[red]the exchange did not complete[/red]"
     )
@@ -287,7 +344,7 @@ def demo(
         bool, typer.Option("--keep", help="leave the demo's vhosts and users on RabbitMQ when it ends")
     ] = False,
 ) -> None:
-    """A full exchange between TJ and RU on the local RabbitMQ, in vhosts of its own it removes after."""
+    """TJ's exchange with RU and UZ on the local RabbitMQ, in vhosts of its own it removes after."""
     configure_logging("console", level=30)
     ok = run(lambda: run_demo(workdir=workdir, console=console, keep=keep))
     raise typer.Exit(0 if ok else 1)

@@ -22,7 +22,6 @@ from broker.cli.common import (
 from broker.cli.output import console, print_json, print_table
 from broker.cli.submitting import DEFAULT_RECEIPT_WAIT_S, submit_and_follow
 from broker.cli.topology import DEFAULT_SECRETS
-from broker.core.agreement import load_agreement
 from broker.core.canonical import strict_loads
 from broker.core.catalogue import parse_payload
 from broker.core.errors import ExchangeError, LocalError, Reason
@@ -45,7 +44,12 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
         async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
             runtime.tune_for_long_run()
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
-            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
+            peers = ", ".join(
+                f"{gw.agreement.gateway(peer).id} ({gw.agreement.for_peer(peer).id})" for peer in gw.peers
+            )
+            console.print(
+                f"gateway {gw.gateway_id} running; {'peers' if len(gw.peers) > 1 else 'peer'} {peers}{where}. Ctrl-C stops."
+            )
             if gw.submitters:
                 console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
             await stop.wait()
@@ -94,9 +98,7 @@ def send(
     try:
         parse_payload(message_type, version, raw)  # a bad payload is named before anything connects
         document = strict_loads(raw)
-        authority = submitting_authority(
-            load_agreement(settings.agreement_file), settings.country, message_type, sender
-        )
+        authority = submitting_authority(settings.agreement_set(), settings.country, message_type, sender)
         submission = _submission(request_id or str(uuid7()), message_type, version, to, authority, document)
         user, url = submitter_login(
             settings.amqp_url,
@@ -140,7 +142,7 @@ def _submission(
         raise LocalError(Reason.SUBMISSION_MALFORMED, describe_errors(exc)) from None
 
 
-TRAIL_COLUMNS = ("index", "time", "kind", "type", "peer", "verdict", "reason")
+TRAIL_COLUMNS = ("index", "time", "kind", "type", "peer", "agreement", "verdict", "reason")
 
 
 def status(
@@ -154,6 +156,10 @@ def status(
     from broker.state.outbox import Outbox  # noqa: PLC0415
 
     settings = load_settings(country, config)
+    try:
+        agreements = settings.agreement_set()
+    except ExchangeError as error:
+        exit_with(error)
 
     async def go() -> None:
         outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
@@ -167,6 +173,8 @@ def status(
                     "kind": str(entry.kind),
                     "type": entry.message_type,
                     "peer": entry.peer,
+                    # The agreement the exchange with that peer falls under (its country's).
+                    "agreement": agreements.named_by(entry.peer),
                     "verdict": entry.verdict,
                     "reason": entry.reason,
                 }

@@ -18,7 +18,8 @@ from cryptography import x509
 from broker.cli.common import ConfigOption, JsonOption, exit_with, load_settings, read_input
 from broker.cli.kit import kit
 from broker.cli.output import print_table
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement import load_agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.core.pki import authority_country, certificate_thumbprint
 from broker.state.keystore import KeyStore
@@ -70,14 +71,14 @@ def _store(root: Path | None, country: str | None, config: Path | None = None) -
     return KeyStore(root=_resolve(root, country, config)[0])
 
 
-def _resolve(root: Path | None, country: str | None, config: Path | None) -> tuple[Path, Agreement]:
+def _resolve(root: Path | None, country: str | None, config: Path | None) -> tuple[Path, Agreements]:
     """The key store's folder and the agreement, as the module docstring says."""
     if root is not None:
         return root, load_agreement()
     settings_file = config or (Path("var") / country.lower() / "gateway.toml" if country else None)
     if country is not None and settings_file is not None and (config is not None or settings_file.is_file()):
         settings = load_settings(country, config)
-        return settings.keys_dir, load_agreement(settings.agreement_file)
+        return settings.keys_dir, settings.agreement_set()
     return _FALLBACK_ROOT, load_agreement()
 
 

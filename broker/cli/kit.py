@@ -18,7 +18,6 @@ import typer
 
 from broker.cli.common import ConfigOption, JsonOption, exit_with, load_settings
 from broker.cli.output import console
-from broker.core.agreement import load_agreement
 from broker.core.errors import ConfigError, ExchangeError, PolicyError, Reason
 from broker.core.pki import authority_country
 from broker.exchange.ministries import subscriber_user, subscriptions, vhost_of
@@ -60,7 +59,7 @@ def kit(
 
 
 def _request(authority: str, country: str, settings: ExchangeSettings) -> KitRequest:
-    agreement = load_agreement(settings.agreement_file)
+    agreement = settings.agreement_set()
     if authority not in subscriptions(agreement, country):
         raise PolicyError(
             Reason.POLICY_SUBSCRIBER_NOT_ALLOWED,
@@ -86,6 +85,7 @@ def _request(authority: str, country: str, settings: ExchangeSettings) -> KitReq
         keys_dir=settings.keys_dir,
         peers=tuple(c for c in agreement.countries if c != country),
         agreement_file=settings.agreement_file,
+        agreements=settings.agreements,
         plaintext_hosts=settings.plaintext_hosts,
         crl_grace_s=settings.crl_grace_s,
     )

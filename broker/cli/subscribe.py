@@ -12,7 +12,7 @@ import typer
 
 from broker.cli.common import ConfigOption, declared_subscription, exit_with, load_settings, run, serve_alerts
 from broker.cli.output import console, err_console
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, ExchangeError, LocalError, PolicyError, Reason
 from broker.state.private_files import open_private
 from broker.state.subscriber_kit import SETTINGS_FILE as KIT_SETTINGS
@@ -68,7 +68,10 @@ def subscribe(
             exit_with(ConfigError(Reason.INPUT_UNREADABLE, f"{kit} is no subscriber kit: no {KIT_SETTINGS}"))
     country = authority.split("-", 1)[0]
     settings = load_settings(country, config)
-    agreement = load_agreement(settings.agreement_file)
+    try:
+        agreement = settings.agreement_set()
+    except ExchangeError as error:
+        exit_with(error)
     wanted = [t.strip() for t in (types or "").split(",") if t.strip()] or _receivable(agreement, authority)
     if out is not None:
         try:  # before connecting: a file we cannot write would hold every alert unacknowledged
@@ -111,15 +114,17 @@ def subscribe(
     run(go)
 
 
-def _receivable(agreement: Agreement, authority: str) -> list[str]:
+def _receivable(agreement: Agreements, authority: str) -> list[str]:
     """Every type the agreement lets `authority` receive; refused (`policy.subscriber_not_allowed`)
     when none."""
     try:
         country = agreement.authority(authority).country
     except ExchangeError as error:
         exit_with(error)
-    allowed = []
+    allowed: list[str] = []
     for rule in agreement.rules:
+        if rule.type in allowed:  # a type of two agreements (TJ-MOL gets legislation from RU and UZ)
+            continue
         try:
             agreement.check_subscriber(subscriber_id=authority, message_type=rule.type, country=country)
         except PolicyError:

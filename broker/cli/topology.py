@@ -18,6 +18,8 @@ import typer
 from broker.cli.common import JsonOption, exit_with
 from broker.cli.logs import configure_logging
 from broker.cli.output import print_json
+from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement, shipped_agreement_ids
+from broker.core.agreement_set import is_agreement_path
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
@@ -61,6 +63,14 @@ MaxMessageOption = Annotated[
         help="The gateways' max_message_bytes: the node's max_message_size is checked against it.",
     ),
 ]
+AgreementOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--agreement",
+        help="An agreement file (or shipped id) deciding which countries are linked, with more than two "
+        "--broker; the shipped agreements count too. Repeatable.",
+    ),
+]
 PlaintextOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -71,10 +81,27 @@ PlaintextOption = Annotated[
 
 
 def _plans(
-    broker: list[str] | None, local: list[str] | None, plaintext_host: list[str] | None
+    broker: list[str] | None,
+    local: list[str] | None,
+    plaintext_host: list[str] | None,
+    agreement: list[str] | None = None,
 ) -> list[BrokerPlan]:
+    """Two brokers: one link. More (a country with several peers): a link between each two countries
+    that share an agreement, the shipped ones and those `--agreement` names (files or ids)."""
     brokers = provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ())
-    return provisioning.plans_for(brokers, local)
+    if len(brokers) == 2 and not agreement:
+        return provisioning.plans_for(brokers, local)
+    countries = {b.country.upper() for b in brokers}
+    named = [_agreement(entry) for entry in agreement or ()]
+    ids = {a.id for a in named}
+    known = [*named, *(a for a in map(load_shipped_agreement, shipped_agreement_ids()) if a.id not in ids)]
+    return provisioning.plans_for(
+        brokers, local, agreements=[a for a in known if set(a.countries) <= countries]
+    )
+
+
+def _agreement(entry: str) -> Agreement:
+    return load_agreement(Path(entry)) if is_agreement_path(entry) else load_shipped_agreement(entry)
 
 
 def _admin(credentials: Path | None, plaintext_host: list[str] | None) -> RabbitAdmin:
@@ -90,12 +117,13 @@ def apply_command(
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
+    agreement: AgreementOption = None,
     max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Create or update everything; running it again changes nothing."""
     configure_logging(level=logging.WARNING)  # the changes are printed; stdout stays the report
     try:
-        plans = _plans(broker, local, plaintext_host)
+        plans = _plans(broker, local, plaintext_host, agreement)
         passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
         with _admin(admin_credentials, plaintext_host) as admin:
             # The node's message size limit is probed before any shovel starts: a node that refuses
@@ -127,12 +155,13 @@ def show_command(
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
+    agreement: AgreementOption = None,
     max_message_bytes: MaxMessageOption = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> None:
     """Print the planned topology (passwords masked), and optionally its live state; `--json` for scripts."""
     configure_logging(level=logging.WARNING)  # stdout is the report
     try:
-        plans = _plans(broker, local, plaintext_host)
+        plans = _plans(broker, local, plaintext_host, agreement)
         report = [provisioning.describe(plan) for plan in plans]
         if status:
             with _admin(admin_credentials, plaintext_host) as admin:
@@ -185,6 +214,7 @@ def remove_command(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
     admin_credentials: AdminCredentialsOption = None,
     plaintext_host: PlaintextOption = None,
+    agreement: AgreementOption = None,
 ) -> None:
     """Delete the plan's vhosts (their queues, shovels and policies go with them) and users.
 
@@ -193,7 +223,7 @@ def remove_command(
     """
     configure_logging(level=logging.WARNING)
     try:
-        plans = _plans(broker, local, plaintext_host)
+        plans = _plans(broker, local, plaintext_host, agreement)
         vhosts = [plan.vhost for plan in plans]
         if not yes and not typer.confirm(f"Delete vhosts {', '.join(vhosts)} and their users?"):
             raise typer.Exit(1)

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import pydantic
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.catalogue import Payload, parse_payload, payload_class, payload_to_json
 from broker.core.catalogue.trust import TrustUpdate
@@ -140,7 +140,7 @@ def verify_envelope(
     raw: bytes,
     *,
     trust: TrustStore,
-    agreement: Agreement,
+    agreement: Agreements,
     local_country: str | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
     received_at: datetime | None = None,
@@ -176,8 +176,13 @@ def verify_envelope(
             Reason.CERT_AUTHORITY_MISMATCH,
             f"{envelope.sender} belongs to {sender.country} but its certificate was issued by {identity.country}",
         )
+    # The agreement between the sender's (certified) country and the recipient's, in force on the
+    # day the message was made.
     agreement.check_send(
-        message_type=envelope.type, sender_id=envelope.sender, recipient_id=envelope.recipient
+        message_type=envelope.type,
+        sender_id=envelope.sender,
+        recipient_id=envelope.recipient,
+        at=envelope.created_at,
     )
     if local_country is not None and agreement.authority(envelope.recipient).country != local_country:
         raise PolicyError(
@@ -190,7 +195,7 @@ def open_message(
     raw: bytes,
     *,
     trust: TrustStore,
-    agreement: Agreement,
+    agreement: Agreements,
     local_country: str | None = None,
     max_bytes: int = MAX_MESSAGE_BYTES,
     received_at: datetime | None = None,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement, shipped_agreement_ids
+from broker.core.agreement_set import is_agreement_path
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.plan import BrokerPlan
 from broker.exchange.provisioning import apply_topology, needed_users, plans_for, remove_plans
@@ -32,6 +34,8 @@ class DevExchange:
     plans: tuple[BrokerPlan, ...]
     passwords: dict[str, str]
     settings: dict[str, ExchangeSettings]  # by upper-case country code
+    # With several agreements (three countries or more): all of them; `agreement` is the first.
+    agreements: tuple[Agreement, ...] = ()
 
     def gateway_url(self, country: str) -> str:
         broker = self.brokers[country]
@@ -43,27 +47,36 @@ class DevExchange:
             return remove_plans(self.plans, admin=used)
 
 
-def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) -> dict[str, CountryBroker]:
+def dev_brokers(
+    agreement: Agreement, *, vhost_prefix: str, rabbit_host: str, countries: Sequence[str] = ()
+) -> dict[str, CountryBroker]:
     """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node."""
     return {
         country: CountryBroker(
             country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
         )
-        for country in agreement.countries
+        for country in (countries or agreement.countries)
     }
 
 
 def remove_dev_exchange(
-    *, vhost_prefix: str, rabbit_host: str = "127.0.0.1:5672", admin: RabbitAdmin | None = None
+    *,
+    vhost_prefix: str,
+    rabbit_host: str = "127.0.0.1:5672",
+    admin: RabbitAdmin | None = None,
+    countries: Sequence[str] = (),
 ) -> list[str]:
     """Delete what `provision_dev_exchange` with this prefix made, also after it stopped half-way."""
     if not vhost_prefix:
         raise ConfigError(
             Reason.CONFIG_INVALID, "a development exchange is removed by its prefix, and this one has none"
         )
-    plans = plans_for(
-        list(dev_brokers(load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host).values()), None
+    brokers = dev_brokers(
+        load_agreement(), vhost_prefix=vhost_prefix, rabbit_host=rabbit_host, countries=countries
     )
+    # Every country's vhost and users, with the submitting users of the shipped agreements among them.
+    within = [a for a in shipped_agreements_of_any() if set(a.countries) <= set(brokers)]
+    plans = plans_for(list(brokers.values()), None, agreements=within if len(brokers) > 2 else ())
     with nullcontext(admin) if admin else RabbitAdmin() as used:
         return remove_plans(plans, admin=used)
 
@@ -71,12 +84,22 @@ def remove_dev_exchange(
 DEV_CRL_VALIDITY_DAYS = 365
 
 
-def create_dev_pki(keystore: KeyStore, agreement: Agreement, *, now: datetime) -> None:
-    """A CA per country and a certificate for every authority of the agreement (valid from an hour ago)."""
+def create_dev_pki(
+    keystore: KeyStore, agreement: Agreement, *, now: datetime, done: set[str] | None = None
+) -> None:
+    """A CA per country and a certificate for every authority of the agreement (valid from an hour ago).
+
+    `done`: countries and authorities already issued (by another agreement of the same exchange)."""
     start = now - timedelta(hours=1)
+    done = set() if done is None else done
     for country in agreement.countries:
-        keystore.init_country(country, now=start)
+        if country not in done:
+            keystore.init_country(country, now=start)
+            done.add(country)
     for authority in agreement.authorities:
+        if authority.id in done:
+            continue
+        done.add(authority.id)
         keystore.issue(authority.id, authority.country, now=start, display_name=authority.name)
         keystore.issue_encryption(authority.id, now=start)  # personal data is sealed to this key
 
@@ -99,20 +122,30 @@ async def provision_dev_exchange(
     rabbit_host: str = "127.0.0.1:5672",
     admin: RabbitAdmin | None = None,
     now: datetime | None = None,
+    agreements: Sequence[str] = (),
     **setting_overrides: object,
 ) -> DevExchange:
     """Keys under `workdir/keys`, state under `workdir/<cc>/`, vhosts `<prefix>tj` and `<prefix>ru`.
 
     Users are named after the vhosts, so a prefix keeps the whole exchange apart from any other on
     the node; `DevExchange.teardown` (or `remove_dev_exchange` with the prefix) deletes it again.
+
+    `agreements` (shipped ids or agreement files): an exchange of every country they name, each
+    gateway serving the agreements its country is party to; default: the shipped TJ-RU one.
     """
-    agreement = load_agreement()
+    loaded = [_load_entry(entry) for entry in agreements] or [load_agreement()]
+    agreement = loaded[0]
+    countries = tuple(dict.fromkeys(c for a in loaded for c in a.countries))
     # Nobody re-issues a development CRL: it lasts as long as the certificates, so a gateway does not
     # refuse the dev exchange with `crl.stale` a month after it was set up (or a test dated it back).
     keystore = KeyStore(root=workdir / "keys", crl_validity_days=DEV_CRL_VALIDITY_DAYS)
-    create_dev_pki(keystore, agreement, now=now or datetime.now(UTC))
-    brokers = dev_brokers(agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host)
-    plans = tuple(plans_for(list(brokers.values()), None, agreement=agreement))
+    issued: set[str] = set()
+    for each in loaded:
+        create_dev_pki(keystore, each, now=now or datetime.now(UTC), done=issued)
+    brokers = dev_brokers(agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host, countries=countries)
+    plans = tuple(
+        plans_for(list(brokers.values()), None, agreement=agreement, agreements=loaded if agreements else ())
+    )
     passwords = {user: secrets.token_urlsafe(18) for user in needed_users(plans)}
     secrets_path = workdir / "rabbitmq-secrets.json"
     secrets_path.touch(mode=0o600, exist_ok=True)
@@ -121,6 +154,10 @@ async def provision_dev_exchange(
         await apply_topology(plans=plans, passwords=passwords, admin=used)
     exchange_settings: dict[str, ExchangeSettings] = {}
     for country, broker in brokers.items():
+        if agreements:  # each country serves the agreements it is party to, and no other
+            setting_overrides["agreements"] = tuple(
+                entry for entry, each in zip(agreements, loaded, strict=True) if country in each.countries
+            )
         settings = ExchangeSettings.load(
             None,
             country=country,
@@ -138,4 +175,16 @@ async def provision_dev_exchange(
         plans=plans,
         passwords=passwords,
         settings=exchange_settings,
+        agreements=tuple(loaded) if agreements else (),
     )
+
+
+def shipped_agreements_of_any() -> list[Agreement]:
+    return [load_shipped_agreement(agreement_id) for agreement_id in shipped_agreement_ids()]
+
+
+def _load_entry(entry: str) -> Agreement:
+    """One `agreements` entry (a shipped id or a file) as an Agreement."""
+    if is_agreement_path(entry):
+        return load_agreement(Path(entry))
+    return load_shipped_agreement(entry)

@@ -4,8 +4,8 @@ Ready means each of these holds now:
 
 - `broker`: a round trip on the gateway's own connection (a passive declare of `inbound`);
 - `audit`: the audit store would take a write (`AuditStore.check_writable`);
-- `keys`: the gateway's signing certificate is valid now and the peer country's CA is loaded;
-- `peer_link`: the shovel carrying `outbound.<peer>` to the peer's broker consumes that queue. A
+- `keys`: the gateway's signing certificate is valid now and every peer country's CA is loaded;
+- `peer_link`: the shovel carrying `outbound.<peer>` to each peer's broker consumes that queue. A
   shovel consumes its source only once it is connected to both brokers, and its consumer goes when
   either connection does, so the queue's consumer count (a passive declare, which needs no right)
   says whether the link runs. The gateway's user needs no management API and no tag for it
@@ -17,11 +17,11 @@ Each check has a deadline; one that fails or hangs makes the gateway not ready a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from broker.core.errors import ExchangeError
+from broker.core.errors import ExchangeError, TransportError
 from broker.exchange.topology import INBOUND, outbound_queue, shovel_name
 from broker.exchange.transport_api import Transport
 from broker.state.settings import ExchangeSettings
@@ -55,23 +55,32 @@ class Readiness:
 
 
 class PeerLink:
-    """This country's shovel to the peer, as the consumer on `outbound.<peer>` shows it."""
+    """This country's shovels to its peers (one per agreement), as the consumer on each
+    `outbound.<peer>` shows it: the link is ready when every one runs."""
 
-    def __init__(self, *, country: str, peer_country: str) -> None:
-        self.queue = outbound_queue(peer_country.lower())
-        self.shovel = shovel_name(country, peer_country)
+    def __init__(self, *, country: str, peer_country: str | Sequence[str]) -> None:
+        peers = (peer_country,) if isinstance(peer_country, str) else tuple(peer_country)
+        self.links = tuple((outbound_queue(peer.lower()), shovel_name(country, peer)) for peer in peers)
 
     @classmethod
-    def from_settings(cls, settings: ExchangeSettings, peer_country: str) -> PeerLink:
+    def from_settings(cls, settings: ExchangeSettings, peer_country: str | Sequence[str]) -> PeerLink:
         return cls(country=settings.country, peer_country=peer_country)
 
     async def check(self, transport: Transport) -> Check:
-        waiting, consumers = await transport.queue_counts(self.queue)
+        checks = [await self._one(transport, queue, shovel) for queue, shovel in self.links]
+        return Check(all(check.ok for check in checks), "; ".join(check.detail for check in checks))
+
+    @staticmethod
+    async def _one(transport: Transport, queue: str, shovel: str) -> Check:
+        try:
+            waiting, consumers = await transport.queue_counts(queue)
+        except TransportError as missing:  # a peer whose topology was never applied here
+            return Check(False, f"shovel {shovel}: no queue {queue} ({missing.diagnostic})")
         if consumers:
-            return Check(True, f"shovel {self.shovel}: running (consuming {self.queue}, {waiting} waiting)")
+            return Check(True, f"shovel {shovel}: running (consuming {queue}, {waiting} waiting)")
         return Check(
             False,
-            f"shovel {self.shovel}: not consuming {self.queue} (not connected to both brokers, or "
+            f"shovel {shovel}: not consuming {queue} (not connected to both brokers, or "
             f"stopped); {waiting} message(s) waiting",
         )
 
@@ -122,6 +131,7 @@ async def _keys(ctx: GatewayContext) -> Check:
         return Check(
             False, f"the gateway's certificate is not valid now (until {leaf.not_valid_after_utc:%Y-%m-%d})"
         )
-    if not ctx.trust.anchors(ctx.peer_country):
-        return Check(False, f"no CA of {ctx.peer_country} loaded")
+    missing = [peer for peer in ctx.peers if not ctx.trust.anchors(peer)]
+    if missing:
+        return Check(False, f"no CA of {', '.join(missing)} loaded")
     return Check(True, f"{ctx.gateway_id} certificate valid until {leaf.not_valid_after_utc:%Y-%m-%d}")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements, AgreementSet
 from broker.core.envelope import AUTHORITY_PATTERN
 from broker.core.errors import ConfigError, Reason
 
@@ -45,7 +45,7 @@ def subscriber_user(vhost: str, country: str, authority_id: str) -> str:
     return f"{vhost}-sub-{authority_id.lower().removeprefix(country.lower() + '-')}"
 
 
-def submitting_authorities(agreement: Agreement, country: str) -> tuple[str, ...]:
+def submitting_authorities(agreement: Agreements, country: str) -> tuple[str, ...]:
     """Authorities of `country` that may send some type of the agreement (its ministries), in order."""
     sending_roles = {role for rule in agreement.rules for role in rule.senders} - PROTOCOL_ROLES
     return tuple(
@@ -60,7 +60,7 @@ def submitter_users(vhost: str, country: str, authorities: Sequence[str]) -> dic
     return {submitter_user(vhost, country, authority): authority for authority in authorities}
 
 
-def subscriptions(agreement: Agreement, country: str) -> dict[str, tuple[str, ...]]:
+def subscriptions(agreement: Agreements, country: str) -> dict[str, tuple[str, ...]]:
     """Each subscribing authority of `country` → the delivery binding keys of its queue.
 
     The operator's topology decides what reaches a subscriber, not the subscriber: every type its
@@ -69,11 +69,21 @@ def subscriptions(agreement: Agreement, country: str) -> dict[str, tuple[str, ..
     ministry gets every citizenship (`worker.death.*`).
     """
     found: dict[str, tuple[str, ...]] = {}
+    # With several agreements (one per peer), each authority's types under every agreement it is party to.
+    each = agreement.agreements if isinstance(agreement, AgreementSet) else (agreement,)
     for authority in agreement.authorities:
         if authority.country != country.upper():
             continue
         roles = set(authority.roles)
-        allowed = [rule.type for rule in agreement.rules if roles & set(rule.subscribers)]
+        allowed = list(
+            dict.fromkeys(
+                rule.type
+                for one in each
+                if any(a.id == authority.id for a in one.authorities)
+                for rule in one.rules
+                if roles & set(rule.subscribers)
+            )
+        )
         if not allowed:
             continue
         citizenships = (authority.country, "-") if "consulate" in roles else ("*",)

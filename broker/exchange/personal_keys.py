@@ -13,7 +13,7 @@ from uuid import UUID
 
 import structlog
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.envelope import Envelope
 from broker.core.errors import ConfigError
 from broker.core.personal import (
@@ -133,7 +133,7 @@ class PersonalDataKeys:
         self,
         opened: OpenedMessage,
         *,
-        agreement: Agreement,
+        agreement: Agreements,
         country: str,
         trust: TrustStore,
         at: datetime,

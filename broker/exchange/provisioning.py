@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.core.agreement import Agreement, load_agreement
+from broker.core.agreement_set import AgreementSet
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.ministries import submitting_authorities, subscriptions
 from broker.exchange.plan import BrokerPlan, broker_plan
@@ -51,18 +52,25 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
         brokers.append(
             CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
         )
-    if len(brokers) != 2 or brokers[0].country == brokers[1].country:
+    countries = [broker.country for broker in brokers]
+    if len(brokers) < 2 or len(set(countries)) != len(countries):
         raise ConfigError(
-            Reason.CONFIG_INVALID, "a link needs exactly two brokers of two different countries"
+            Reason.CONFIG_INVALID, "a link needs two brokers or more, each of a different country"
         )
     return brokers
 
 
 def plans_for(
-    brokers: Sequence[CountryBroker], local: Sequence[str] | None, *, agreement: Agreement | None = None
+    brokers: Sequence[CountryBroker],
+    local: Sequence[str] | None,
+    *,
+    agreement: Agreement | None = None,
+    agreements: Sequence[Agreement] = (),
 ) -> list[BrokerPlan]:
     """The plans of the `local` brokers (all without it), with a submitting user per ministry and a
-    subscribing user and queue per subscriber of `agreement` (default: the shipped one)."""
+    subscribing user and queue per subscriber of `agreement` (default: the shipped one). With
+    `agreements` (several pairs of countries), each broker links only to the countries it shares an
+    agreement with, and its ministries and subscribers are those of its own agreements."""
     agreement = agreement or load_agreement()
     wanted = {country.lower() for country in local} if local else {broker.country for broker in brokers}
     unknown = wanted - {broker.country for broker in brokers}
@@ -70,16 +78,22 @@ def plans_for(
         raise ConfigError(
             Reason.CONFIG_INVALID, f"--local names countries without a --broker: {sorted(unknown)}"
         )
-    return [
-        broker_plan(
-            broker,
-            [peer for peer in brokers if peer is not broker],
-            submitters=submitting_authorities(agreement, broker.country),
-            subscribers=subscriptions(agreement, broker.country),
-        )
-        for broker in brokers
-        if broker.country in wanted
-    ]
+    plans = []
+    for broker in brokers:
+        if broker.country not in wanted:
+            continue
+        if not agreements:
+            peers = [peer for peer in brokers if peer is not broker]
+            submitters = submitting_authorities(agreement, broker.country.upper())
+            subscribers = subscriptions(agreement, broker.country)
+        else:
+            country = broker.country.upper()
+            own = AgreementSet([a for a in agreements if country in a.countries], country=country)
+            peers = [peer for peer in brokers if peer.country.upper() in own.peers]
+            submitters = submitting_authorities(own, country)
+            subscribers = subscriptions(own, country)
+        plans.append(broker_plan(broker, peers, submitters=submitters, subscribers=subscribers))
+    return plans
 
 
 def needed_users(plans: Sequence[BrokerPlan]) -> list[str]:

@@ -127,7 +127,7 @@ async def serving_status(gateway: Gateway, settings: ExchangeSettings) -> AsyncI
     if settings.metrics_port is None:
         yield None
         return
-    link = PeerLink.from_settings(settings, gateway.peer_country)
+    link = PeerLink.from_settings(settings, gateway.peers)  # every peer's shovel
     server = StatusServer(
         metrics=gateway.metrics,
         readiness=lambda: gateway.readiness(link),

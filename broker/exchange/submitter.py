@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, ExchangeError, LocalError, PolicyError, Reason
 from broker.exchange.ministries import submitter_user, submitting_authorities, vhost_of
 from broker.exchange.provisioning import read_passwords
@@ -38,7 +38,7 @@ _log = structlog.get_logger(__name__)
 Answer = Accepted | Refused | ReceiptNews
 
 
-def submitting_authority(agreement: Agreement, country: str, message_type: str, sender: str | None) -> str:
+def submitting_authority(agreement: Agreements, country: str, message_type: str, sender: str | None) -> str:
     """The authority a submission of `message_type` comes from: `sender`, or the one ministry of
     `country` the agreement lets send it."""
     ministries = submitting_authorities(agreement, country)

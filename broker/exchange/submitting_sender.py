@@ -16,7 +16,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.catalogue import Payload, payload_to_json
 from broker.core.errors import LocalError, Reason
 from broker.core.ids import uuid7
@@ -38,7 +38,7 @@ class Submitted:
 class SubmittingSender:
     """Sends payloads of `country`'s ministries through the running gateway; one connection each."""
 
-    def __init__(self, *, agreement: Agreement, country: str, amqp_url: str, secrets_file: Path) -> None:
+    def __init__(self, *, agreement: Agreements, country: str, amqp_url: str, secrets_file: Path) -> None:
         self._agreement = agreement
         self._country = country
         self._amqp_url = amqp_url

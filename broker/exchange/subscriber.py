@@ -18,9 +18,10 @@ from uuid import UUID
 
 import structlog
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.catalogue import Payload, citizenship_of, payload_to_json
 from broker.core.catalogue.death import WorkerDeath
+from broker.core.catalogue.labels import describe, language_for_peer
 from broker.core.catalogue.wording import in_words
 from broker.core.catalogue.work_permit import WorkPermitCancellation
 from broker.core.envelope import Envelope
@@ -54,9 +55,20 @@ class Alert:
     payload: Payload
     raw: bytes
 
-    def headline(self) -> str:
-        """One readable line for a consul: coded values in words, the deadlines that matter."""
+    def headline(self, language: str | None = None) -> str:
+        """One readable line for a consul: coded values in words, the deadlines that matter.
+
+        A legislation change or labour-market report is worded in `language`, by default the
+        sender's country's (Uzbek for Uzbekistan's, `labels.PEER_LANGUAGES`), else English.
+        """
         payload = self.payload
+        described = describe(
+            payload,
+            sender=self.sender,
+            language=language or language_for_peer(self.sender.partition("-")[0]),
+        )
+        if described is not None:
+            return described
         if isinstance(payload, WorkPermitCancellation):
             worker = payload.worker
             ground = in_words("reason", payload.reason) + (
@@ -130,7 +142,7 @@ class Subscription:
         self,
         *,
         transport: Transport,
-        agreement: Agreement,
+        agreement: Agreements,
         trust: TrustStore,
         authority_id: str,
         types: Sequence[str],

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, Reason
 from broker.state.keystore import KeyStore
 from broker.state.private_files import private_directory
 from broker.state.settings import ExchangeSettings
-from broker.state.settings_file import render_settings, write_settings
+from broker.state.settings_file import render_settings, toml_value, write_settings
 
 SETTINGS_FILE = "gateway.toml"
 KEYS_FOLDER = "keys"
@@ -44,12 +44,14 @@ def set_up_country(
     folder: Path,
     *,
     country: str,
-    agreement: Agreement,
+    agreement: Agreements,
     amqp_url: str,
     secrets_file: Path,
     now: datetime,
+    agreements: tuple[str, ...] = (),
 ) -> CountrySetup:
-    """Make whatever of `country`'s folder is missing; change nothing that is there."""
+    """Make whatever of `country`'s folder is missing; change nothing that is there but the
+    `agreements` setting, when `agreements` names them (a peer added)."""
     if country not in agreement.countries:
         raise ConfigError(
             Reason.CONFIG_INVALID,
@@ -70,20 +72,32 @@ def set_up_country(
                 Reason.CONFIG_INVALID, f"{settings_path} is the settings of {settings.country}, not {country}"
             )
         setup.keys_dir = settings.keys_dir
+        if agreements and settings.agreements != agreements:
+            _set_agreements(settings_path, agreements)
+            setup.made.append(f"agreements = {list(agreements)} in {settings_path}")
     else:
-        _write_settings(settings_path, country=country, amqp_url=amqp_url, secrets_file=secrets_file)
+        _write_settings(
+            settings_path,
+            country=country,
+            amqp_url=amqp_url,
+            secrets_file=secrets_file,
+            agreements=agreements,
+        )
         setup.made.append(f"settings {settings_path}")
     setup.made += _issue_missing_keys(KeyStore(root=setup.keys_dir), country, agreement, now=now)
     return setup
 
 
-def _write_settings(path: Path, *, country: str, amqp_url: str, secrets_file: Path) -> None:
+def _write_settings(
+    path: Path, *, country: str, amqp_url: str, secrets_file: Path, agreements: tuple[str, ...]
+) -> None:
     values: dict[str, object] = {
         "country": country,
         "amqp_url": amqp_url,
         "keys_dir": KEYS_FOLDER,
         "state_dir": STATE_DIR_FROM_THE_FOLDER,
         "secrets_file": _relative_to(secrets_file, path.parent),
+        "agreements": agreements or None,
     }
     text = render_settings(
         values,
@@ -92,6 +106,20 @@ def _write_settings(path: Path, *, country: str, amqp_url: str, secrets_file: Pa
         "environment variable, which wins over this file.",
     )
     # Refused before anything is written: a URL the gateway would refuse (plain AMQP to another host).
+    ExchangeSettings.load(None, **ExchangeSettings.file_values(text, folder=path.parent, source=str(path)))
+    write_settings(path, text)
+
+
+def _set_agreements(path: Path, agreements: tuple[str, ...]) -> None:
+    """Set `agreements` in an existing settings file, that line only: the operator's other edits stay."""
+    line = f"agreements = {toml_value(list(agreements))}"
+    lines = path.read_text("utf-8").splitlines()
+    at = [i for i, text in enumerate(lines) if text.startswith(("agreements =", "# agreements ="))]
+    if at:
+        lines[at[0]] = line
+    else:
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
     ExchangeSettings.load(None, **ExchangeSettings.file_values(text, folder=path.parent, source=str(path)))
     write_settings(path, text)
 
@@ -105,7 +133,7 @@ def _relative_to(target: Path, folder: Path) -> str:
     return str(target)
 
 
-def _issue_missing_keys(store: KeyStore, country: str, agreement: Agreement, *, now: datetime) -> list[str]:
+def _issue_missing_keys(store: KeyStore, country: str, agreement: Agreements, *, now: datetime) -> list[str]:
     made: list[str] = []
     if not store.has_ca(country):
         store.init_country(country, now=now)

@@ -147,19 +147,33 @@ class Outbox:
         )
 
     async def settle(
-        self, message_id: UUID, *, sha256: str, accepted: bool, reason: str | None, at: datetime
+        self,
+        message_id: UUID,
+        *,
+        sha256: str,
+        accepted: bool,
+        reason: str | None,
+        at: datetime,
+        recipient_country: str | None = None,
     ) -> datetime | None:
-        """`mark_receipt` for an outstanding record of exactly these bytes, in one statement.
+        """`mark_receipt` for an outstanding record of exactly these bytes, in one statement; with
+        `recipient_country`, only a record addressed to an authority of that country (authority ids
+        start with it: a peer's gateway answers for its own country's messages only).
 
         Returns when the message was sent, or None when nothing changed (unknown id, other bytes,
-        already settled): the caller then reads the record to say which.
+        another country's message, already settled): the caller then reads the record to say which.
         """
         state = SendState.RECEIPTED if accepted else SendState.REJECTED
+        prefix = f"{recipient_country}-" if recipient_country else ""
         rows = await self._run(
             "UPDATE outbox SET state=?, reason=?, receipt_at=? "
-            "WHERE message_id=? AND sha256=? AND state IN (?, ?) RETURNING sent_at",
-            (state, reason, at.isoformat(), str(message_id), sha256, SendState.SENT, SendState.CONFIRMED),
-        )
+            "WHERE message_id=? AND sha256=? AND state IN (?, ?) AND substr(recipient, 1, ?)=? "
+            "RETURNING sent_at",
+            (
+                state, reason, at.isoformat(), str(message_id), sha256, SendState.SENT, SendState.CONFIRMED,
+                len(prefix), prefix,
+            ),
+        )  # fmt: skip
         return datetime.fromisoformat(str(rows[0][0])) if rows else None
 
     async def note_rejection(self, message_id: UUID, *, reason: str) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from broker.core.agreement_set import AgreementSet, is_agreement_path, load_agreements
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import check_amqp_url, check_http_url, check_postgres_dsn
 from broker.state.rabbitmq_passwords import environment_password, password_variable
@@ -53,9 +54,16 @@ class ExchangeSettings(BaseSettings):
     )
     agreement_file: Path | None = Field(
         default=None,
-        description="The agreement (authorities, who may send what to whom). Not set: the shipped "
-        "TJ-RU agreement of 2004.",
+        description="The agreement (authorities, who may send what to whom). Not set: the first shipped "
+        "agreement naming the country (TJ and RU: the TJ-RU agreement of 2004; UZ: the TJ-UZ plan of 2021).",
         json_schema_extra={"example": "agreement.toml"},
+    )
+    agreements: tuple[str, ...] = Field(
+        default=(),
+        description="Every agreement this gateway serves, one per peer country: shipped ids "
+        '("tj-ru-2004", "tj-uz-2021") or paths of agreement files (a renewed period, a new agreement). '
+        "Not set: agreement_file alone.",
+        json_schema_extra={"example": ["tj-ru-2004", "tj-uz-2021"]},
     )
     audit_backend: Literal["sqlite", "postgres"] = Field(
         default="sqlite",
@@ -227,6 +235,10 @@ class ExchangeSettings(BaseSettings):
         cafile = query.get("cacertfile") or query.get("cafile")
         return Path(cafile) if cafile else None
 
+    def agreement_set(self) -> AgreementSet:
+        """The agreements this country's gateway serves (`agreements`, else `agreement_file`)."""
+        return load_agreements(self.country, self.agreements, default=self.agreement_file)
+
     @property
     def country_state_dir(self) -> Path:
         return self.state_dir / self.country.lower()
@@ -328,6 +340,14 @@ class ExchangeSettings(BaseSettings):
             value = values.get(name)
             if isinstance(value, str) and value and not Path(value).is_absolute():
                 values[name] = str((folder / value).resolve())
+        entries = values.get("agreements")
+        if isinstance(entries, list):  # agreement files named beside shipped ids: the same rule
+            values["agreements"] = [
+                str((folder / e).resolve())
+                if isinstance(e, str) and is_agreement_path(e) and not Path(e).is_absolute()
+                else e
+                for e in entries
+            ]
         return values
 
 

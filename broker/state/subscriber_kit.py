@@ -9,6 +9,7 @@
     <kit>/keys/<CC>/authorities/<ID>/encryption/private/<serial>.key.pem   and their keys: the only
                                     private keys in the kit, 0600 (personal data is sealed to them)
     <kit>/agreement.toml            only when the country's settings name an agreement file
+    <kit>/agreements/<file>.toml    the agreement files the settings' `agreements` name (shipped ids stay ids)
     <kit>/README.txt                what the kit is, and how to run it
     <kit>/state/                    made at first run: the subscriber's ledger of handled alerts
 
@@ -25,6 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.core.agreement_set import is_agreement_path
 from broker.core.errors import ConfigError, Reason
 from broker.state.key_files import (
     CA_FILE,
@@ -47,6 +49,7 @@ PASSWORD_FILE = "rabbitmq-password.json"  # noqa: S105 - a file name, not a pass
 KEYS_FOLDER = "keys"
 STATE_FOLDER = "state"
 AGREEMENT_FILE = "agreement.toml"
+AGREEMENTS_FOLDER = "agreements"
 README_FILE = "README.txt"
 
 
@@ -62,6 +65,7 @@ class KitRequest:
     keys_dir: Path  # the operator's key store
     peers: tuple[str, ...]
     agreement_file: Path | None = None
+    agreements: tuple[str, ...] = ()  # the gateway's `agreements`: shipped ids kept, files copied
     plaintext_hosts: tuple[str, ...] = ()
     crl_grace_s: float | None = None
 
@@ -86,7 +90,7 @@ def make_kit(folder: Path, request: KitRequest) -> Kit:
         with io_errors(f"copy the agreement {request.agreement_file}"):
             shutil.copyfile(request.agreement_file, folder / AGREEMENT_FILE)
         agreement = AGREEMENT_FILE
-    settings_text = _settings_text(request, agreement)
+    settings_text = _settings_text(request, agreement, _copy_agreements(folder, request.agreements))
     # Refused before it is written: a kit whose settings the subscriber would refuse is no kit.
     ExchangeSettings.load(
         None, **ExchangeSettings.file_values(settings_text, folder=folder, source=str(folder / SETTINGS_FILE))
@@ -183,7 +187,22 @@ def _write_password(folder: Path, request: KitRequest) -> None:
         write_private_file(folder / PASSWORD_FILE, text.encode("utf-8"))
 
 
-def _settings_text(request: KitRequest, agreement: str | None) -> str:
+def _copy_agreements(folder: Path, entries: tuple[str, ...]) -> tuple[str, ...]:
+    """The kit's `agreements`: shipped ids as they are, agreement files copied into the kit."""
+    kept = []
+    for entry in entries:
+        if not is_agreement_path(entry):
+            kept.append(entry)
+            continue
+        name = f"{AGREEMENTS_FOLDER}/{Path(entry).name}"
+        with io_errors(f"copy the agreement {entry}"):
+            (folder / AGREEMENTS_FOLDER).mkdir(exist_ok=True)
+            shutil.copyfile(entry, folder / name)
+        kept.append(name)
+    return tuple(kept)
+
+
+def _settings_text(request: KitRequest, agreement: str | None, agreements: tuple[str, ...] = ()) -> str:
     lines = [
         f"# Settings of subscriber {request.authority_id}, written by `broker keys kit`. Relative paths",
         "# are relative to this file's folder; an EXCHANGE_<NAME> variable wins over a line here",
@@ -197,6 +216,8 @@ def _settings_text(request: KitRequest, agreement: str | None) -> str:
     ]
     if agreement is not None:
         lines.append(f'agreement_file = "{agreement}"')
+    if agreements:
+        lines.append(f"agreements = {json.dumps(list(agreements))}")
     if request.plaintext_hosts:
         lines.append(f"plaintext_hosts = {json.dumps(list(request.plaintext_hosts))}")
     if request.crl_grace_s is not None:

@@ -130,18 +130,24 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert [user for user in admin.users() if user.startswith(prefix)] == []
     assert {broker.vhost for broker in dev_exchange.brokers.values()} <= admin.vhosts()
     asyncio.run(still_logs_in(dev_exchange))
-    # 2 vhosts; per country its gateway, shovel, the peer's link, 2 ministries and 3 subscribers.
-    assert f"removed what the demo made: 18 vhosts and users named {prefix}*" in output
+    # 3 vhosts; TJ and RU: each its gateway, shovel and link users, 2 ministries, 3 subscribers; UZ:
+    # its gateway, shovel and link users, its ministry submitting and subscribing.
+    assert f"removed what the demo made: 24 vhosts and users named {prefix}*" in output
 
-    rows = summary_rows(output)
-    assert len(rows) == 12, output
-    assert all(verdict == "accepted" for _, _, verdict, *_ in rows), output
-    sent = {(message_type, direction) for message_type, direction, *_ in rows}
-    assert sent == {
-        (message_type, f"{country} → {'RU' if country == 'TJ' else 'TJ'}")
-        for country, routes in ROUTES.items()
-        for message_type, _, _ in routes
-    }
+    every_row = summary_rows(output)
+    assert len(every_row) == 14, output
+    verdicts = {(message_type, direction): verdict for message_type, direction, verdict, *_ in every_row}
+    assert verdicts == {
+        **{
+            (message_type, f"{country} → {'RU' if country == 'TJ' else 'TJ'}"): "accepted"
+            for country, routes in ROUTES.items()
+            for message_type, _, _ in routes
+        },
+        # The second agreement: the legislation change goes to both peers, the death notice only to RU.
+        ("legislation.change", "TJ → UZ"): "accepted",
+        ("worker.death", "TJ → UZ"): "refused (policy.type_not_covered)",
+    }, output
+    rows = [row for row in every_row if row[2] == "accepted"]
     assert "TJ-CONSULATE-MOSCOW received 2 alert(s)" in output
 
     # The CLI would point logging at the stream CliRunner lends it; keep this process's logging as is.
@@ -163,8 +169,8 @@ def _sealed_ids(output: str) -> dict[str, str]:
     """Message id -> type of the demo's death notices and permit cancellations (both directions)."""
     return {
         message_id: message_type
-        for message_type, _, _, _, _, message_id in summary_rows(output)
-        if message_type in ("worker.death", "work_permit.cancellation")
+        for message_type, _, verdict, _, _, message_id in summary_rows(output)
+        if message_type in ("worker.death", "work_permit.cancellation") and verdict == "accepted"
     }
 
 

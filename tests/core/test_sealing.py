@@ -597,7 +597,7 @@ def test_stripped_signature_is_missing(
         pytest.param({"priority": "high"}, Reason.SCHEMA_INVALID, id="unknown-envelope-member"),
         pytest.param({"created_at": "2025-03-02T03:00:00.000000+03:00"}, Reason.SCHEMA_INVALID, id="not-utc"),
         pytest.param({"version": 2}, Reason.SCHEMA_UNKNOWN_TYPE, id="unknown-version"),
-        pytest.param({"type": "worker.birth"}, Reason.POLICY_SENDER_NOT_ALLOWED, id="type-outside-agreement"),
+        pytest.param({"type": "worker.birth"}, Reason.POLICY_TYPE_NOT_COVERED, id="type-outside-agreement"),
     ],
 )
 def test_correctly_signed_but_invalid_envelopes(

@@ -23,6 +23,7 @@ from fastapi import Depends, Request
 
 from broker.api.context import ApiContext, api_context
 from broker.core.agreement import Agreement
+from broker.core.agreement_set import AgreementSet
 from broker.core.errors import PolicyError, Reason
 
 COOKIE = "console_token"
@@ -60,7 +61,7 @@ class Viewer:
         return self.role is role
 
 
-def role_of(agreement: Agreement, authority: str) -> tuple[Role | None, str]:
+def role_of(agreement: Agreement | AgreementSet, authority: str) -> tuple[Role | None, str]:
     try:
         found = agreement.authority(authority)
     except PolicyError:

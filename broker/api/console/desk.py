@@ -61,10 +61,14 @@ def quarantined(message: IncomingMessage) -> Quarantined:
 
 class OperatorDesk:
     def __init__(
-        self, settings: ExchangeSettings, *, peer_country: str, local_authorities: tuple[str, ...]
+        self,
+        settings: ExchangeSettings,
+        *,
+        peer_countries: tuple[str, ...],
+        local_authorities: tuple[str, ...],
     ) -> None:
         self._settings = settings
-        self._peer = peer_country
+        self._peers = peer_countries
         self._local = local_authorities
         self._transport: RabbitTransport | None = None
         self._lock = asyncio.Lock()
@@ -97,7 +101,7 @@ class OperatorDesk:
 
     async def depths(self) -> list[tuple[str, int | None]]:
         """Messages waiting in each of the gateway's queues (None: the queue is not there)."""
-        queues = [INBOUND, QUARANTINE, SUBMIT, outbound_queue(self._peer.lower())]
+        queues = [INBOUND, QUARANTINE, SUBMIT, *(outbound_queue(peer.lower()) for peer in self._peers)]
         queues += [subscriber_queue(authority) for authority in self._local]
         transport = await self._connected()
         found: list[tuple[str, int | None]] = []

@@ -12,6 +12,7 @@ from broker.api.console.store import ConsoleStore
 from broker.api.console.verifying import Verifications
 from broker.api.records import Records
 from broker.core.agreement import Agreement
+from broker.core.agreement_set import AgreementSet
 from broker.core.errors import ConfigError, Reason
 from broker.state.keystore import KeyStore
 from broker.state.settings import ExchangeSettings
@@ -24,7 +25,7 @@ SUBSCRIBING_ROLES = {"competent_ministry", "interior_ministry", "consulate"}
 @dataclass
 class ConsoleServices:
     settings: ExchangeSettings
-    agreement: Agreement
+    agreement: Agreement | AgreementSet
     keystore: KeyStore
     records: Records
     desk: OperatorDesk
@@ -33,7 +34,9 @@ class ConsoleServices:
     verifications: Verifications
 
     @classmethod
-    def create(cls, settings: ExchangeSettings, *, agreement: Agreement, records: Records) -> ConsoleServices:
+    def create(
+        cls, settings: ExchangeSettings, *, agreement: Agreement | AgreementSet, records: Records
+    ) -> ConsoleServices:
         keystore = KeyStore(root=settings.keys_dir)
         store = ConsoleStore(settings.country_state_dir / STORE_FILE)
         local = tuple(
@@ -47,7 +50,7 @@ class ConsoleServices:
             keystore=keystore,
             records=records,
             desk=OperatorDesk(
-                settings, peer_country=agreement.peer_country(settings.country), local_authorities=local
+                settings, peer_countries=peers_of(agreement, settings.country), local_authorities=local
             ),
             store=store,
             alerts=Alerts(records=records, store=store),
@@ -58,6 +61,11 @@ class ConsoleServices:
         await self.verifications.close()
         await self.desk.close()
         self.store.close()
+
+
+def peers_of(agreement: Agreement | AgreementSet, country: str) -> tuple[str, ...]:
+    """Every peer country: one under a single agreement, each agreement's under a set."""
+    return tuple(c for c in agreement.countries if c != country)
 
 
 def console_services(request: Request) -> ConsoleServices:

@@ -55,15 +55,24 @@ def reconcile_command(
     archive_b: Annotated[
         Path | None, typer.Option("--archive-b", help="The archive segments of the second log.")
     ] = None,
+    between: Annotated[
+        str | None,
+        typer.Option(
+            "--between",
+            help="Two countries, e.g. TJ,UZ: only the messages exchanged between them (a gateway "
+            "with several peers keeps one log for all).",
+        ),
+    ] = None,
 ) -> None:
     """Every message one side sent is received (or rejected) and receipted by the other; list each gap."""
 
     async def work() -> None:
+        pair = _country_pair(between)
         digests = []
         for locator, archive in ((store_a, archive_a), (store_b, archive_b)):
             async with opened_source(locator) as source:
                 rows = [row async for row in readable_entries(source, archive=archive_dir(archive))]
-                digests.append(digest(source.name, rows))
+                digests.append(digest(source.name, rows, between=pair))
         gaps = reconcile(digests[0], digests[1])
         for gap in gaps:
             console.print(f"[yellow]gap[/yellow] {escape(str(gap))}")
@@ -76,6 +85,15 @@ def reconcile_command(
         )
 
     run_audit(work)
+
+
+def _country_pair(between: str | None) -> tuple[str, ...]:
+    if between is None:
+        return ()
+    pair = tuple(part.strip().upper() for part in between.split(","))
+    if len(pair) != 2 or pair[0] == pair[1] or not all(len(c) == 2 and c.isalpha() for c in pair):
+        raise ConfigError(Reason.CONFIG_INVALID, f"--between {between!r} must name two countries, e.g. TJ,UZ")
+    return pair
 
 
 KeyOption = Annotated[

@@ -10,7 +10,7 @@ from types import TracebackType
 
 from broker.audit.stores import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
-from broker.core.agreement import load_agreement
+from broker.core.agreement_set import load_agreements
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.gateway.context import Clock, GatewayContext, utc_now
 from broker.exchange.gateway.gateway import Gateway
@@ -76,7 +76,7 @@ async def gateway_from_settings(
     # First: a key or password others may read, or a missing password, is told before anything opens.
     refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
     broker_url = settings.broker_url()
-    agreement = load_agreement(settings.agreement_file)
+    agreement = load_agreements(settings.country, settings.agreements, default=settings.agreement_file)
     keys = GatewayKeys(
         keystore=KeyStore(root=settings.keys_dir),
         agreement=agreement,

@@ -1,4 +1,7 @@
-"""What every role of a gateway shares: its identity, its dependencies, and how it talks to the peer.
+"""What every role of a gateway shares: its identity, its dependencies, and how it talks to its peers.
+
+A gateway serves one agreement per peer country (`AgreementSet`); whatever it publishes goes into
+`outbound.<peer>` of the country it is addressed to, so each peer has its own queue and shovel.
 
 Trust material and the gateway's own signer are replaced at run time (trust updates, key reloads);
 the roles read them from here at each use, so a replacement reaches all of them at once.
@@ -18,7 +21,8 @@ import structlog
 from broker.audit import EntryDraft, EntryKind
 from broker.audit.stores import AuditStore
 from broker.audit.stores.checkpointer import Checkpointer
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements, AgreementSet
+from broker.core.errors import PolicyError
 from broker.core.pki import Signer
 from broker.core.sealing import OpenedMessage
 from broker.core.trust import TrustStore
@@ -42,7 +46,8 @@ class GatewayContext:
     """The gateway's dependencies, given once (keyword-only), and what its roles derive from them."""
 
     country: str
-    agreement: Agreement
+    # One agreement, or the set of them (one per peer country); read as the set, `agreements`.
+    agreement: Agreements
     trust: TrustStore
     gateway_signer: Signer
     signer_for: Callable[[str], Signer]
@@ -57,7 +62,10 @@ class GatewayContext:
     personal: PersonalDataKeys | None = None
     # Without it, the gateway takes no submissions from ministry systems (only `Gateway.send`).
     submissions: SubmissionLedger | None = None
-    log: Any = field(init=False)  # a structlog logger bound to this gateway and its peer
+    log: Any = field(init=False)  # a structlog logger bound to this gateway
+    agreements: AgreementSet = field(init=False)
+    peers: tuple[str, ...] = field(init=False)
+    # The first agreement's peer, and its gateway: what single-link tools (readiness) look at.
     peer_country: str = field(init=False)
     gateway_id: str = field(init=False)
     peer_gateway_id: str = field(init=False)
@@ -66,30 +74,61 @@ class GatewayContext:
     # Held while trust material is changed (a trust update written and applied, a key store reload),
     # so one never swaps in what it read while the other is half done.
     key_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
-    # Messages this process put into outbound.<peer> (confirmed): with the queue's depth, it tells
-    # whether a copy published earlier can still be waiting there (`Sender`, re-sends).
-    published_to_peer: int = field(default=0, init=False)
+    # Per peer country, messages this process put into outbound.<peer> (confirmed): with the queue's
+    # depth, it tells whether a copy published earlier can still be waiting there (`Sender`, re-sends).
+    published_to_peer: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self.peer_country = self.agreement.peer_country(self.country)
-        self.gateway_id = self.agreement.gateway(self.country).id
-        self.peer_gateway_id = self.agreement.gateway(self.peer_country).id
+        self.agreements = (
+            self.agreement
+            if isinstance(self.agreement, AgreementSet)
+            else AgreementSet.single(self.agreement, self.country)
+        )
+        self.peers = self.agreements.peers
+        self.peer_country = self.peers[0]
+        self.gateway_id = self.agreements.gateway(self.country).id
+        self.peer_gateway_id = self.agreements.gateway(self.peer_country).id
         self.log = structlog.get_logger("broker.exchange.gateway").bind(
-            gateway=self.gateway_id, peer=self.peer_gateway_id
+            gateway=self.gateway_id, peers=",".join(self.peers)
         )
 
+    def country_of(self, authority_id: str) -> str:
+        """The country of an authority of our agreements (PolicyError when it is party to none)."""
+        return self.agreements.authority(authority_id).country
+
+    def answer_countries(self, claimed_sender: str | None) -> tuple[str, ...]:
+        """Where an answer to bytes from `claimed_sender` goes: its country when that is a peer's;
+        every peer when the bytes name nobody we know (only a peer's link can put bytes into our
+        inbound queue, and the one whose bytes they are matches them against its outbox)."""
+        if claimed_sender is not None:
+            try:
+                country = self.country_of(claimed_sender)
+            except PolicyError:
+                return self.peers
+            if country in self.peers:
+                return (country,)
+        return self.peers
+
     async def publish_to_peer(
-        self, raw: bytes, *, message_id: UUID, message_type: str, sealed_key: str | None = None
+        self,
+        raw: bytes,
+        *,
+        to: str,
+        message_id: UUID,
+        message_type: str,
+        sealed_key: str | None = None,
     ) -> None:
+        """Publish into `outbound.<peer>` of the country of authority `to` (the link to that peer)."""
+        peer = self.country_of(to)
         await self.transport.publish(
             exchange=OUTBOUND,
-            routing_key=self.peer_country.lower(),
+            routing_key=peer.lower(),
             body=raw,
             message_id=str(message_id),
             headers={"x-type": message_type, **sealed_key_headers(sealed_key)},
             timeout=self.settings.confirm_timeout_s,
         )
-        self.published_to_peer += 1
+        self.published_to_peer[peer] = self.published_to_peer.get(peer, 0) + 1
 
     def draft(
         self, kind: EntryKind, opened: OpenedMessage, *, verdict: str, envelope: bytes | None = None

@@ -52,8 +52,9 @@ class Gateway:
         self._ctx = ctx = context
         self._key_watcher = key_watcher
         self.country = ctx.country
-        self.peer_country = ctx.peer_country
-        self.agreement = ctx.agreement
+        self.peer_country = ctx.peer_country  # the first agreement's peer
+        self.peers = ctx.peers
+        self.agreement = ctx.agreements
         self.gateway_id = ctx.gateway_id
         self.peer_gateway_id = ctx.peer_gateway_id
         self.metrics = ctx.metrics

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from broker.core.agreement import Agreement
+from broker.core.agreement_set import Agreements
 from broker.core.errors import ExchangeError, VerificationError
 from broker.core.pki import Signer, certificate_thumbprint
 from broker.core.trust import TrustStore
@@ -69,7 +69,7 @@ class GatewayKeys:
     """The key store as one gateway uses it; `load` reads everything, the rest is cached."""
 
     def __init__(
-        self, *, keystore: KeyStore, agreement: Agreement, country: str, crl_grace: timedelta
+        self, *, keystore: KeyStore, agreement: Agreements, country: str, crl_grace: timedelta
     ) -> None:
         self.keystore = keystore
         self._agreement = agreement

@@ -33,6 +33,7 @@ MAX_LINES_PER_RECEIPT = 512
 @dataclass
 class _Pending:
     line: ReceiptLine | UnreadableLine
+    peer: str  # the country whose gateway the receipt goes to
     along: Sequence[EntryDraft]  # made durable in the receipt's commit (a DELIVERED entry)
     done: asyncio.Future[None] = field(repr=False)
 
@@ -68,17 +69,30 @@ class Receipts:
                 verdict=Verdict.ACCEPTED,
                 audit_index=audit_index,
             )
-            await self._answer(line, along=along)
+            await self._answer(line, peer=self._ctx.country_of(opened.envelope.sender), along=along)
             return
         receipt_raw = await self._stored_receipt(sent[0])
         if along:
             await self._ctx.audit.append(list(along))
         # Sent again under the type it was signed as (a single receipt in an older log, or a batch).
-        receipt_type = peek(receipt_raw).message_type or ReceiptBatch.MESSAGE_TYPE
-        await self._ctx.publish_to_peer(receipt_raw, message_id=opened.envelope.id, message_type=receipt_type)
+        seen = peek(receipt_raw)
+        await self._ctx.publish_to_peer(
+            receipt_raw,
+            to=seen.recipient
+            or self._ctx.agreements.gateway(self._ctx.country_of(opened.envelope.sender)).id,
+            message_id=opened.envelope.id,
+            message_type=seen.message_type or ReceiptBatch.MESSAGE_TYPE,
+        )
 
     async def answer_rejection(
-        self, *, message_id: UUID | None, sha256: str, audit_index: int, reason: str, diagnostic: str
+        self,
+        *,
+        message_id: UUID | None,
+        sha256: str,
+        audit_index: int,
+        reason: str,
+        diagnostic: str,
+        peers: Sequence[str],
     ) -> None:
         """The signed negative line for bytes we rejected (entry `audit_index`): by their message id,
         or, when no id could be read, by their SHA-256 alone (`UnreadableLine`).
@@ -86,11 +100,13 @@ class Receipts:
         Unreadable bytes came over the link from the peer, the only party that can put bytes into
         our inbound queue, so that answer goes to the peer gateway like every receipt, in a batch of
         its own (`_issue`). Receipts are never answered, so it cannot bounce back and forth.
+        `peers`: the countries the answer goes to (`GatewayContext.answer_countries`).
         """
         if message_id is None:
-            await self._answer(
-                UnreadableLine(sha256=sha256, reason=reason, diagnostic=diagnostic, audit_index=audit_index)
+            unreadable = UnreadableLine(
+                sha256=sha256, reason=reason, diagnostic=diagnostic, audit_index=audit_index
             )
+            await asyncio.gather(*(self._answer(unreadable, peer=peer) for peer in peers))
             return
         line = ReceiptLine(
             message_id=message_id,
@@ -100,7 +116,7 @@ class Receipts:
             diagnostic=diagnostic,
             audit_index=audit_index,
         )
-        await self._answer(line)
+        await asyncio.gather(*(self._answer(line, peer=peer) for peer in peers))
 
     async def checkpoint_covering(self, index: int) -> Checkpoint | None:
         """Our signed checkpoint that includes entry `index`, for the receipt naming it."""
@@ -113,9 +129,11 @@ class Receipts:
         return self._receipt_checkpoint[1]
 
     # -- the window ----------------------------------------------------------------------------
-    async def _answer(self, line: ReceiptLine | UnreadableLine, *, along: Sequence[EntryDraft] = ()) -> None:
-        """Queue a line for the next receipt; return once that receipt is logged and published."""
-        pending = _Pending(line=line, along=along, done=asyncio.get_running_loop().create_future())
+    async def _answer(
+        self, line: ReceiptLine | UnreadableLine, *, peer: str, along: Sequence[EntryDraft] = ()
+    ) -> None:
+        """Queue a line for the next receipt to `peer`; return once that receipt is logged and published."""
+        pending = _Pending(line=line, peer=peer, along=along, done=asyncio.get_running_loop().create_future())
         self._pending.append(pending)
         if self._issuer is None or self._issuer.done():
             self._issuer = asyncio.create_task(self._issue_while_pending(), name="receipt-windows")
@@ -146,7 +164,12 @@ class Receipts:
                     pending.done.set_result(None)
 
     async def _issue(self, covered: Sequence[_Pending], checkpoint: Checkpoint | None) -> None:
-        """Sign, log and publish the window's receipt. Answers to unreadable bodies go in a receipt
+        """One receipt per peer the window's lines answer (each peer sees only its own lines)."""
+        for peer in dict.fromkeys(p.peer for p in covered):
+            await self._issue_to(peer, [p for p in covered if p.peer == peer], checkpoint)
+
+    async def _issue_to(self, peer: str, covered: Sequence[_Pending], checkpoint: Checkpoint | None) -> None:
+        """Sign, log and publish the window's receipt to `peer`. Answers to unreadable bodies go in a receipt
         of their own: a peer that does not know them yet refuses that one and loses no other answer.
         The same bytes refused twice in one window are answered once (a receipt lists each once)."""
         lines: dict[tuple[UUID, str], ReceiptLine] = {}
@@ -159,13 +182,14 @@ class Receipts:
                 unreadable.setdefault(line.sha256, line)
         along = [draft for p in covered for draft in p.along]
         if lines:
-            await self._issue_one(tuple(lines.values()), (), checkpoint, along=along)
+            await self._issue_one(peer, tuple(lines.values()), (), checkpoint, along=along)
             along = []
         if unreadable:
-            await self._issue_one((), tuple(unreadable.values()), checkpoint, along=along)
+            await self._issue_one(peer, (), tuple(unreadable.values()), checkpoint, along=along)
 
     async def _issue_one(
         self,
+        peer: str,
         lines: tuple[ReceiptLine, ...],
         unreadable: tuple[UnreadableLine, ...],
         checkpoint: Checkpoint | None,
@@ -174,11 +198,12 @@ class Receipts:
     ) -> None:
         ctx = self._ctx
         now = ctx.clock()
+        peer_gateway = ctx.agreements.gateway(peer).id
         batch = ReceiptBatch(received_at=now, checkpoint=checkpoint, lines=lines, unreadable=unreadable)
         sealed = seal(
             batch,
             sender=ctx.gateway_id,
-            recipient=ctx.peer_gateway_id,
+            recipient=peer_gateway,
             signer=ctx.gateway_signer,
             created_at=now,
         )
@@ -186,7 +211,7 @@ class Receipts:
         drafts += batch_drafts(
             kind=EntryKind.RECEIPT_SENT,
             time=now,
-            peer=ctx.peer_gateway_id,
+            peer=peer_gateway,
             raw=sealed.raw,
             sha256=sealed.sha256,
             receipt_id=sealed.envelope.id,
@@ -194,7 +219,9 @@ class Receipts:
         )
         await ctx.audit.append(drafts)
         self.receipts_issued += 1
-        await ctx.publish_to_peer(sealed.raw, message_id=sealed.envelope.id, message_type=batch.MESSAGE_TYPE)
+        await ctx.publish_to_peer(
+            sealed.raw, to=peer_gateway, message_id=sealed.envelope.id, message_type=batch.MESSAGE_TYPE
+        )
 
     async def _stored_receipt(self, entry: AuditEntry) -> bytes:
         """The signed bytes that answered a message: a single receipt's own, or its batch's."""

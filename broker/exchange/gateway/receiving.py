@@ -145,7 +145,7 @@ class Receiver:
             verified = verify_envelope(
                 raw,
                 trust=ctx.trust,
-                agreement=ctx.agreement,
+                agreement=ctx.agreements,  # the agreement between the sender's country and ours
                 local_country=ctx.country,
                 max_bytes=ctx.settings.max_message_bytes,
                 received_at=ctx.clock(),
@@ -292,7 +292,8 @@ class Receiver:
             if ctx.personal is None
             else ctx.personal.delivery_header(
                 opened,
-                agreement=ctx.agreement,
+                # Local holders as the agreement with the sender's country names them.
+                agreement=ctx.agreements.for_peer(opened.signer.country),
                 country=ctx.country,
                 trust=ctx.trust,
                 at=ctx.clock(),
@@ -373,6 +374,7 @@ class Receiver:
             audit_index=entry.index,
             reason=str(error.reason),
             diagnostic=error.diagnostic[:1000],
+            peers=ctx.answer_countries(seen.sender),
         )
 
     def _keeps_whole(self, raw: bytes, error: RemoteError) -> bool:

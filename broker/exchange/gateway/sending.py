@@ -4,16 +4,12 @@ Order of durable steps for a message we send: key-vault entry (personal data) �
 durable intent the resend loop acts on) → audit SENT → publish with confirm → outbox `confirmed`.
 A receipt coming back is audited, its checkpoint witnessed, then the outbox row is settled.
 
-Re-sending neither piles up copies nor hammers a silent peer (docs/reliability.md, "Re-sends during
-a link outage"): a message is not published again while an earlier copy of it is still waiting in
-`outbound.<peer>` (the link is down, so another copy would only be carried later beside it), and
-each re-send waits twice as long as the one before (`ExchangeSettings.resend_interval`).
+Re-sending (`resending.Resending`) neither piles up copies nor hammers a silent peer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
@@ -34,8 +30,8 @@ from broker.core.errors import LocalError, PolicyError, Reason
 from broker.core.ids import uuid7
 from broker.core.sealing import OpenedMessage, SealedMessage, seal
 from broker.exchange.gateway.context import GatewayContext, sent_draft
+from broker.exchange.gateway.resending import Resending
 from broker.exchange.gateway.witnessing import Witnessing
-from broker.exchange.topology import outbound_queue
 from broker.state.outbox import OutboxRecord, SendState
 
 # Negative receipts that do not end a message: it stays outstanding and is re-sent at its deadline.
@@ -72,22 +68,15 @@ class Sender:
         self._witnessing = witnessing
         self._waiters: dict[UUID, asyncio.Future[Receipt]] = {}
         self._observers: list[ReceiptObserver] = []
-        self._resender: asyncio.Task[None] | None = None
-        # Per outstanding message: `ctx.published_to_peer` just after its latest copy was queued, or
-        # None when its publish failed (no copy of ours waits). Unknown (sent before this process
-        # started): taken as 0, i.e. queued before anything this process published.
-        self._queued_at: dict[UUID, int | None] = {}
+        self._resending = Resending(ctx)
+        self._queued_at = self._resending.queued_at
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._resender = asyncio.create_task(self._resend_loop(), name=f"{self._ctx.gateway_id}-resend")
+        self._resending.start()
 
     async def stop_resending(self) -> None:
-        if self._resender is not None:
-            self._resender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resender
-            self._resender = None
+        await self._resending.stop()
 
     def cancel_waiters(self) -> None:
         for waiter in self._waiters.values():
@@ -96,7 +85,7 @@ class Sender:
     # -- sending -------------------------------------------------------------------------------
     async def send(self, payload: Payload, *, to: str, **options: Unpack[SendOptions]) -> SendResult:
         ctx = self._ctx
-        sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE)
+        sender = options.get("sender") or self._default_sender(payload.MESSAGE_TYPE, to)
         sealed, sealed_key = self.seal_outgoing(
             payload, to=to, sender=sender, correlation_id=options.get("correlation_id")
         )
@@ -129,12 +118,15 @@ class Sender:
         data key wrapped for the recipient when the payload is personal). Nothing is recorded yet."""
         ctx = self._ctx
         try:
-            ctx.agreement.check_send(message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to)
+            # Under the agreement with the recipient's country, in force today.
+            ctx.agreements.check_send(
+                message_type=payload.MESSAGE_TYPE, sender_id=sender, recipient_id=to, at=ctx.clock()
+            )
         except PolicyError as refused:
             raise LocalError(
                 refused.reason, f"refusing to send: {refused.diagnostic}", article=refused.article
             ) from None
-        if ctx.agreement.authority(sender).country != ctx.country:
+        if ctx.country_of(sender) != ctx.country:
             raise LocalError(Reason.POLICY_SENDER_NOT_ALLOWED, f"{sender} does not belong to {ctx.country}")
         message_id = message_id or uuid7()
         data_key, sealed_key = None, None
@@ -178,96 +170,20 @@ class Sender:
         await ctx.audit.append([sent_draft(now, envelope.id, envelope.type, envelope.recipient, sealed.raw)])
         self._queued_at[envelope.id] = None  # until the broker confirmed it
         await ctx.publish_to_peer(
-            sealed.raw, message_id=envelope.id, message_type=envelope.type, sealed_key=sealed_key
+            sealed.raw,
+            to=envelope.recipient,
+            message_id=envelope.id,
+            message_type=envelope.type,
+            sealed_key=sealed_key,
         )
-        self._queued_at[envelope.id] = ctx.published_to_peer
+        self._queued_at[envelope.id] = ctx.published_to_peer[ctx.country_of(envelope.recipient)]
         await ctx.outbox.mark_confirmed(envelope.id)
         ctx.metrics.sent.labels(envelope.type).inc()
         ctx.metrics.confirmed.labels(envelope.type).inc()
         ctx.log.info("message.sent", message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
 
-    # -- re-sending ----------------------------------------------------------------------------
     async def resend_overdue(self) -> int:
-        """Re-publish each message past its deadline whose earlier copy is no longer waiting on this
-        side; push the deadline of the others out. Returns how many copies were published."""
-        ctx = self._ctx
-        now = ctx.clock()
-        overdue = await ctx.outbox.overdue(now)
-        waiting = await self._copies_waiting() if overdue else 0
-        resent = 0
-        for record in overdue:
-            await self._audit_sent_once(record)
-            about = ctx.log.bind(
-                message_id=str(record.message_id), type=record.message_type, peer=record.recipient
-            )
-            if self._still_waiting(record.message_id, waiting):
-                # Another copy now would only queue up behind this one; the deadline counts again.
-                interval = ctx.settings.resend_interval(record.message_type, record.attempts)
-                await ctx.outbox.postpone(record.message_id, deadline=now + interval)
-                ctx.metrics.resend_held.labels(record.message_type).inc()
-                about.info(
-                    "resend.held",
-                    attempts=record.attempts,
-                    queued=waiting,
-                    next_check=(now + interval).isoformat(),
-                )
-                continue
-            sealed_key = await ctx.personal.vault.get(record.message_id) if ctx.personal is not None else None
-            self._queued_at[record.message_id] = None
-            await ctx.publish_to_peer(
-                record.raw,
-                message_id=record.message_id,
-                message_type=record.message_type,
-                sealed_key=sealed_key,
-            )
-            self._queued_at[record.message_id] = ctx.published_to_peer
-            interval = ctx.settings.resend_interval(record.message_type, record.attempts + 1)
-            await ctx.outbox.mark_resent(record.message_id, deadline=now + interval)
-            resent += 1
-            ctx.metrics.resent.labels(record.message_type).inc()
-            about.warning(
-                "receipt.overdue",
-                attempts=record.attempts + 1,
-                sent_at=record.sent_at.isoformat(),
-                next_check=(now + interval).isoformat(),
-            )
-        ctx.metrics.receipts_outstanding.set(await ctx.outbox.outstanding_count())
-        return resent
-
-    async def _copies_waiting(self) -> int:
-        """Messages ready in `outbound.<peer>`: the link has not carried them yet. (A copy the shovel
-        holds unacknowledged, in flight, counts as carried; on a dead link the shovel gives it back.)"""
-        ready, _ = await self._ctx.transport.queue_counts(outbound_queue(self._ctx.peer_country.lower()))
-        return ready
-
-    def _still_waiting(self, message_id: UUID, waiting: int) -> bool:
-        """Whether the latest copy of the message is among the `waiting` messages still queued.
-
-        The queue is first in, first out, and this gateway is its only publisher: a copy is still
-        there when fewer than `waiting` messages were queued after it.
-        """
-        queued_at = self._queued_at.get(message_id, 0)
-        if queued_at is None:  # its last publish failed: nothing of ours waits
-            return False
-        return self._ctx.published_to_peer - queued_at < waiting
-
-    async def _audit_sent_once(self, record: OutboxRecord) -> None:
-        """Add the `sent` entry a crash between the outbox row and the audit append left out."""
-        ctx = self._ctx
-        if await ctx.audit.find(record.message_id, kinds=[EntryKind.SENT]):
-            return
-        await ctx.audit.append(
-            [sent_draft(ctx.clock(), record.message_id, record.message_type, record.recipient, record.raw)]
-        )
-
-    async def _resend_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._ctx.settings.resend_check_interval_s)
-            try:
-                await self.resend_overdue()
-            except LocalError as error:
-                # The broker or store is down; the next round tries again.
-                self._ctx.log.warning("resend.failed", reason=str(error.reason), diagnostic=error.diagnostic)
+        return await self._resending.resend_overdue()
 
     # -- receipts coming back ------------------------------------------------------------------
     async def on_receipt(self, opened: OpenedMessage) -> None:
@@ -348,6 +264,7 @@ class Sender:
         accepted = receipt.verdict == Verdict.ACCEPTED
         retryable = not accepted and receipt.reason in RETRYABLE_REJECTIONS
         sent_at = None
+        peer = ctx.country_of(sender)  # the receipt's gateway speaks for its own country's messages
         if not retryable:
             sent_at = await ctx.outbox.settle(
                 receipt.message_id,
@@ -355,6 +272,7 @@ class Sender:
                 accepted=accepted,
                 reason=receipt.reason,
                 at=receipt.received_at,
+                recipient_country=peer,
             )
         if sent_at is not None:
             self._queued_at.pop(receipt.message_id, None)
@@ -363,6 +281,10 @@ class Sender:
             record = await ctx.outbox.get(receipt.message_id)
             if record is None:
                 bound.warning("receipt.unknown_message")
+                return
+            if ctx.country_of(record.recipient) != peer:
+                # Another peer's message: this gateway cannot answer for it, whatever it says.
+                bound.warning("receipt.wrong_peer", recipient=record.recipient, verdict=receipt.verdict)
                 return
             if record.sha256 != receipt.sha256:
                 # Someone else's bytes under our id (e.g. a forged copy rejected as a conflict): our
@@ -409,8 +331,15 @@ class Sender:
             resend_at=record.deadline.isoformat(),
         )
 
-    def _default_sender(self, message_type: str) -> str:
+    def _default_sender(self, message_type: str, to: str) -> str:
+        """The one authority of ours the agreement with `to`'s country lets send the type."""
+        ctx = self._ctx
         try:
-            return self._ctx.agreement.only_sender(message_type, self._ctx.country)
+            peer = ctx.agreements.authority(to).country if to in ctx.agreements.ids else None
+            if peer is None or peer == ctx.country:  # `check_send` says what is wrong with `to`
+                return ctx.agreements.only_sender(message_type, ctx.country)
+            agreement = ctx.agreements.for_peer(peer)
+            agreement.rule(message_type)  # a type it does not cover is told as such, with its name
+            return agreement.only_sender(message_type, ctx.country)
         except PolicyError as refused:  # a sender we cannot pick: ours to refuse, not a peer's fault
             raise LocalError(refused.reason, refused.diagnostic) from None

@@ -75,7 +75,7 @@ class Submissions:
         self._sender = sender
         self._ledger = ledger
         users = submitter_users(
-            vhost_of(ctx.settings.amqp_url), ctx.country, submitting_authorities(ctx.agreement, ctx.country)
+            vhost_of(ctx.settings.amqp_url), ctx.country, submitting_authorities(ctx.agreements, ctx.country)
         )
         # RabbitMQ user → the authorities it may submit as (one per user in the plan's naming).
         self.authorities_of: dict[str, tuple[str, ...]] = {
@@ -232,7 +232,7 @@ class Submissions:
         verified = verify_envelope(
             raw,
             trust=ctx.trust,
-            agreement=ctx.agreement,
+            agreement=ctx.agreements,
             max_bytes=ctx.settings.max_message_bytes,
             received_at=now,
         )
@@ -266,7 +266,7 @@ class Submissions:
                 )
             return named
         allowed = [
-            a for a in authorities if a in self._ctx.agreement.senders_of(message_type, self._ctx.country)
+            a for a in authorities if a in self._ctx.agreements.senders_of(message_type, self._ctx.country)
         ]
         if len(allowed) == 1:
             return allowed[0]

@@ -40,24 +40,22 @@ class Witnessing:
             )
             return
         if record is not None:
-            await self._send_witness(record)
+            await self._send_witness(record, to=peer)
 
-    async def _send_witness(self, record: WitnessRecord) -> None:
+    async def _send_witness(self, record: WitnessRecord, *, to: str) -> None:
         """Hand our countersignature back to the checkpoint's origin (`broker.audit.witnessing`).
 
         Not tracked for a receipt (none comes): one lost is logged, and the WITNESS entry stays.
         """
         ctx = self._ctx
-        sealed = seal_witness(
-            record, signer=ctx.gateway_signer, recipient=ctx.peer_gateway_id, created_at=ctx.clock()
-        )
+        sealed = seal_witness(record, signer=ctx.gateway_signer, recipient=to, created_at=ctx.clock())
         envelope = sealed.envelope
         bound = ctx.log.bind(message_id=str(envelope.id), type=envelope.type, sender=envelope.sender)
         try:
             await ctx.audit.append(
                 [sent_draft(ctx.clock(), envelope.id, envelope.type, envelope.recipient, sealed.raw)]
             )
-            await ctx.publish_to_peer(sealed.raw, message_id=envelope.id, message_type=envelope.type)
+            await ctx.publish_to_peer(sealed.raw, to=to, message_id=envelope.id, message_type=envelope.type)
         except LocalError as error:
             bound.warning("witness.send_failed", reason=str(error.reason), diagnostic=error.diagnostic)
             return
