@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -25,7 +26,7 @@ from broker.cli.topology import DEFAULT_SECRETS
 from broker.core.agreement import load_agreement
 from broker.core.canonical import strict_loads
 from broker.core.catalogue import parse_payload
-from broker.core.errors import ExchangeError, LocalError, Reason
+from broker.core.errors import AuditError, ExchangeError, LocalError, Reason
 from broker.core.ids import uuid7
 from broker.exchange.submission import Submission
 from broker.state.settings import ExchangeSettings, describe_errors
@@ -35,22 +36,49 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
     from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
-    from broker.exchange.status_server import serving_status  # noqa: PLC0415
+    from broker.exchange.gateway.standby import ActiveRole  # noqa: PLC0415
+    from broker.exchange.metrics import GatewayMetrics  # noqa: PLC0415
+    from broker.exchange.status_server import GatewayStatus, serving_status  # noqa: PLC0415
 
     settings = load_settings(country, config, service=True)
     runtime.use_fast_event_loop()
 
     async def serve() -> None:
         stop = stop_on_signals()
-        async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
-            runtime.tune_for_long_run()
+        role = ActiveRole.from_settings(settings)
+        status_source = GatewayStatus(settings, role=role, metrics=GatewayMetrics())
+        async with serving_status(status_source, settings) as status:
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
-            console.print(f"gateway {gw.gateway_id} running; peer {gw.peer_gateway_id}{where}. Ctrl-C stops.")
-            if gw.submitters:
-                console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
-            await stop.wait()
+            # A second gateway of the country waits here as the standby until the first one dies.
+            if not await role.wait_until_active(stop):
+                await role.release()
+                return
+            async with Gateway.from_settings(settings, metrics=status_source.metrics, role=role) as gw:
+                status_source.gateway = gw
+                runtime.tune_for_long_run()
+                console.print(
+                    f"gateway {gw.gateway_id} active; peer {gw.peer_gateway_id}{where}. Ctrl-C stops."
+                )
+                if gw.submitters:
+                    console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
+                await _first_of(stop, role.lost)
+            if role.lost.is_set():
+                raise AuditError(
+                    Reason.AUDIT_WRITER_LOST,
+                    f"{settings.country}'s gateway lost the audit log's writer lock and stopped; "
+                    "started again it waits as the standby",
+                )
 
     run(serve)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiting = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
 
 
 def send(

@@ -137,3 +137,37 @@ def without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def refuses_get(exc: BaseException) -> bool:
+    """RabbitMQ refuses basic.get on a quorum queue with a single active consumer (RESOURCE_LOCKED)."""
+    return isinstance(exc, amqp_errors.ChannelLockedResource)
+
+
+async def take_by_consuming(
+    channel: AbstractChannel, queue: str, *, limit: int, wait_s: float
+) -> list[AbstractIncomingMessage]:
+    """Up to `limit` of the messages waiting in `queue`, unacknowledged, through a short consumer:
+    how an operator's tool reads a queue that refuses basic.get (`inbound` and `submit` have a single
+    active consumer). Waits at most `wait_s`; while a gateway is the active consumer, gets nothing."""
+    amqp_queue = await channel.declare_queue(queue, passive=True)
+    wanted = min(limit, int(amqp_queue.declaration_result.message_count or 0))
+    taken: list[AbstractIncomingMessage] = []
+    if wanted == 0:
+        return taken
+    enough = asyncio.Event()
+
+    async def take(raw: AbstractIncomingMessage) -> None:
+        taken.append(raw)
+        if len(taken) >= wanted:
+            enough.set()
+
+    await channel.set_qos(prefetch_count=wanted)
+    tag = await amqp_queue.consume(take, no_ack=False)
+    try:
+        async with asyncio.timeout(wait_s):
+            await enough.wait()
+    except TimeoutError:
+        pass  # what came is what there is
+    await amqp_queue.cancel(tag)
+    return taken[:wanted]

@@ -70,7 +70,11 @@ _AUTHORITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BINDING_WORD = re.compile(r"^([A-Za-z0-9_]+|\*|#|-)$")
 _ROUTING_WORD = re.compile(r"^([A-Za-z0-9_]+|-)$")
 
-ArgumentValue = str | int
+ArgumentValue = str | int | bool
+# Queues a gateway consumes: one consumer at a time gets their messages (RabbitMQ's single active
+# consumer), so even two gateways that both consumed would never handle messages side by side; the
+# writer lock (`broker.exchange.gateway.standby`) keeps a standby from consuming at all.
+SINGLE_ACTIVE_CONSUMER: tuple[tuple[str, ArgumentValue], ...] = (("x-single-active-consumer", True),)
 
 
 class ExchangeKind(StrEnum):
@@ -318,7 +322,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         ExchangeDeclaration(SUBMIT, ExchangeKind.DIRECT),
     )
     queues = (
-        QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
+        QueueDeclaration(INBOUND, (*_quorum_arguments(dead_letter=True), *SINGLE_ACTIVE_CONSUMER)),
         QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
         # Not dead-lettered: a submission the gateway cannot take is answered (refused), and one no
         # gateway takes expires unsent (the client sets its TTL), so nothing lands in quarantine.
@@ -329,6 +333,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
                 *_quorum_arguments(dead_letter=False),
                 ("x-max-length-bytes", SUBMIT_MAX_BYTES),
                 ("x-overflow", "reject-publish"),
+                *SINGLE_ACTIVE_CONSUMER,
             ),
         ),
         *(

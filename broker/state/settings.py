@@ -102,6 +102,12 @@ class ExchangeSettings(BaseSettings):
         description="Re-sends back off: each waits twice as long as the one before, from the type's "
         "receipt deadline up to this (a deadline longer than this is kept as it is).",
     )
+    standby_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A standby gateway tries the audit log's writer lock this often, and the active "
+        "one checks it still holds it: the longest wait before a standby takes over.",
+    )
     checkpoint_every_entries: int = Field(
         default=1000, ge=1, description="Sign an audit checkpoint after this many entries..."
     )

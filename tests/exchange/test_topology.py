@@ -72,6 +72,8 @@ INBOUND_ARGUMENTS = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",
     "x-delivery-limit": 5,
+    # One consumer at a time: a second gateway never handles inbound messages side by side.
+    "x-single-active-consumer": True,
 }
 
 # Bounded, and refusing rather than dropping when full (docs/decisions.md, "Quarantine is bounded").
@@ -101,6 +103,7 @@ class TestPlan:
                 "x-queue-type": "quorum",
                 "x-max-length-bytes": SUBMIT_MAX_BYTES,
                 "x-overflow": "reject-publish",
+                "x-single-active-consumer": True,
             },
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
