@@ -23,7 +23,7 @@ from broker.core.agreement import load_agreement
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.gateway import Gateway
 from broker.exchange.gateway.standby import ActiveRole, Role
-from broker.exchange.health import PeerLink, Readiness
+from broker.exchange.health import Check, PeerLink, Readiness
 from broker.exchange.metrics import GatewayMetrics
 from broker.state.settings import ExchangeSettings
 
@@ -155,8 +155,10 @@ class GatewayStatus:
         return self._peer_country
 
     async def readiness(self, link: PeerLink | None = None) -> Readiness:
-        if self.gateway is None or self._role.role is Role.STANDBY:
+        if self._role.role is Role.STANDBY:
             return self._role.readiness()
+        if self.gateway is None:  # the lock is ours; the gateway is being assembled
+            return self._role.with_lock(Readiness({"gateway": Check(False, "starting")}))
         return self._role.with_lock(await self.gateway.readiness(link))
 
 
