@@ -287,3 +287,31 @@ async def test_two_gateways_deliver_300_messages_published_twice_at_once_exactly
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_an_active_gateway_that_loses_its_lock_stops_and_says_why(exchange: ExchangeHarness) -> None:
+    """Someone removes the lock file under a running gateway: another process could now lock a new
+    one, so this one must stop writing. It stops and exits 1 with one error line."""
+    gateway = GatewayProcess(exchange, "ru-only")
+    await gateway.start()
+    try:
+
+        async def active() -> bool:
+            return await gateway.role() == "active"
+
+        await exchange.wait_until(active, what="the RU gateway to be active", timeout_s=START_TIMEOUT_S)
+        (exchange.state_dir / "ru" / "gateway.lock").unlink()
+
+        assert gateway.process is not None
+        async with asyncio.timeout(START_TIMEOUT_S):
+            returncode = await gateway.process.wait()
+        assert returncode == 1
+        [lost] = gateway.events("gateway.writer_lost")
+        assert lost["reason"] == "audit.writer_lost"
+        output = gateway.log.read_text(encoding="utf-8")
+        [line] = [line for line in output.splitlines() if line.startswith("error ")]
+        assert line.startswith("error [audit.writer_lost] RU's gateway lost the audit log's writer lock")
+        assert "Traceback" not in output
+        assert gateway.events("gateway.stopped")  # it stopped consuming before it exited
+    finally:
+        await gateway.stop()

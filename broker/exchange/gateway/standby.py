@@ -63,6 +63,8 @@ class ActiveRole:
     async def wait_until_active(self, stop: asyncio.Event | None = None) -> bool:
         """Take the lock, waiting as a standby while another process holds it; False if `stop` came
         first. A lock that cannot be tried at all (database down) is retried, and logged."""
+        if self.role is Role.ACTIVE:
+            return True
         told: tuple[str, str | None] | None = None
         while True:
             try:
@@ -94,7 +96,8 @@ class ActiveRole:
                 return False
 
     def watch(self, on_lost: Callable[[], object]) -> None:
-        """While active, check the lock every `poll_s`; on loss set `lost` and call `on_lost`."""
+        """While active, check the lock every `poll_s`; on loss call (and await) `on_lost`, then set
+        `lost`."""
         self._watch = asyncio.get_running_loop().create_task(self._watching(on_lost), name="writer-lock")
 
     async def _watching(self, on_lost: Callable[[], object]) -> None:
@@ -107,10 +110,10 @@ class ActiveRole:
                 _log.error(
                     "gateway.writer_lost", country=self._country, reason=str(error.reason), error=str(error)
                 )
-                self.lost.set()
                 result = on_lost()
                 if asyncio.iscoroutine(result):
                     await result
+                self.lost.set()  # after on_lost: whoever waits for it finds the gateway stopped
                 return
 
     async def release(self) -> None:
