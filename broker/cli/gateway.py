@@ -36,7 +36,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
     from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
-    from broker.exchange.gateway.standby import ActiveRole  # noqa: PLC0415
+    from broker.exchange.gateway.standby import ActiveRole, Role  # noqa: PLC0415
     from broker.exchange.metrics import GatewayMetrics  # noqa: PLC0415
     from broker.exchange.status_server import GatewayStatus, serving_status  # noqa: PLC0415
 
@@ -50,6 +50,8 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
         async with serving_status(status_source, settings) as status:
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
             # A second gateway of the country waits here as the standby until the first one dies.
+            if role.role is not Role.ACTIVE and not await role.lock.try_acquire():
+                console.print(f"standby: another {settings.country} gateway is active; waiting for its lock")
             if not await role.wait_until_active(stop):
                 await role.release()
                 return
@@ -57,7 +59,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
                 status_source.gateway = gw
                 runtime.tune_for_long_run()
                 console.print(
-                    f"gateway {gw.gateway_id} active; peer {gw.peer_gateway_id}{where}. Ctrl-C stops."
+                    f"gateway {gw.gateway_id} running (active); peer {gw.peer_gateway_id}{where}. Ctrl-C stops."
                 )
                 if gw.submitters:
                     console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
