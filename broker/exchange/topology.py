@@ -65,6 +65,7 @@ MONITORING_TAG = "monitoring"
 _SIZE_REFUSAL = re.compile(r"larger than configured max size (\d+)")
 
 _COUNTRY = re.compile(r"^[a-z]{2}$")
+_NODE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 _VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _AUTHORITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BINDING_WORD = re.compile(r"^([A-Za-z0-9_]+|\*|#|-)$")
@@ -154,6 +155,9 @@ class CountryBroker:
     country: str
     url: str
     allow_plaintext: bool = False
+    # The other nodes of the country's RabbitMQ cluster, `host:port` each (same vhost, scheme and TLS
+    # query as `url`): shovels list them all, so a link survives the loss of any one node.
+    nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _COUNTRY.fullmatch(self.country):
@@ -173,10 +177,22 @@ class CountryBroker:
                 f"vhost {self.vhost!r} in {self.url!r} must be lowercase letters, digits, '-'",
             )
         self._query()  # refuses a URL whose connections would not verify the server
+        for node in self.nodes:
+            if not _NODE.fullmatch(node):
+                raise ConfigError(Reason.CONFIG_INVALID, f"cluster node {node!r} must be host:port")
+            self._query(node)
 
-    def _query(self) -> str:
-        host = urlsplit(self.url).hostname or ""
-        return shovel_query(self.url, plaintext_hosts=(host,) if self.allow_plaintext else ())
+    def _query(self, node: str | None = None) -> str:
+        url = self.url if node is None else self._on_node(self.url, node)
+        host = urlsplit(url).hostname or ""
+        return shovel_query(url, plaintext_hosts=(host,) if self.allow_plaintext else ())
+
+    @staticmethod
+    def _on_node(url: str, node: str) -> str:
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@{node}" if credentials else node
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     @property
     def vhost(self) -> str:
@@ -199,6 +215,13 @@ class CountryBroker:
         parts = urlsplit(self.url)
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
         return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), self._query(), ""))
+
+    def uris_for(self, *, user: str, password: str) -> str | list[str]:
+        """`uri_for` on every node: one URI for a single node, a list (a shovel's form) for a cluster."""
+        first = self.uri_for(user=user, password=password)
+        if not self.nodes:
+            return first
+        return [first, *(self._on_node(first, node) for node in self.nodes)]
 
 
 @dataclass(frozen=True)
@@ -223,12 +246,12 @@ class ShovelSpec:
     def definition(self, passwords: Mapping[str, str]) -> dict[str, Any]:
         return {
             "src-protocol": "amqp091",
-            "src-uri": self.source.uri_for(
+            "src-uri": self.source.uris_for(
                 user=self.source.gateway_user, password=_password(passwords, self.source.gateway_user)
             ),
             "src-queue": outbound_queue(self.destination.country),
             "dest-protocol": "amqp091",
-            "dest-uri": self.destination.uri_for(
+            "dest-uri": self.destination.uris_for(
                 user=self.source.link_user, password=_password(passwords, self.source.link_user)
             ),
             "dest-exchange": INBOUND,

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from broker.core.errors import Reason, TransportError
 from broker.exchange.amqp_wire import (
     confirmed_publish,
+    connect_any,
     connect_error,
     incoming_message,
     refuses_get,
@@ -49,15 +50,19 @@ class RabbitTransport:
         self._publish_channel_lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, *, url: str, name: str, operation_timeout: float = 10.0) -> RabbitTransport:
-        """Connect (reconnecting later on its own) with `name` shown in the broker's connection list."""
+    async def connect(
+        cls, *, url: str, name: str, operation_timeout: float = 10.0, failover: Sequence[str] = ()
+    ) -> RabbitTransport:
+        """Connect (reconnecting later on its own) with `name` shown in the broker's connection list.
+
+        `failover`: the same URL on the cluster's other nodes; each reconnection tries the next node.
+        """
         where = without_credentials(url)
         try:
-            connection = await aio_pika.connect_robust(
-                url, client_properties={"connection_name": name}, timeout=operation_timeout
-            )
+            connection = await connect_any([url, *failover], name=name, timeout_s=operation_timeout)
         except Exception as exc:
             raise connect_error(exc, where) from exc
+        where = without_credentials(str(connection))  # the node that answered
         transport = cls(connection=connection, name=name, operation_timeout=operation_timeout)
         try:
             await transport._publishing_channel()

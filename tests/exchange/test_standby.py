@@ -31,6 +31,7 @@ import pytest
 from broker.audit import EntryKind
 from broker.core.catalogue.samples import sample_payloads
 from broker.exchange.topology import INBOUND
+from broker.exchange.transport import RabbitTransport
 from broker.state.outbox import SendState
 from tests.support.exchange import ExchangeHarness
 from tests.support.http_api import sealed_by
@@ -315,3 +316,17 @@ async def test_an_active_gateway_that_loses_its_lock_stops_and_says_why(exchange
         assert gateway.events("gateway.stopped")  # it stopped consuming before it exited
     finally:
         await gateway.stop()
+
+
+async def test_a_client_given_the_cluster_s_nodes_connects_to_one_that_answers(
+    exchange: ExchangeHarness,
+) -> None:
+    """The first node named is down: the transport connects to the next (amqp_failover_hosts)."""
+    live = exchange.dev.gateway_url("RU")
+    dead = live.replace("127.0.0.1:5672", f"127.0.0.1:{free_port()}")
+    assert dead != live
+    transport = await RabbitTransport.connect(url=dead, name="ha-failover", failover=[live])
+    try:
+        assert await transport.queue_counts(INBOUND) == (0, 0)
+    finally:
+        await transport.close()

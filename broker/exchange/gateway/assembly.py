@@ -127,7 +127,9 @@ async def gateway_from_settings(
     fingerprint = key_store_fingerprint(settings.keys_dir)
     material = keys.load(utc_now())
     gateway_id = agreement.gateway(settings.country).id
-    transport = await RabbitTransport.connect(url=broker_url, name=f"{gateway_id}-gateway")
+    transport = await RabbitTransport.connect(
+        url=broker_url, name=f"{gateway_id}-gateway", failover=settings.failover_urls(broker_url)
+    )
     audit = await open_audit_store(settings, writer_lock=writer_lock)
     outbox = Outbox.open(settings.country_state_dir / "outbox.sqlite")
     personal = PersonalDataKeys(
