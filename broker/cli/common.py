@@ -154,7 +154,10 @@ async def declared_subscription(
 
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
-    transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
+    url = settings.broker_url()
+    transport = await RabbitTransport.connect(
+        url=url, name=f"{authority}-{purpose}", failover=settings.failover_urls(url)
+    )
     try:
         subscription = Subscription(
             transport=transport,

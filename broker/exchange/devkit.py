@@ -42,11 +42,16 @@ class DevExchange:
             return remove_plans(self.plans, admin=used)
 
 
-def dev_brokers(agreement: Agreement, *, vhost_prefix: str, rabbit_host: str) -> dict[str, CountryBroker]:
-    """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node."""
+def dev_brokers(
+    agreement: Agreement, *, vhost_prefix: str, rabbit_host: str, rabbit_nodes: tuple[str, ...] = ()
+) -> dict[str, CountryBroker]:
+    """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node, or on the
+    cluster of `rabbit_host` and `rabbit_nodes` (its other nodes, host:port)."""
     return {
         country: CountryBroker(
-            country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
+            country=country.lower(),
+            url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}",
+            nodes=rabbit_nodes,
         )
         for country in agreement.countries
     }
@@ -96,6 +101,7 @@ async def provision_dev_exchange(
     *,
     vhost_prefix: str = "",
     rabbit_host: str = "127.0.0.1:5672",
+    rabbit_nodes: tuple[str, ...] = (),
     admin: RabbitAdmin | None = None,
     now: datetime | None = None,
     **setting_overrides: object,
@@ -110,7 +116,9 @@ async def provision_dev_exchange(
     # refuse the dev exchange with `crl.stale` a month after it was set up (or a test dated it back).
     keystore = KeyStore(root=workdir / "keys", crl_validity_days=DEV_CRL_VALIDITY_DAYS)
     create_dev_pki(keystore, agreement, now=now or datetime.now(UTC))
-    brokers = dev_brokers(agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host)
+    brokers = dev_brokers(
+        agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host, rabbit_nodes=rabbit_nodes
+    )
     plans = tuple(plans_for(list(brokers.values()), None, agreement=agreement))
     passwords = {user: secrets.token_urlsafe(18) for user in needed_users(plans)}
     secrets_path = workdir / "rabbitmq-secrets.json"
@@ -126,6 +134,7 @@ async def provision_dev_exchange(
             amqp_url=broker.uri_for(user=broker.gateway_user, password=passwords[broker.gateway_user]),
             keys_dir=workdir / "keys",
             state_dir=workdir,
+            **({"amqp_failover_hosts": rabbit_nodes} if rabbit_nodes else {}),
             **setting_overrides,
         )
         write_settings_file(workdir / country.lower() / "gateway.toml", settings)
