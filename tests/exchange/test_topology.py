@@ -46,6 +46,7 @@ from broker.exchange.topology import (
     ExchangeDeclaration,
     ExchangeKind,
     QueueDeclaration,
+    ShovelSpec,
     broker_plan,
     delivery_routing_key,
     gateway_permissions,
@@ -84,6 +85,28 @@ QUARANTINE_POLICY_DEFINITION = {"max-length-bytes": QUARANTINE_MAX_BYTES, "overf
 
 
 class TestPlan:
+    def test_a_cluster_s_shovel_lists_every_node_of_both_sides(self) -> None:
+        tj = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj", nodes=("127.0.0.1:5673",))
+        ru = CountryBroker(
+            country="ru", url="amqp://127.0.0.1:5682/ru", nodes=("127.0.0.1:5683", "127.0.0.1:5684")
+        )
+        definition = ShovelSpec(source=tj, destination=ru).definition(
+            {tj.gateway_user: "g", tj.link_user: "l"}
+        )
+        assert [urlsplit(uri).port for uri in definition["src-uri"]] == [5672, 5673]
+        assert [urlsplit(uri).port for uri in definition["dest-uri"]] == [5682, 5683, 5684]
+        assert {urlsplit(uri).path for uri in definition["dest-uri"]} == {"/ru"}
+        assert {urlsplit(uri).username for uri in definition["dest-uri"]} == {tj.link_user}
+        # A single node keeps the plain string form.
+        single = ShovelSpec(source=TJ, destination=RU).definition({TJ.gateway_user: "g", TJ.link_user: "l"})
+        assert isinstance(single["dest-uri"], str)
+
+    @pytest.mark.parametrize("node", ["rabbit-2", "rabbit-2:port", "amqp://rabbit-2:5672", "a b:5672"])
+    def test_a_cluster_node_that_is_not_host_port_is_refused(self, node: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj", nodes=(node,))
+        assert caught.value.reason is Reason.CONFIG_INVALID
+
     def test_vhost_has_the_five_exchanges_and_quorum_queues(self) -> None:
         declarations = vhost_declarations("tj", ["ru"])
 
