@@ -48,8 +48,9 @@ from .verdict import Direction, classify, progress
 pytestmark = [pytest.mark.chaos, pytest.mark.rabbitmq]
 
 MESSAGES = int(os.environ.get("CLUSTER_MESSAGES", "200"))
-# Sending lasts about a minute whatever the count, so every fault happens while both sides send.
-RATE = max(3.0, MESSAGES / 60)
+# Sending lasts about 110 s whatever the count, so every fault (node restarts take 20-30 s each on a
+# loaded 2-core machine) happens while both sides send; each fault's note says whether they still do.
+RATE = max(3.0, MESSAGES / 110)
 SETTLE_TIMEOUT_S = 300.0
 NODE_DOWN_S = 5.0
 STANDBY_POLL_S = 0.5
@@ -149,7 +150,9 @@ class ClusterRun:
         self.takeover_s: float | None = None
 
     def note(self, fault: str) -> None:
-        self.faults.append(f"t+{time.monotonic() - self.started:.0f}s {fault}")
+        done = [c for c in ("TJ", "RU") if (self.state(c) / "sent-all").exists()]
+        sending = "both sending" if not done else f"{' and '.join(done)} done sending"
+        self.faults.append(f"t+{time.monotonic() - self.started:.0f}s {fault} [{sending}]")
 
     def state(self, country: str) -> Path:
         return self.workdir / country.lower()
