@@ -36,6 +36,13 @@ for plugin in $wanted_plugins; do
     rabbitmq-plugins -q enable "$plugin" >/dev/null
   fi
 done
+# A plugin enabled just now opens its HTTP listener a few seconds later: wait for it, so the first
+# test does not meet a refused connection.
+for _ in $(seq 1 60); do
+  (exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null && break
+  sleep 1
+done
+(exec 3<>/dev/tcp/127.0.0.1/15672) 2>/dev/null || { echo "RabbitMQ management API not listening on 15672" >&2; exit 1; }
 
 # --- PostgreSQL ----------------------------------------------------------------------------------
 if ! command -v pg_ctlcluster >/dev/null; then

@@ -14,6 +14,8 @@ of the signed receipt itself.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,11 +25,14 @@ from broker.audit.entry import AuditEntry, EntryDraft, EntryKind
 from broker.core.canonical import canonical_bytes, strict_loads
 from broker.core.catalogue import parse_payload
 from broker.core.catalogue.receipt import ReceiptBatch
-from broker.core.errors import ExchangeError
+from broker.core.errors import ExchangeError, Reason, VerificationError
 
 REF_MEMBER = "in_receipt"
 _REF_PREFIX = b'{"' + REF_MEMBER.encode() + b'":'
 RECEIPT_KINDS = frozenset({EntryKind.RECEIPT_SENT, EntryKind.RECEIPT_RECEIVED})
+# Batched receipts an auditor remembers for the references that follow them (written in the same
+# commit, so right behind them): far more than a gateway ever has between a receipt and its references.
+RECENT_RECEIPTS = 1024
 BATCH_TYPE = ReceiptBatch.MESSAGE_TYPE
 
 
@@ -134,3 +139,71 @@ def batch_drafts(
         for position in chosen
     ]
     return drafts
+
+
+# Per receipt: its entry kind, its peer, the sha256 of its bytes, and each line's answers by message.
+_Known = tuple[EntryKind, str, str, dict[UUID, set[tuple[str, str | None]]]]
+
+
+class RecentReceipts:
+    """The auditor's memory of the batched receipts just read, to check the references behind them."""
+
+    def __init__(self, capacity: int = RECENT_RECEIPTS) -> None:
+        self._known: OrderedDict[UUID, _Known] = OrderedDict()
+        self._capacity = capacity
+        self.refs_checked = 0
+
+    def remember(self, entry: AuditEntry) -> None:
+        found = batch_of(entry.envelope)
+        if found is None:
+            raise VerificationError(Reason.AUDIT_TAMPERED, "the stored batched receipt does not parse")
+        receipt_id, batch = found
+        answers: dict[UUID, set[tuple[str, str | None]]] = {}
+        for line in batch.lines:
+            answers.setdefault(line.message_id, set()).add((str(line.verdict), line.reason))
+        self._known[receipt_id] = (
+            entry.kind,
+            str(entry.peer),
+            hashlib.sha256(entry.envelope).hexdigest(),
+            answers,
+        )
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+
+    def check_ref(self, entry: AuditEntry, *, some_hash_only: bool) -> None:
+        """A message's reference to the batched receipt that answered it: that receipt stands before it
+        in this log, with these bytes, of the same kind and peer, and lists it with this verdict.
+
+        `some_hash_only`: entries before it were checked by hash only (archived), so its receipt may
+        be among them."""
+        try:
+            ref = parse_ref(entry.envelope)
+        except ValueError as exc:
+            raise VerificationError(Reason.AUDIT_TAMPERED, f"the receipt reference: {exc}") from None
+        known = self._known.get(ref.receipt_id)
+        if known is None:
+            if some_hash_only:
+                self.refs_checked += 1
+                return
+            raise VerificationError(
+                Reason.AUDIT_TAMPERED,
+                f"it names receipt {ref.receipt_id}, which this log does not hold before it",
+            )
+        kind, peer, sha256, answers = known
+        if (
+            ref.sha256 != sha256
+            or kind != entry.kind
+            or peer != entry.peer
+            or entry.message_type != BATCH_TYPE
+        ):
+            raise VerificationError(
+                Reason.AUDIT_TAMPERED, f"it does not match receipt {ref.receipt_id} as this log holds it"
+            )
+        if entry.message_id is None or (str(entry.verdict), entry.reason) not in answers.get(
+            entry.message_id, ()
+        ):
+            raise VerificationError(
+                Reason.AUDIT_TAMPERED,
+                f"receipt {ref.receipt_id} gives message {entry.message_id} no {entry.verdict} {entry.reason or ''}".rstrip(),
+            )
+        self.refs_checked += 1

@@ -13,16 +13,14 @@ The first failure stops verification: after it, every later check would only rep
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from uuid import UUID
 
 from broker.audit.bounded import parse_bounded
 from broker.audit.checkpoint import SignedCheckpoint, WitnessRecord, verify_checkpoint, verify_witness
 from broker.audit.entry import AuditEntry, EntryKind, entry_leaf_hash
 from broker.audit.merkle import EMPTY_ROOT, HASH_SIZE, CompactRange, fold_cover
-from broker.audit.receipt_refs import BATCH_TYPE, RECEIPT_KINDS, batch_of, is_ref, parse_ref
+from broker.audit.receipt_refs import BATCH_TYPE, RECEIPT_KINDS, RecentReceipts, is_ref
 from broker.audit.rows import ArchivedRow, ExternalCheckpoint, Finding, UnreadableRow, VerifyReport
 from broker.audit.stored_envelopes import SIGNED_KINDS, expected_peer, subject_id, verify_envelope
 from broker.audit.witnessing import WITNESS_TYPE, countersigned_record
@@ -36,9 +34,6 @@ from broker.core.trust import TrustStore
 # How far behind its own position a checkpoint may name the tree: entries appended by other writers
 # while it was being signed. The checkpointer keeps this to a handful.
 CHECKPOINT_LAG_WINDOW = 65536
-# Batched receipts remembered for the references that follow them (written in the same commit, so
-# right behind them): far more than a gateway ever has between a receipt and its references.
-RECENT_RECEIPTS = 1024
 
 
 class LogVerifier:
@@ -69,14 +64,15 @@ class LogVerifier:
         self.countersigned = 0
         self.hash_only = 0
         self.latest_checkpoint: SignedCheckpoint | None = None
-        # Batched receipts seen lately: (kind, peer, sha256 of the bytes, each line's answer by message).
-        self._receipts: OrderedDict[UUID, tuple[EntryKind, str, str, dict[UUID, set[tuple[str, str | None]]]]]
-        self._receipts = OrderedDict()
-        self.receipt_refs = 0
+        self._receipts = RecentReceipts()
 
     @property
     def size(self) -> int:
         return self._tree.size
+
+    @property
+    def receipt_refs(self) -> int:
+        return self._receipts.refs_checked
 
     def feed(self, item: AuditEntry | UnreadableRow | ArchivedRow) -> Finding | None:
         """Check one more entry; once something failed, further entries are ignored."""
@@ -197,11 +193,11 @@ class LogVerifier:
     def _check_content(self, entry: AuditEntry) -> Finding | None:
         try:
             if entry.kind in RECEIPT_KINDS and is_ref(entry.envelope):
-                self._check_receipt_ref(entry)
+                self._receipts.check_ref(entry, some_hash_only=self.hash_only > 0)
             elif entry.kind in SIGNED_KINDS:
                 envelope = self._check_envelope(entry)
                 if envelope.type == BATCH_TYPE:
-                    self._remember_receipt(entry)
+                    self._receipts.remember(entry)
                 if entry.kind is EntryKind.RECEIVED and envelope.type == WITNESS_TYPE:
                     return self._check_countersigned(entry, envelope)
             elif entry.kind is EntryKind.CHECKPOINT:
@@ -232,58 +228,6 @@ class LogVerifier:
                 )
         self.envelopes += 1
         return envelope
-
-    def _remember_receipt(self, entry: AuditEntry) -> None:
-        found = batch_of(entry.envelope)
-        if found is None:
-            raise VerificationError(Reason.AUDIT_TAMPERED, "the stored batched receipt does not parse")
-        receipt_id, batch = found
-        answers: dict[UUID, set[tuple[str, str | None]]] = {}
-        for line in batch.lines:
-            answers.setdefault(line.message_id, set()).add((str(line.verdict), line.reason))
-        self._receipts[receipt_id] = (
-            entry.kind,
-            str(entry.peer),
-            hashlib.sha256(entry.envelope).hexdigest(),
-            answers,
-        )
-        while len(self._receipts) > RECENT_RECEIPTS:
-            self._receipts.popitem(last=False)
-
-    def _check_receipt_ref(self, entry: AuditEntry) -> None:
-        """A message's reference to the batched receipt that answered it: that receipt stands before it
-        in this log, with these bytes, of the same kind and peer, and lists it with this verdict."""
-        try:
-            ref = parse_ref(entry.envelope)
-        except ValueError as exc:
-            raise VerificationError(Reason.AUDIT_TAMPERED, f"the receipt reference: {exc}") from None
-        known = self._receipts.get(ref.receipt_id)
-        if known is None:
-            if self.hash_only:  # its receipt may be among the entries checked by hash only
-                self.receipt_refs += 1
-                return
-            raise VerificationError(
-                Reason.AUDIT_TAMPERED,
-                f"it names receipt {ref.receipt_id}, which this log does not hold before it",
-            )
-        kind, peer, sha256, answers = known
-        if (
-            ref.sha256 != sha256
-            or kind != entry.kind
-            or peer != entry.peer
-            or entry.message_type != BATCH_TYPE
-        ):
-            raise VerificationError(
-                Reason.AUDIT_TAMPERED, f"it does not match receipt {ref.receipt_id} as this log holds it"
-            )
-        if entry.message_id is None or (str(entry.verdict), entry.reason) not in answers.get(
-            entry.message_id, ()
-        ):
-            raise VerificationError(
-                Reason.AUDIT_TAMPERED,
-                f"receipt {ref.receipt_id} gives message {entry.message_id} no {entry.verdict} {entry.reason or ''}".rstrip(),
-            )
-        self.receipt_refs += 1
 
     def _check_countersigned(self, entry: AuditEntry, envelope: Envelope) -> Finding | None:
         """The peer's countersignature of one of our checkpoints: the root must be this log's."""
