@@ -15,12 +15,13 @@ import typer
 from broker.cli.logs import configure_logging
 from broker.cli.output import debugging, error_line, print_error
 from broker.core.agreement import Agreement, load_agreement
-from broker.core.errors import ConfigError, ExchangeError, Reason
+from broker.core.errors import ConfigError, ExchangeError, Reason, TransportError
 from broker.exchange.subscriber import Alert, AlertHandler, HandledLedger, Subscription
 from broker.state.settings import ExchangeSettings
 
 if TYPE_CHECKING:
     from broker.exchange.personal_keys import KeyUnwrapper
+    from broker.exchange.transport_api import Transport
     from broker.state.keystore import KeyStore
 
 T = TypeVar("T")
@@ -144,14 +145,20 @@ async def declared_subscription(
     citizenship: str | None = None,
     ledger: HandledLedger | None = None,
     purpose: str = "subscriber",
+    declare: bool = True,
 ) -> AsyncIterator[Subscription]:
-    """`authority`'s durable queue, declared, on the broker the settings name; closed after the block.
+    """`authority`'s durable queue on the broker the settings name; closed after the block.
 
-    Personal payloads open with `authority`'s own key-agreement key from the settings' key store.
+    With `declare`, the queue is declared and bound to `types` (what the operator's own settings may
+    do); without, it must exist already, as `broker topology apply` declares it with the bindings the
+    operator chose, and is only consumed: all a subscriber's own user may do. Personal payloads open
+    with `authority`'s own key-agreement key from the settings' key store.
     """
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415 - aio-pika only when needed
+    from broker.state.exposure import refuse_exposed_secrets  # noqa: PLC0415
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
+    refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
     agreement = load_agreement(settings.agreement_file)
     keystore = KeyStore(root=settings.keys_dir)
     url = settings.broker_url()
@@ -170,10 +177,40 @@ async def declared_subscription(
             decryptor=_following_decryptor(keystore, authority),
             ledger=ledger,
         )
-        await subscription.declare()
+        if declare:
+            await _declare(subscription)
+        else:
+            await _existing_queue(transport, subscription.queue)
         yield subscription
     finally:
         await transport.close()
+
+
+async def _declare(subscription: Subscription) -> None:
+    try:
+        await subscription.declare()
+    except TransportError as error:
+        if error.reason is not Reason.TRANSPORT_FORBIDDEN:
+            raise
+        raise TransportError(
+            Reason.TRANSPORT_FORBIDDEN,
+            f"this RabbitMQ user may not bind {subscription.queue} (a subscriber's own user only "
+            f"consumes it): what reaches it is the operator's `broker topology apply`; leave out --types",
+        ) from None
+
+
+async def _existing_queue(transport: Transport, queue: str) -> None:
+    """The subscriber's queue must be there: a passive declare, which needs no right."""
+    try:
+        await transport.queue_counts(queue)
+    except TransportError as error:
+        if error.reason is not Reason.CONFIG_INVALID:  # a 404: anything else is told as it is
+            raise
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"no queue {queue} to consume ({error.diagnostic}): the operator's `broker topology apply` "
+            "declares each subscriber's queue",
+        ) from None
 
 
 def _following_decryptor(keystore: KeyStore, authority: str) -> KeyUnwrapper:

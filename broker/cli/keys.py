@@ -16,6 +16,7 @@ import typer
 from cryptography import x509
 
 from broker.cli.common import ConfigOption, JsonOption, exit_with, load_settings, read_input
+from broker.cli.kit import kit
 from broker.cli.output import print_table
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, ExchangeError, Reason
@@ -315,3 +316,7 @@ def list_certificates(
         for record in records
     ]
     print_table(KEY_COLUMNS, rows, as_json=as_json, title=f"Certificates under {store.root}")
+
+
+# A subscriber's kit lives in a module of its own; it is a `keys` verb because it hands out keys.
+keys_app.command("kit")(kit)

@@ -21,8 +21,8 @@ from broker.cli.output import print_json
 from broker.core.errors import ExchangeError
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan
 from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -164,10 +164,18 @@ def _print_summary(entry: dict[str, Any]) -> None:
             name + (f" ({shovel_state.get(name, 'absent')})" if "shovel_status" in entry else "")
             for name in entry["shovels"]
         ),
+        "  subscribers: "
+        + ", ".join(_subscriber(a, u, counts) for a, u in entry.get("subscribers", {}).items()),
     ]
     if "message_size" in entry:
         lines.append(f"  message size: {entry['message_size'].get('verdict')}")
     typer.echo("\n".join(lines))
+
+
+def _subscriber(authority: str, user: str, counts: dict[str, Any]) -> str:
+    queue = f"sub.{authority}"
+    waiting = f", {counts[queue]['messages']} waiting" if queue in counts else ""
+    return f"{queue} (consumed as {user}{waiting})"
 
 
 @topology_app.command("remove")

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     AUDIT_PROOF_INVALID = "audit.proof_invalid"
     CONFIG_INVALID = "config.invalid"
     CONFIG_INSECURE_TLS = "config.insecure_tls"
+    CONFIG_SECRET_EXPOSED = "config.secret_exposed"  # noqa: S105 - a reason code, not a password
     KEY_MISSING = "key.missing"
     HANDLER_CRASHED = "handler.crashed"
     AUDIT_OUT_OF_RANGE = "audit.out_of_range"

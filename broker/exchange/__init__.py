@@ -2,7 +2,8 @@
 
 Lives here: the transport interface, its aio-pika implementation (`transport` and `amqp_wire`, the
 only modules that import aio-pika) and its in-memory fake, the submission channel (ministry systems
-hand messages to the running gateway), RabbitMQ names and set-up (topology, broker admin), the gateway
+hand messages to the running gateway), RabbitMQ names and set-up (topology; `plan`: each user's
+permissions, least privilege; broker admin), the gateway
 split by role (sending, receiving, receipts and witnessing, trust updates), subscribers, quarantine,
 personal-data keys in transit, metrics, the development exchange kit, and how a gateway process
 runs (`runtime`: its event loop and garbage collector).

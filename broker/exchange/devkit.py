@@ -15,9 +15,10 @@ from pathlib import Path
 
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, Reason
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.provisioning import apply_topology, needed_users, plans_for, remove_plans
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan, CountryBroker
+from broker.exchange.topology import CountryBroker
 from broker.state.keystore import KeyStore
 from broker.state.settings import ExchangeSettings
 from broker.state.settings_file import render_settings, write_settings

@@ -5,10 +5,10 @@ Ready means each of these holds now:
 - `broker`: a round trip on the gateway's own connection (a passive declare of `inbound`);
 - `audit`: the audit store would take a write (`AuditStore.check_writable`);
 - `keys`: the gateway's signing certificate is valid now and the peer country's CA is loaded;
-- `peer_link`: the shovel carrying `outbound.<peer>` to the peer's broker reports `running`, as this
-  broker's management API shows it to the gateway's own RabbitMQ user. RabbitMQ shows shovel status
-  to `monitoring` users only, so `topology apply` gives the gateway's user that tag: it reads node
-  metadata and changes nothing, and the gateway holds no administrator credentials
+- `peer_link`: the shovel carrying `outbound.<peer>` to the peer's broker consumes that queue. A
+  shovel consumes its source only once it is connected to both brokers, and its consumer goes when
+  either connection does, so the queue's consumer count (a passive declare, which needs no right)
+  says whether the link runs. The gateway's user needs no management API and no tag for it
   (docs/decisions.md, "Health and readiness").
 
 Each check has a deadline; one that fails or hangs makes the gateway not ready and says why.
@@ -20,21 +20,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from broker.core.errors import ExchangeError
-from broker.exchange.management_api import ApiErrors, ManagementEndpoint, path_of
-from broker.exchange.topology import INBOUND, shovel_name
+from broker.exchange.topology import INBOUND, outbound_queue, shovel_name
+from broker.exchange.transport_api import Transport
 from broker.state.settings import ExchangeSettings
 
 if TYPE_CHECKING:
     from broker.exchange.gateway.context import GatewayContext
 
 CHECK_TIMEOUT_S = 3.0
-# aio-pika's defaults for a URL that names no user: the same login reads the management API.
-DEFAULT_LOGIN = ("guest", "guest")
 
 
 class Check(NamedTuple):
@@ -63,52 +58,28 @@ class Readiness:
 
 
 class PeerLink:
-    """This country's shovel to the peer, as this broker's management API shows it to `endpoint.user`."""
+    """This country's shovel to the peer, as the consumer on `outbound.<peer>` shows it."""
 
-    def __init__(self, *, endpoint: ManagementEndpoint, vhost: str, shovel: str) -> None:
-        self.endpoint = endpoint
-        self.vhost = vhost
-        self.shovel = shovel
-        self._errors = ApiErrors(where=endpoint.where)
-        self._errors.remember(endpoint.password)
-        self._client: httpx.AsyncClient | None = None
+    def __init__(self, *, country: str, peer_country: str) -> None:
+        self.queue = outbound_queue(peer_country.lower())
+        self.shovel = shovel_name(country, peer_country)
 
     @classmethod
     def from_settings(cls, settings: ExchangeSettings, peer_country: str) -> PeerLink:
-        """Logged in as the gateway's own broker user, at `settings.management_api_url`."""
-        parts = urlsplit(settings.amqp_url)
-        endpoint = ManagementEndpoint(
-            url=settings.management_api_url,
-            user=unquote(parts.username) if parts.username else DEFAULT_LOGIN[0],
-            password=unquote(parts.password) if parts.password else DEFAULT_LOGIN[1],
-            ca_file=settings.management_api_ca_file,
-            timeout_s=CHECK_TIMEOUT_S,
-            plaintext_hosts=settings.plaintext_hosts,
-        )
-        vhost = unquote(parts.path.removeprefix("/")) or "/"
-        return cls(endpoint=endpoint, vhost=vhost, shovel=shovel_name(settings.country, peer_country))
+        return cls(country=settings.country, peer_country=peer_country)
 
-    async def check(self) -> Check:
-        action = f"reading the status of shovel {self.shovel} in {self.vhost}"
-        if self._client is None:
-            self._client = self.endpoint.async_client()
-        try:
-            response = await self._client.get(path_of("shovels", self.vhost))
-        except httpx.HTTPError as exc:
-            raise self._errors.unreachable(exc, action) from None
-        self._errors.check(response, action, user=self.endpoint.user)
-        listing = self._errors.json_of(response, action)
-        states = [entry for entry in listing if isinstance(entry, dict) and entry.get("name") == self.shovel]
-        if not states:
-            return Check(False, f"no shovel {self.shovel} in vhost {self.vhost}")
-        state = str(states[0].get("state", ""))
-        reason = str(states[0].get("reason", ""))
-        return Check(state == "running", f"shovel {self.shovel}: {state} {reason}".strip())
+    async def check(self, transport: Transport) -> Check:
+        waiting, consumers = await transport.queue_counts(self.queue)
+        if consumers:
+            return Check(True, f"shovel {self.shovel}: running (consuming {self.queue}, {waiting} waiting)")
+        return Check(
+            False,
+            f"shovel {self.shovel}: not consuming {self.queue} (not connected to both brokers, or "
+            f"stopped); {waiting} message(s) waiting",
+        )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Nothing to release: the check uses the gateway's own connection."""
 
 
 async def check_readiness(
@@ -120,7 +91,7 @@ async def check_readiness(
         "keys": lambda: _keys(ctx),
     }
     if link is not None:
-        checks["peer_link"] = link.check
+        checks["peer_link"] = lambda: link.check(ctx.transport)
     results = await asyncio.gather(*(_within(check, timeout_s) for check in checks.values()))
     return Readiness(dict(zip(checks, results, strict=True)))
 

@@ -1,8 +1,8 @@
 """RabbitMQ's management HTTP API: where it is, who logs in, and one error mapping for every call.
 
-`broker topology` administers a node through it (`rabbit_admin`) and a gateway reads its link's
-shovel status through it (`health`), each from any host that reaches the API: no `rabbitmqctl`, no
-Erlang cookie, no shell on the broker's host. httpx is the client; it verifies TLS chain and host
+`broker topology` administers a node through it (`rabbit_admin`) from any host that reaches the
+API: no `rabbitmqctl`, no Erlang cookie, no shell on the broker's host. (A gateway no longer reads
+it: readiness judges the link from its queue, `health`.) httpx is the client; it verifies TLS chain and host
 name and offers no switch to stop (`broker.core.tls_policy.check_http_url` refuses plaintext to
 other hosts). Passwords never appear in a URL, a log line or an error: diagnostics name the API's
 scheme, host and port, and any password the client knows is masked in what the API answers.
@@ -185,8 +185,7 @@ class ApiErrors:
         if status == 401:
             raise TransportError(
                 Reason.TRANSPORT_FORBIDDEN,
-                f"{said} (user {user}: wrong password, or a tag it lacks: a gateway's user needs "
-                "`monitoring`, set by `broker topology apply`)",
+                f"{said} (user {user}: wrong password, or not an administrator of the management API)",
             )
         if status == 403:
             raise TransportError(Reason.TRANSPORT_FORBIDDEN, f"{said} (user {user} may not do this)")

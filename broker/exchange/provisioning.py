@@ -18,13 +18,12 @@ from urllib.parse import urlsplit
 
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.errors import ConfigError, Reason, TransportError
-from broker.exchange.ministries import submitting_authorities
+from broker.exchange.ministries import submitting_authorities, subscriptions
+from broker.exchange.plan import BrokerPlan, broker_plan
 from broker.exchange.rabbit_admin import RabbitAdmin
 from broker.exchange.topology import (
     OUTBOUND,
-    BrokerPlan,
     CountryBroker,
-    broker_plan,
     check_message_size_limits,
     limit_from_refusal,
     size_probes,
@@ -61,8 +60,8 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
 def plans_for(
     brokers: Sequence[CountryBroker], local: Sequence[str] | None, *, agreement: Agreement | None = None
 ) -> list[BrokerPlan]:
-    """The plans of the `local` brokers (all without it), with a submitting user per ministry of
-    `agreement` (default: the shipped one)."""
+    """The plans of the `local` brokers (all without it), with a submitting user per ministry and a
+    subscribing user and queue per subscriber of `agreement` (default: the shipped one)."""
     agreement = agreement or load_agreement()
     wanted = {country.lower() for country in local} if local else {broker.country for broker in brokers}
     unknown = wanted - {broker.country for broker in brokers}
@@ -75,6 +74,7 @@ def plans_for(
             broker,
             [peer for peer in brokers if peer is not broker],
             submitters=submitting_authorities(agreement, broker.country),
+            subscribers=subscriptions(agreement, broker.country),
         )
         for broker in brokers
         if broker.country in wanted
@@ -131,12 +131,14 @@ async def apply_plans(
     admin: RabbitAdmin,
     shovel_timeout: float = 30.0,
     gateway_limit: int | None = None,
+    subscriptions: bool = True,
 ) -> Applied:
     """Vhosts, users and permissions first, then queues, then shovels (which would create missing queues).
 
     With `gateway_limit` (the gateways' max_message_bytes), each vhost's node is probed after its
     queues exist and before any shovel starts: a node that refuses what the gateways accept stops
-    the apply there.
+    the apply there. With `subscriptions`, each subscriber's queue is declared and bound as well
+    (the development kit leaves that to its tests, which choose their own bindings).
     """
     changes: list[str] = []
     limits: dict[str, str] = {}
@@ -146,6 +148,8 @@ async def apply_plans(
         transport = await _gateway_transport(plan, passwords, "topology-apply")
         try:
             await transport.declare(plan.declarations)
+            if subscriptions:
+                await transport.declare(plan.subscriptions)
             if gateway_limit is not None:
                 limits[plan.vhost] = await probe_message_size(transport, gateway_limit)
         finally:
@@ -162,8 +166,11 @@ async def apply_topology(
     admin: RabbitAdmin,
     shovel_timeout: float = 30.0,
 ) -> list[str]:
-    """`apply_plans` without the message size probe; returns what changed."""
-    applied = await apply_plans(plans=plans, passwords=passwords, admin=admin, shovel_timeout=shovel_timeout)
+    """`apply_plans` without the message size probe and the subscribers' queues (the development
+    kit's tests declare those with the bindings they test); returns what changed."""
+    applied = await apply_plans(
+        plans=plans, passwords=passwords, admin=admin, shovel_timeout=shovel_timeout, subscriptions=False
+    )
     return applied.changes
 
 
@@ -231,11 +238,16 @@ def describe(plan: BrokerPlan) -> dict[str, Any]:
     return {
         "country": plan.broker.country,
         "vhost": plan.vhost,
-        "users": {user: list(plan.user_tags(user)) for user in plan.users},
+        "users": list(plan.users),
+        "subscribers": dict(plan.subscribers),
         "permissions": [vars(permission) for permission in plan.permissions],
         "exchanges": {exchange.name: str(exchange.kind) for exchange in plan.declarations.exchanges},
         "queues": {queue.name: queue.argument_map() for queue in plan.declarations.queues},
         "bindings": [vars(binding) for binding in plan.declarations.bindings],
+        "subscriptions": {
+            queue.name: [b.routing_key for b in plan.subscriptions.bindings if b.queue == queue.name]
+            for queue in plan.subscriptions.queues
+        },
         "shovels": {shovel.name: shovel.definition(masked) for shovel in plan.shovels},
         "policies": {
             policy.name: {

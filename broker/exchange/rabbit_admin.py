@@ -23,7 +23,8 @@ import structlog
 
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.management_api import ApiErrors, ManagementEndpoint, path_of
-from broker.exchange.topology import BrokerPlan, Permissions, Policy, ShovelSpec
+from broker.exchange.plan import BrokerPlan
+from broker.exchange.topology import Permissions, Policy, ShovelSpec
 
 _log = structlog.get_logger(__name__)
 
@@ -294,7 +295,9 @@ class RabbitAdmin:
             changes.append(f"vhost {plan.vhost} added")
         users = self._user_records()
         for user in plan.users:
-            if self.ensure_user(user, _password(passwords, user), tags=plan.user_tags(user), existing=users):
+            # No user of a plan has a tag: none may reach anything broker-wide (a tag left by an
+            # older release, `monitoring` on the gateway's user, is taken away).
+            if self.ensure_user(user, _password(passwords, user), tags=(), existing=users):
                 changes.append(f"user {user} set")
         # Every permission of a plan is in the plan's own vhost.
         current = self.permissions(plan.vhost)

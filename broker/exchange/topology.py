@@ -6,11 +6,8 @@ broker-wide parts over the management HTTP API and `transport` declares exchange
 Each country is its own broker (in development: its own vhost on one node), so every function
 takes a `CountryBroker` carrying that country's AMQP URL. User names follow the vhost name, which
 lets a test run with vhosts `t-<random>-tj` share a node with the demo's and an operator's exchange.
-
-Users of one country's broker: `<vhost>-gateway` (its gateway), `<peer vhost>-link` (the peer's
-shovel, publish to `inbound` only) and one per ministry authority that submits messages through the
-gateway (`tj-mol` for TJ-MOL, named in `ministries`), which may only publish to the `submit`
-exchange (docs/decisions.md, "Submitting through the running gateway").
+Who may do what with these names (users, permissions, the whole plan of one broker) is `plan`'s
+business; docs/permissions.md has the table.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from broker.core.errors import ConfigError, Reason
 from broker.core.tls_policy import shovel_query
-from broker.exchange.ministries import submitter_user
+from broker.exchange.ministries import submitter_user, subscriber_user
 
 INBOUND = "inbound"
 QUARANTINE = "quarantine"
@@ -56,11 +53,6 @@ QUARANTINE_POLICY_PRIORITY = 100
 # rather than be refused by the broker, which stalls the shovel carrying it. RabbitMQ counts only
 # the body; the margin also covers our headers.
 MESSAGE_SIZE_HEADROOM = 64 * 1024
-# The gateway's own user may read the management API: readiness reads its shovel's status there,
-# which RabbitMQ shows to `monitoring` users only (and only for vhosts they hold a permission in). It
-# reads, never changes, and still touches no message outside its permissions (docs/decisions.md,
-# "Health and readiness").
-MONITORING_TAG = "monitoring"
 # RabbitMQ's words when it refuses a body over its max_message_size (3.8 and later).
 _SIZE_REFUSAL = re.compile(r"larger than configured max size (\d+)")
 
@@ -207,6 +199,16 @@ class CountryBroker:
         """The user this country's shovel logs in as on the peer's broker."""
         return f"{self.vhost}-link"
 
+    @property
+    def shovel_user(self) -> str:
+        """The user this country's shovel reads its `outbound.<peer>` queues as, on its own broker."""
+        return f"{self.vhost}-shovel"
+
+    def subscriber_user(self, authority_id: str) -> str:
+        """The RabbitMQ user a subscriber of `authority_id` consumes as: TJ-CONSULATE-MOSCOW →
+        `tj-sub-consulate-moscow`."""
+        return subscriber_user(self.vhost, self.country, authority_id)
+
     def submitter_user(self, authority_id: str) -> str:
         """The RabbitMQ user a ministry system of `authority_id` submits as: TJ-MOL → `tj-mol`."""
         return submitter_user(self.vhost, self.country, authority_id)
@@ -241,13 +243,15 @@ class ShovelSpec:
 
     @property
     def users(self) -> tuple[str, str]:
-        return (self.source.gateway_user, self.source.link_user)
+        """Who the shovel logs in as: its own reading user on the source, the link user on the peer."""
+        return (self.source.shovel_user, self.source.link_user)
 
     def definition(self, passwords: Mapping[str, str]) -> dict[str, Any]:
         return {
             "src-protocol": "amqp091",
+            # Its own user, which may only consume `outbound.<peer>`: never the gateway's.
             "src-uri": self.source.uris_for(
-                user=self.source.gateway_user, password=_password(passwords, self.source.gateway_user)
+                user=self.source.shovel_user, password=_password(passwords, self.source.shovel_user)
             ),
             "src-queue": outbound_queue(self.destination.country),
             "dest-protocol": "amqp091",
@@ -262,26 +266,6 @@ class ShovelSpec:
             "dest-add-forward-headers": False,
             "reconnect-delay": SHOVEL_RECONNECT_DELAY,
         }
-
-
-@dataclass(frozen=True)
-class BrokerPlan:
-    """What one country's broker needs: its vhost, users, permissions, declarations and shovels."""
-
-    broker: CountryBroker
-    users: tuple[str, ...]
-    permissions: tuple[Permissions, ...]
-    declarations: Declarations
-    shovels: tuple[ShovelSpec, ...]
-    policies: tuple[Policy, ...] = ()
-
-    @property
-    def vhost(self) -> str:
-        return self.broker.vhost
-
-    def user_tags(self, user: str) -> tuple[str, ...]:
-        """RabbitMQ user tags: the gateway may read its vhost's shovel status, link users nothing."""
-        return (MONITORING_TAG,) if user == self.broker.gateway_user else ()
 
 
 def shovel_name(source_country: str, destination_country: str) -> str:
@@ -421,76 +405,6 @@ def quarantine_policy(vhost: str, *, max_bytes: int = QUARANTINE_MAX_BYTES) -> P
         pattern=f"^{QUARANTINE}$",
         definition=(("max-length-bytes", max_bytes), ("overflow", "reject-publish")),
         priority=QUARANTINE_POLICY_PRIORITY,
-    )
-
-
-def gateway_permissions(broker: CountryBroker) -> Permissions:
-    # Only this topology's names, and only in the country's own vhost. Writing to the default
-    # exchange is how an answer reaches a submitter's direct reply-to address.
-    names = r"inbound|quarantine|outbound|outbound\.[a-z]{2}|delivery|submit|sub\..+"
-    return Permissions(
-        user=broker.gateway_user,
-        vhost=broker.vhost,
-        configure=f"^({names})$",
-        write=f"^({names}|{re.escape(DEFAULT_EXCHANGE)})$",
-        read=f"^({names})$",
-    )
-
-
-def submitter_permissions(broker: CountryBroker, authority_id: str) -> Permissions:
-    """A ministry system may publish to `submit` and nothing else.
-
-    Reading its answers needs no permission: direct reply-to is no queue of the vhost. A passive
-    declare of `submit` (to see whether a gateway consumes it) needs none either.
-    """
-    return Permissions(
-        user=broker.submitter_user(authority_id),
-        vhost=broker.vhost,
-        configure="^$",
-        write=f"^{SUBMIT}$",
-        read="^$",
-    )
-
-
-def link_permissions(*, source: CountryBroker, destination: CountryBroker) -> Permissions:
-    """The peer's shovel may publish to our `inbound` exchange and do nothing else."""
-    return Permissions(
-        user=source.link_user,
-        vhost=destination.vhost,
-        configure="^$",
-        write=f"^{INBOUND}$",
-        read="^$",
-    )
-
-
-def broker_plan(
-    local: CountryBroker, peers: Sequence[CountryBroker], *, submitters: Sequence[str] = ()
-) -> BrokerPlan:
-    """`submitters`: the authorities of `local`'s country that submit through its gateway."""
-    if any(peer.country == local.country for peer in peers):
-        raise ConfigError(Reason.CONFIG_INVALID, f"country {local.country} cannot be its own peer")
-    incoming_links = tuple(link_permissions(source=peer, destination=local) for peer in peers)
-    ministries = tuple(submitter_permissions(local, authority) for authority in submitters)
-    # The country's own link user lives on the peer's broker, which may be the same node.
-    taken = {local.gateway_user, local.link_user, *(permission.user for permission in incoming_links)}
-    clashing = [permission.user for permission in ministries if permission.user in taken]
-    if clashing or len({permission.user for permission in ministries}) != len(ministries):
-        raise ConfigError(
-            Reason.CONFIG_INVALID,
-            f"submitting authorities of {local.country} map to RabbitMQ users that clash: "
-            f"{', '.join(clashing) or 'two authorities share one user'}",
-        )
-    return BrokerPlan(
-        broker=local,
-        users=(
-            local.gateway_user,
-            *(permission.user for permission in incoming_links),
-            *(permission.user for permission in ministries),
-        ),
-        permissions=(gateway_permissions(local), *incoming_links, *ministries),
-        declarations=vhost_declarations(local.country, [peer.country for peer in peers]),
-        shovels=tuple(ShovelSpec(source=local, destination=peer) for peer in peers),
-        policies=(quarantine_policy(local.vhost),),
     )
 
 

@@ -137,13 +137,15 @@ class ExchangeSettings(BaseSettings):
     )
     management_url: str | None = Field(
         default=None,
-        description="This broker's management API, where readiness reads the link's shovel status "
-        "(default: the amqp_url host, http://...:15672, or https://...:15671 for amqps).",
+        description="Not read since readiness judges the link by the shovel's consumer (kept so that "
+        "files setting it still load): this broker's management API (default: the amqp_url host, "
+        "http://...:15672, or https://...:15671 for amqps).",
         json_schema_extra={"example": "https://rabbit.tj.example:15671"},
     )
     management_ca_file: Path | None = Field(
         default=None,
-        description="CA of the management API's certificate (default: amqp_url's cacertfile).",
+        description="Not read either (kept so that files setting it still load): CA of the "
+        "management API's certificate (default: amqp_url's cacertfile).",
         json_schema_extra={"example": "/etc/exchange/rabbitmq-ca.pem"},
     )
     log_format: Literal["console", "json"] = Field(

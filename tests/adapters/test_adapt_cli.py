@@ -43,6 +43,7 @@ def settings_file(exchange: ExchangeHarness, country: str, folder: Path) -> Path
     """The country's settings as this test's gateways use them, with the passwords topology apply keeps."""
     secrets = folder / "rabbitmq-secrets.json"
     secrets.write_text(json.dumps(exchange.dev.passwords), encoding="utf-8")
+    secrets.chmod(0o600)  # as `topology apply` keeps it: a gateway refuses one others may read
     path = folder / f"{country.lower()}.toml"
     write_settings_file(path, exchange.settings(country, secrets_file=secrets))
     return path

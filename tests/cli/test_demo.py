@@ -33,8 +33,8 @@ from broker.cli.demo import ROUTES, bundle_command, run_demo
 from broker.core.canonical import canonical_bytes
 from broker.core.catalogue import parse_payload, sample_payloads
 from broker.exchange.devkit import DevExchange
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan
 from broker.exchange.transport import RabbitTransport
 from broker.state.key_vault import VAULT_FILE, KeyVault
 
@@ -130,7 +130,8 @@ def test_demo_ends_with_every_receipt_accepted_and_status_shows_the_trail(
     assert [user for user in admin.users() if user.startswith(prefix)] == []
     assert {broker.vhost for broker in dev_exchange.brokers.values()} <= admin.vhosts()
     asyncio.run(still_logs_in(dev_exchange))
-    assert f"removed what the demo made: 10 vhosts and users named {prefix}*" in output
+    # 2 vhosts; per country its gateway, shovel, the peer's link, 2 ministries and 3 subscribers.
+    assert f"removed what the demo made: 18 vhosts and users named {prefix}*" in output
 
     rows = summary_rows(output)
     assert len(rows) == 12, output

@@ -178,6 +178,7 @@ def test_a_bad_input_is_one_error_line(countries: Path, case: str) -> None:
 
 def _ru_settings_with_secrets(cwd: Path, secrets: dict[str, str]) -> Path:
     _write(cwd, "var/rabbitmq-secrets.json", json.dumps(secrets))
+    (cwd / "var" / "rabbitmq-secrets.json").chmod(0o600)  # one others may read is refused before it is read
     return cwd / "var" / "ru" / "gateway.toml"
 
 

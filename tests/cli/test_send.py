@@ -71,6 +71,7 @@ def cli(exchange: ExchangeHarness, tmp_path: Path) -> Cli:
     write_settings_file(config, exchange.settings("RU"))
     secrets = tmp_path / "rabbitmq-secrets.json"
     secrets.write_text(json.dumps(exchange.dev.passwords), encoding="utf-8")
+    secrets.chmod(0o600)  # as `topology apply` keeps it
     death = tmp_path / "death.json"
     death.write_text(sample_payloads()["worker.death"].model_dump_json(), encoding="utf-8")
     return Cli(cwd=tmp_path, config=config, secrets=secrets, death=death)

@@ -32,9 +32,10 @@ from broker.audit.stores.postgres import PostgresAuditStore
 from broker.audit.stores.source import PostgresSource
 from broker.cli.topology import topology_app
 from broker.core.errors import AuditError, ConfigError, Reason, TransportError
+from broker.exchange.plan import broker_plan
 from broker.exchange.provisioning import parse_brokers
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import CountryBroker, ShovelSpec, broker_plan
+from broker.exchange.topology import CountryBroker, ShovelSpec
 from broker.exchange.transport import RabbitTransport
 from tests.chaos.node import TlsFiles
 from tests.support.tls_mitm import certificates, mitm, other_host_name
@@ -55,7 +56,7 @@ class TestShovelUris:
         ru = CountryBroker(country="ru", url=f"amqps://broker.ru.example:5671/ru?cacertfile={PEER_CA}")
         [shovel] = broker_plan(TJ, [ru]).shovels
 
-        dest = urlsplit(shovel.definition({"tj-gateway": "g", "tj-link": "p"})["dest-uri"])
+        dest = urlsplit(shovel.definition({"tj-shovel": "g", "tj-link": "p"})["dest-uri"])
 
         assert dict(parse_qsl(dest.query)) == {
             "cacertfile": PEER_CA,

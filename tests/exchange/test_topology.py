@@ -27,7 +27,8 @@ from broker.cli.topology import topology_app
 from broker.core.agreement import Agreement
 from broker.core.errors import ConfigError, Reason, TransportError
 from broker.exchange.fake_transport import _topic_matches
-from broker.exchange.ministries import submitting_authorities
+from broker.exchange.ministries import submitting_authorities, subscriptions
+from broker.exchange.plan import broker_plan, gateway_permissions
 from broker.exchange.provisioning import (
     apply_topology,
     describe,
@@ -47,9 +48,7 @@ from broker.exchange.topology import (
     ExchangeKind,
     QueueDeclaration,
     ShovelSpec,
-    broker_plan,
     delivery_routing_key,
-    gateway_permissions,
     subscriber_declarations,
     vhost_declarations,
 )
@@ -91,14 +90,15 @@ class TestPlan:
             country="ru", url="amqp://127.0.0.1:5682/ru", nodes=("127.0.0.1:5683", "127.0.0.1:5684")
         )
         definition = ShovelSpec(source=tj, destination=ru).definition(
-            {tj.gateway_user: "g", tj.link_user: "l"}
+            {tj.shovel_user: "s", tj.link_user: "l"}
         )
         assert [urlsplit(uri).port for uri in definition["src-uri"]] == [5672, 5673]
         assert [urlsplit(uri).port for uri in definition["dest-uri"]] == [5682, 5683, 5684]
         assert {urlsplit(uri).path for uri in definition["dest-uri"]} == {"/ru"}
         assert {urlsplit(uri).username for uri in definition["dest-uri"]} == {tj.link_user}
+        assert {urlsplit(uri).username for uri in definition["src-uri"]} == {tj.shovel_user}
         # A single node keeps the plain string form.
-        single = ShovelSpec(source=TJ, destination=RU).definition({TJ.gateway_user: "g", TJ.link_user: "l"})
+        single = ShovelSpec(source=TJ, destination=RU).definition({TJ.shovel_user: "s", TJ.link_user: "l"})
         assert isinstance(single["dest-uri"], str)
 
     @pytest.mark.parametrize("node", ["rabbit-2", "rabbit-2:port", "amqp://rabbit-2:5672", "a b:5672"])
@@ -140,7 +140,7 @@ class TestPlan:
         plan = broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MVD"])
 
         assert plan.vhost == "tj"
-        assert plan.users == ("tj-gateway", "ru-link", "tj-mol", "tj-mvd")
+        assert plan.users == ("tj-gateway", "ru-link", "tj-mol", "tj-mvd", "tj-shovel")
         link = plan.permissions[1]
         assert (link.user, link.vhost, link.configure, link.write, link.read) == (
             "ru-link",
@@ -154,11 +154,53 @@ class TestPlan:
     def test_each_ministry_may_only_publish_submissions(self) -> None:
         plan = broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MVD"])
 
-        ministries = {p.user: (p.vhost, p.configure, p.write, p.read) for p in plan.permissions[2:]}
+        ministries = {p.user: (p.vhost, p.configure, p.write, p.read) for p in plan.permissions[2:4]}
         assert ministries == {
             "tj-mol": ("tj", "^$", "^submit$", "^$"),
             "tj-mvd": ("tj", "^$", "^submit$", "^$"),
         }
+
+    def test_the_shovel_may_only_consume_the_outbound_queues(self) -> None:
+        plan = broker_plan(TJ, [RU])
+        [shovel] = [p for p in plan.permissions if p.user == "tj-shovel"]
+
+        assert (shovel.vhost, shovel.configure, shovel.write) == ("tj", "^$", "^$")
+        assert re.match(shovel.read, "outbound.ru")
+        for name in ("outbound", "inbound", "submit", "sub.TJ-MOL", "outbound.rux", "quarantine"):
+            assert not re.match(shovel.read, name), name
+
+    def test_each_subscriber_may_only_consume_its_own_queue(self) -> None:
+        plan = broker_plan(
+            TJ, [RU], subscribers={"TJ-CONSULATE-MOSCOW": ["worker.death.TJ"], "TJ-MOL": ["#"]}
+        )
+        readers = {p.user: p for p in plan.permissions if "-sub-" in p.user}
+
+        assert plan.subscribers == {"TJ-CONSULATE-MOSCOW": "tj-sub-consulate-moscow", "TJ-MOL": "tj-sub-mol"}
+        consul = readers["tj-sub-consulate-moscow"]
+        assert (consul.vhost, consul.configure, consul.write) == ("tj", "^$", "^$")
+        assert re.match(consul.read, "sub.TJ-CONSULATE-MOSCOW")
+        for name in ("sub.TJ-MOL", "sub.TJ-CONSULATE-MOSCOWX", "inbound", "delivery", "submit"):
+            assert not re.match(consul.read, name), name
+        # The queues are the operator's: declared and bound by the plan, not by the subscriber.
+        assert {q.name for q in plan.subscriptions.queues} == {"sub.TJ-CONSULATE-MOSCOW", "sub.TJ-MOL"}
+        assert ("delivery", "sub.TJ-CONSULATE-MOSCOW", "worker.death.TJ") in {
+            (b.exchange, b.queue, b.routing_key) for b in plan.subscriptions.bindings
+        }
+
+    def test_no_user_of_a_plan_reaches_anything_broker_wide(self) -> None:
+        [plan] = plans_for([TJ, RU], ["tj"])
+        assert describe(plan)["users"] == list(plan.users)  # names only: no user has a tag
+        assert all(p.vhost == "tj" for p in plan.permissions)
+
+    def test_what_reaches_a_subscriber_follows_the_agreement(self, agreement: Agreement) -> None:
+        found = subscriptions(agreement, "TJ")
+
+        assert set(found) == {"TJ-MOL", "TJ-MVD", "TJ-CONSULATE-MOSCOW"}  # no gateway, CA or auditor
+        consul = set(found["TJ-CONSULATE-MOSCOW"])
+        assert {"worker.death.TJ", "work_permit.cancellation.TJ", "legislation.change.-"} <= consul
+        assert not {key for key in consul if key.endswith((".RU", ".*"))}
+        assert not {key for key in consul if key.startswith("employer.permit")}  # not a consulate's
+        assert "worker.death.*" in found["TJ-MOL"]
 
     def test_the_ministries_of_the_agreement_submit_and_the_protocol_roles_do_not(
         self, agreement: Agreement
@@ -166,16 +208,28 @@ class TestPlan:
         assert submitting_authorities(agreement, "TJ") == ("TJ-MOL", "TJ-MVD")
         assert submitting_authorities(agreement, "RU") == ("RU-MVD", "RU-MINTRUD")
         [plan] = plans_for([TJ, RU], ["ru"])
-        assert plan.users == ("ru-gateway", "tj-link", "ru-mvd", "ru-mintrud")
+        assert plan.users == (
+            "ru-gateway",
+            "tj-link",
+            "ru-mvd",
+            "ru-mintrud",
+            "ru-shovel",
+            "ru-sub-mvd",
+            "ru-sub-mintrud",
+            "ru-sub-consulate-dushanbe",
+        )
 
     def test_a_ministry_user_that_would_clash_with_the_link_users_is_refused(self) -> None:
-        for clashing in ("TJ-GATEWAY", "TJ-LINK"):
+        for clashing in ("TJ-GATEWAY", "TJ-LINK", "TJ-SHOVEL"):
             with pytest.raises(ConfigError) as caught:
                 broker_plan(TJ, [RU], submitters=[clashing])
             assert "clash" in caught.value.diagnostic
         with pytest.raises(ConfigError):
             broker_plan(TJ, [RU], submitters=["TJ-MOL", "TJ-MOL"])
-        assert broker_plan(TJ, [RU], submitters=["TJ-MOL"]).users[-1] == "tj-mol"
+        assert "tj-mol" in broker_plan(TJ, [RU], submitters=["TJ-MOL"]).users
+        with pytest.raises(ConfigError) as caught:  # a subscriber's user may not be a ministry's either
+            broker_plan(TJ, [RU], submitters=["TJ-SUB-MOL"], subscribers={"TJ-MOL": ["#"]})
+        assert "tj-sub-mol" in caught.value.diagnostic
 
     def test_quarantine_is_bounded_by_a_policy_of_its_own_vhost(self) -> None:
         [policy] = broker_plan(TJ, [RU]).policies
@@ -191,9 +245,10 @@ class TestPlan:
 
     def test_shovel_definition(self) -> None:
         [shovel] = broker_plan(TJ, [RU]).shovels
-        definition = shovel.definition({"tj-gateway": "g", "tj-link": "p@ss/w:rd"})
+        definition = shovel.definition({"tj-shovel": "g", "tj-link": "p@ss/w:rd"})
 
-        assert definition["src-uri"] == "amqp://tj-gateway:g@127.0.0.1:5672/tj"
+        # The shovel reads as its own user, never the gateway's.
+        assert definition["src-uri"] == "amqp://tj-shovel:g@127.0.0.1:5672/tj"
         assert definition["src-queue"] == "outbound.ru"
         dest = urlsplit(definition["dest-uri"])
         assert (dest.username, unquote(dest.password or ""), dest.path) == ("tj-link", "p@ss/w:rd", "/ru")
@@ -206,7 +261,7 @@ class TestPlan:
     def test_shovel_without_password_is_a_config_error(self) -> None:
         [shovel] = broker_plan(TJ, [RU]).shovels
         with pytest.raises(ConfigError) as caught:
-            shovel.definition({"tj-gateway": "g"})
+            shovel.definition({"tj-shovel": "g"})
         assert caught.value.reason is Reason.CONFIG_INVALID
 
     @pytest.mark.parametrize(
@@ -319,7 +374,17 @@ class TestCli:
             .definition(dict.fromkeys(needed_users([plan]), "x"))["dest-uri"]
             .startswith("amqp://ru-link:x@10.0.0.1:5672/tj")
         )
-        assert needed_users([plan]) == ["ru-gateway", "ru-link", "ru-mintrud", "ru-mvd", "tj-link"]
+        assert needed_users([plan]) == [
+            "ru-gateway",
+            "ru-link",
+            "ru-mintrud",
+            "ru-mvd",
+            "ru-shovel",
+            "ru-sub-consulate-dushanbe",
+            "ru-sub-mintrud",
+            "ru-sub-mvd",
+            "tj-link",
+        ]
 
     @pytest.mark.parametrize(
         "values",
@@ -352,10 +417,19 @@ class TestCli:
         assert [entry["vhost"] for entry in report] == ["tj", "ru"]
         assert (
             report[0]["shovels"]["tj-to-ru"]["src-uri"]
-            == "amqp://tj-gateway:%2A%2A%2A%2A%2A%2A%2A%2A@127.0.0.1:5672/tj"
+            == "amqp://tj-shovel:%2A%2A%2A%2A%2A%2A%2A%2A@127.0.0.1:5672/tj"
         )
         assert report[0]["queues"]["inbound"] == INBOUND_ARGUMENTS
         assert describe(broker_plan(RU, [TJ]))["permissions"][1]["user"] == "tj-link"
+
+    def test_show_names_each_subscriber_queue_and_the_user_that_consumes_it(self) -> None:
+        result = CliRunner().invoke(topology_app, ["show"])
+        report = json.loads(CliRunner().invoke(topology_app, ["show", "--json"]).output)
+
+        assert result.exit_code == 0, result.output
+        assert "sub.TJ-CONSULATE-MOSCOW (consumed as tj-sub-consulate-moscow)" in result.output
+        assert report[0]["subscribers"]["TJ-CONSULATE-MOSCOW"] == "tj-sub-consulate-moscow"
+        assert "worker.death.TJ" in report[0]["subscriptions"]["sub.TJ-CONSULATE-MOSCOW"]
 
     def test_bad_broker_option_exits_with_an_error(self) -> None:
         result = CliRunner().invoke(topology_app, ["show", "--broker", "tj=amqp://127.0.0.1/tj"])

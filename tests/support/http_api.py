@@ -73,6 +73,7 @@ def api_settings(
     secrets = tmp_path / "rabbitmq-secrets.json"
     if not secrets.exists():
         secrets.write_text(json.dumps(exchange.dev.passwords), encoding="utf-8")
+        secrets.chmod(0o600)  # as `topology apply` keeps it: a gateway refuses one others may read
     return exchange.settings(
         country,
         secrets_file=secrets,

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from broker.exchange.plan import BrokerPlan
 from broker.exchange.provisioning import apply_topology, needed_users, plans_for
 from broker.exchange.rabbit_admin import RabbitAdmin
-from broker.exchange.topology import BrokerPlan, CountryBroker
+from broker.exchange.topology import CountryBroker
 from broker.exchange.transport import RabbitTransport
 
 RABBIT_HOST = "127.0.0.1:5672"

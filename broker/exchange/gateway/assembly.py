@@ -21,6 +21,7 @@ from broker.exchange.gateway.keys import GatewayKeys, KeyWatcher, key_store_fing
 from broker.exchange.gateway.standby import ActiveRole
 from broker.exchange.metrics import GatewayMetrics
 from broker.exchange.personal_keys import PersonalDataKeys
+from broker.state.exposure import refuse_exposed_secrets
 from broker.state.key_vault import KeyVault
 from broker.state.outbox import Outbox
 from broker.state.settings import ExchangeSettings
@@ -115,7 +116,9 @@ async def gateway_from_settings(
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
-    broker_url = settings.broker_url()  # first: a missing password is told before anything is opened
+    # First: a key or password others may read, or a missing password, is told before anything opens.
+    refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
+    broker_url = settings.broker_url()
     agreement = load_agreement(settings.agreement_file)
     keys = GatewayKeys(
         keystore=KeyStore(root=settings.keys_dir),
