@@ -15,24 +15,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
+import pytest_asyncio
 
 from broker.audit import EntryKind
 from broker.core.catalogue.samples import sample_payloads
 from broker.exchange.topology import INBOUND
 from broker.exchange.transport import RabbitTransport
 from broker.state.outbox import SendState
+from tests.support.audit_logs import PG_DSN
 from tests.support.exchange import ExchangeHarness
 from tests.support.http_api import sealed_by
 
@@ -55,7 +61,7 @@ def free_port() -> int:
 class GatewayProcess:
     """`broker gateway --country RU` on the test's state folder, its status port and its JSON log."""
 
-    def __init__(self, exchange: ExchangeHarness, name: str) -> None:
+    def __init__(self, exchange: ExchangeHarness, name: str, *, audit_dsn: str | None = None) -> None:
         self.port = free_port()
         self.log = exchange.state_dir / f"{name}.log"
         config = exchange.dev.settings["RU"].state_dir / "ru" / "gateway.toml"
@@ -66,6 +72,8 @@ class GatewayProcess:
             "EXCHANGE_METRICS_PORT": str(self.port),
             "EXCHANGE_STANDBY_POLL_S": str(POLL_S),
             "EXCHANGE_LOG_FORMAT": "json",
+            # PostgreSQL: the log, and so the writer lock, in a database of the test's own.
+            **({"EXCHANGE_AUDIT_BACKEND": "postgres", "EXCHANGE_AUDIT_DSN": audit_dsn} if audit_dsn else {}),
         }
         self.process: asyncio.subprocess.Process | None = None
 
@@ -114,9 +122,12 @@ class GatewayProcess:
             await self.process.wait()
 
 
-async def active_and_standby(exchange: ExchangeHarness) -> tuple[GatewayProcess, GatewayProcess]:
+async def active_and_standby(
+    exchange: ExchangeHarness, *, audit_dsn: str | None = None
+) -> tuple[GatewayProcess, GatewayProcess]:
     """Start two RU gateways; the first is active before the second starts."""
-    first, second = GatewayProcess(exchange, "ru-first"), GatewayProcess(exchange, "ru-second")
+    first = GatewayProcess(exchange, "ru-first", audit_dsn=audit_dsn)
+    second = GatewayProcess(exchange, "ru-second", audit_dsn=audit_dsn)
     await first.start()
 
     async def first_active() -> bool:
@@ -136,19 +147,51 @@ async def active_and_standby(exchange: ExchangeHarness) -> tuple[GatewayProcess,
     return first, second
 
 
-def russian_log(exchange: ExchangeHarness) -> dict[str, Counter[UUID]]:
+async def russian_log(exchange: ExchangeHarness, audit_dsn: str | None = None) -> dict[str, Counter[UUID]]:
     """Per entry kind, how many entries each message id has in Russia's audit log."""
-    path = exchange.state_dir / "ru" / "audit.sqlite"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT kind, message_id FROM audit_entries WHERE message_type IS ? OR kind = 'receipt-sent'",
-            (TYPE,),
-        ).fetchall()
+    rows: list[tuple[str, object]]
+    if audit_dsn is not None:
+        connection = await asyncpg.connect(audit_dsn)
+        try:
+            found = await connection.fetch(
+                "SELECT kind, message_id FROM audit_ru.audit_entries "
+                "WHERE message_type = $1 OR kind = 'receipt-sent'",
+                TYPE,
+            )
+        except asyncpg.UndefinedTableError:
+            found = []  # the gateway has not made its schema yet
+        finally:
+            await connection.close()
+        rows = [(record["kind"], record["message_id"]) for record in found]
+    else:
+        path = exchange.state_dir / "ru" / "audit.sqlite"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            rows = db.execute(
+                "SELECT kind, message_id FROM audit_entries WHERE message_type IS ? OR kind = 'receipt-sent'",
+                (TYPE,),
+            ).fetchall()
     counts: dict[str, Counter[UUID]] = {}
     for kind, message_id in rows:
         if message_id is not None:
-            counts.setdefault(kind, Counter())[UUID(message_id)] += 1
+            counts.setdefault(kind, Counter())[UUID(str(message_id))] += 1
     return counts
+
+
+@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def audit_dsn(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """None for the SQLite log (and its file lock); else a PostgreSQL database of this test's own,
+    so the advisory lock and the schema `audit_ru` are nobody else's."""
+    if request.param == "sqlite":
+        yield None
+        return
+    name = f"ha_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG_DSN)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield urlunsplit(urlsplit(PG_DSN)._replace(path=f"/{name}"))
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
 
 
 def each_once(counts: Counter[UUID], ids: set[UUID]) -> tuple[set[UUID], set[UUID]]:
@@ -186,13 +229,13 @@ async def test_a_second_gateway_waits_as_standby_visibly_and_never_consumes(
 
 
 async def test_the_standby_takes_over_when_the_active_gateway_is_killed_losing_nothing(
-    exchange: ExchangeHarness,
+    exchange: ExchangeHarness, audit_dsn: str | None
 ) -> None:
     messages = 200
     tajikistan = await exchange.new_gateway(
         "TJ", receipt_deadlines_s={"*": 5.0}, resend_check_interval_s=0.5, confirm_timeout_s=5.0
     )
-    first, second = await active_and_standby(exchange)
+    first, second = await active_and_standby(exchange, audit_dsn=audit_dsn)
     try:
         sent: list[UUID] = []
 
@@ -205,7 +248,7 @@ async def test_the_standby_takes_over_when_the_active_gateway_is_killed_losing_n
         sending = asyncio.create_task(send_all())
 
         async def some_received() -> bool:
-            return len(russian_log(exchange).get("received", Counter())) >= messages // 3
+            return len((await russian_log(exchange, audit_dsn)).get("received", Counter())) >= messages // 3
 
         await exchange.wait_until(some_received, what="a third of the messages received", timeout_s=120)
         await first.kill()  # SIGKILL mid-stream: no clean-up, unacked messages go back to the queue
@@ -224,7 +267,7 @@ async def test_the_standby_takes_over_when_the_active_gateway_is_killed_losing_n
             return sum(1 for record in records if record.state is SendState.RECEIPTED) == messages
 
         await exchange.wait_until(all_receipted, what="every message receipted", timeout_s=180)
-        log = russian_log(exchange)
+        log = await russian_log(exchange, audit_dsn)
         ids = set(sent)
         assert len(ids) == messages
         for kind in ("received", "delivered", "receipt-sent"):
@@ -264,7 +307,7 @@ async def test_two_gateways_deliver_300_messages_published_twice_at_once_exactly
         ids = {message.envelope.id for message in sealed}
 
         async def all_receipted() -> bool:
-            return set(russian_log(exchange).get("receipt-sent", Counter())) >= ids
+            return set((await russian_log(exchange)).get("receipt-sent", Counter())) >= ids
 
         await exchange.wait_until(all_receipted, what="a receipt for each of the 300", timeout_s=180)
 
@@ -272,7 +315,7 @@ async def test_two_gateways_deliver_300_messages_published_twice_at_once_exactly
             return await exchange.held("RU", INBOUND) == 0
 
         await exchange.wait_until(acked, what="RU's inbound acked empty", timeout_s=60)
-        log = russian_log(exchange)
+        log = await russian_log(exchange)
         for kind in ("received", "delivered", "receipt-sent"):
             missing, twice = each_once(log.get(kind, Counter()), ids)
             assert (missing, twice) == (set(), set()), f"{kind}: missing {len(missing)}, twice {len(twice)}"
