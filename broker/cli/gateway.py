@@ -45,6 +45,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
 
     async def serve() -> None:
         stop = stop_on_signals()
+        settings.broker_url()  # a missing password is told before any lock is taken or port opened
         role = ActiveRole.from_settings(settings)
         status_source = GatewayStatus(settings, role=role, metrics=GatewayMetrics())
         async with serving_status(status_source, settings) as status:

@@ -45,6 +45,7 @@ class GatewayRun:
         self._gateway: Gateway | None = None
 
     async def __aenter__(self) -> Gateway:
+        self._settings.broker_url()  # a missing password is told before waiting for the lock
         await self.role.wait_until_active()
         try:
             gateway = await gateway_from_settings(
