@@ -398,6 +398,34 @@ class TestCli:
         with pytest.raises(ConfigError):
             parse_brokers(values)
 
+    def test_broker_nodes_make_every_shovel_list_the_cluster(self) -> None:
+        brokers = parse_brokers(
+            ["tj=amqps://rabbit-1.tj.example:5671/tj?cacertfile=/ca.pem", "ru=amqp://127.0.0.1:5672/ru"],
+            nodes=["tj=rabbit-2.tj.example:5671", "tj=rabbit-3.tj.example:5671", "ru=127.0.0.1:5673"],
+        )
+        [tj_plan] = plans_for(brokers, ["tj"])
+        definition = tj_plan.shovels[0].definition(dict.fromkeys(needed_users([tj_plan]), "x"))
+        assert [urlsplit(uri).hostname for uri in definition["src-uri"]] == [
+            "rabbit-1.tj.example",
+            "rabbit-2.tj.example",
+            "rabbit-3.tj.example",
+        ]
+        assert [urlsplit(uri).port for uri in definition["dest-uri"]] == [5672, 5673]
+
+    @pytest.mark.parametrize(
+        ("nodes", "reason"),
+        [
+            (["tj=rabbit-2.example:5672"], Reason.CONFIG_INSECURE_TLS),  # plaintext to another host
+            (["uz=127.0.0.1:5673"], Reason.CONFIG_INVALID),  # no such broker
+            (["tj 127.0.0.1:5673"], Reason.CONFIG_INVALID),
+            (["tj=127.0.0.1"], Reason.CONFIG_INVALID),  # no port
+        ],
+    )
+    def test_a_broker_node_that_cannot_be_used_is_refused(self, nodes: list[str], reason: Reason) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse_brokers(["tj=amqp://127.0.0.1:5672/tj", "ru=amqp://127.0.0.1:5672/ru"], nodes=nodes)
+        assert caught.value.reason is reason
+
     def test_passwords_are_generated_once_and_kept_private(self, tmp_path: Path) -> None:
         path = tmp_path / "var" / "secrets.json"
         first = load_passwords(path, ["a", "b"])
