@@ -36,6 +36,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
     from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
+    from broker.exchange.gateway.assembly import check_before_start  # noqa: PLC0415
     from broker.exchange.gateway.standby import ActiveRole, Role  # noqa: PLC0415
     from broker.exchange.metrics import GatewayMetrics  # noqa: PLC0415
     from broker.exchange.status_server import GatewayStatus, serving_status  # noqa: PLC0415
@@ -45,7 +46,7 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
 
     async def serve() -> None:
         stop = stop_on_signals()
-        settings.broker_url()  # a missing password is told before any lock is taken or port opened
+        check_before_start(settings)  # told in one line before any lock is taken or port opened
         role = ActiveRole.from_settings(settings)
         status_source = GatewayStatus(settings, role=role, metrics=GatewayMetrics())
         async with serving_status(status_source, settings) as status:

@@ -45,7 +45,7 @@ class GatewayRun:
         self._gateway: Gateway | None = None
 
     async def __aenter__(self) -> Gateway:
-        self._settings.broker_url()  # a missing password is told before waiting for the lock
+        check_before_start(self._settings)  # told at once, not after waiting for the lock
         await self.role.wait_until_active()
         try:
             gateway = await gateway_from_settings(
@@ -72,6 +72,12 @@ class GatewayRun:
         finally:
             # Last: whatever the gateway still wrote while closing was written under the lock.
             await self.role.release()
+
+
+def check_before_start(settings: ExchangeSettings) -> None:
+    """A key or password others may read, or a missing password: told before anything opens."""
+    refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
+    settings.broker_url()
 
 
 async def open_audit_store(
@@ -117,8 +123,7 @@ async def gateway_from_settings(
     from broker.exchange.transport import RabbitTransport  # noqa: PLC0415
     from broker.state.keystore import KeyStore  # noqa: PLC0415
 
-    # First: a key or password others may read, or a missing password, is told before anything opens.
-    refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
+    check_before_start(settings)
     broker_url = settings.broker_url()
     agreement = load_agreement(settings.agreement_file)
     keys = GatewayKeys(
