@@ -169,7 +169,10 @@ async def declared_subscription(
     refuse_exposed_secrets(keys_dir=settings.keys_dir, secret_files=[settings.secrets_file])
     agreement = settings.agreement_set()
     keystore = KeyStore(root=settings.keys_dir)
-    transport = await RabbitTransport.connect(url=settings.broker_url(), name=f"{authority}-{purpose}")
+    url = settings.broker_url()
+    transport = await RabbitTransport.connect(
+        url=url, name=f"{authority}-{purpose}", failover=settings.failover_urls(url)
+    )
     try:
         subscription = Subscription(
             transport=transport,

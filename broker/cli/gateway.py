@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
@@ -24,7 +25,7 @@ from broker.cli.submitting import DEFAULT_RECEIPT_WAIT_S, submit_and_follow
 from broker.cli.topology import DEFAULT_SECRETS
 from broker.core.canonical import strict_loads
 from broker.core.catalogue import parse_payload
-from broker.core.errors import ExchangeError, LocalError, Reason
+from broker.core.errors import AuditError, ExchangeError, LocalError, Reason
 from broker.core.ids import uuid7
 from broker.exchange.submission import Submission
 from broker.state.settings import ExchangeSettings, describe_errors
@@ -34,27 +35,57 @@ def gateway(country: CountryOption, config: ConfigOption = None) -> None:
     """Run this country's gateway until interrupted."""
     from broker.exchange import runtime  # noqa: PLC0415
     from broker.exchange.gateway import Gateway  # noqa: PLC0415 - keeps `broker keys` free of aio-pika start-up
-    from broker.exchange.status_server import serving_status  # noqa: PLC0415
+    from broker.exchange.gateway.assembly import check_before_start  # noqa: PLC0415
+    from broker.exchange.gateway.standby import ActiveRole, Role  # noqa: PLC0415
+    from broker.exchange.metrics import GatewayMetrics  # noqa: PLC0415
+    from broker.exchange.status_server import GatewayStatus, serving_status  # noqa: PLC0415
 
     settings = load_settings(country, config, service=True)
     runtime.use_fast_event_loop()
 
     async def serve() -> None:
         stop = stop_on_signals()
-        async with Gateway.from_settings(settings) as gw, serving_status(gw, settings) as status:
-            runtime.tune_for_long_run()
+        check_before_start(settings)  # told in one line before any lock is taken or port opened
+        role = ActiveRole.from_settings(settings)
+        status_source = GatewayStatus(settings, role=role, metrics=GatewayMetrics())
+        async with serving_status(status_source, settings) as status:
             where = f"; /metrics /healthz /readyz on port {status.port}" if status else ""
-            peers = ", ".join(
-                f"{gw.agreement.gateway(peer).id} ({gw.agreement.for_peer(peer).id})" for peer in gw.peers
-            )
-            console.print(
-                f"gateway {gw.gateway_id} running; {'peers' if len(gw.peers) > 1 else 'peer'} {peers}{where}. Ctrl-C stops."
-            )
-            if gw.submitters:
-                console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
-            await stop.wait()
+            # A second gateway of the country waits here as the standby until the first one dies.
+            if role.role is not Role.ACTIVE and not await role.lock.try_acquire():
+                console.print(f"standby: another {settings.country} gateway is active; waiting for its lock")
+            if not await role.wait_until_active(stop):
+                await role.release()
+                return
+            async with Gateway.from_settings(settings, metrics=status_source.metrics, role=role) as gw:
+                status_source.gateway = gw
+                runtime.tune_for_long_run()
+                peers = ", ".join(
+                    f"{gw.agreement.gateway(peer).id} ({gw.agreement.for_peer(peer).id})" for peer in gw.peers
+                )
+                console.print(
+                    f"gateway {gw.gateway_id} running (active); {'peers' if len(gw.peers) > 1 else 'peer'} "
+                    f"{peers}{where}. Ctrl-C stops."
+                )
+                if gw.submitters:
+                    console.print(f"taking submissions (`broker send`) from {', '.join(gw.submitters)}")
+                await _first_of(stop, role.lost)
+            if role.lost.is_set():
+                raise AuditError(
+                    Reason.AUDIT_WRITER_LOST,
+                    f"{settings.country}'s gateway lost the audit log's writer lock and stopped; "
+                    "started again it waits as the standby",
+                )
 
     run(serve)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiting = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
 
 
 def send(

@@ -38,6 +38,14 @@ BrokerOption = Annotated[
         "--broker", help="COUNTRY=amqp://host:port/vhost, once per country (default: both on localhost)."
     ),
 ]
+NodeOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--broker-node",
+        help="COUNTRY=host:port, another node of that country's RabbitMQ cluster; once per node. "
+        "Shovels then list every node.",
+    ),
+]
 LocalOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -85,10 +93,13 @@ def _plans(
     local: list[str] | None,
     plaintext_host: list[str] | None,
     agreement: list[str] | None = None,
+    broker_node: list[str] | None = None,
 ) -> list[BrokerPlan]:
     """Two brokers: one link. More (a country with several peers): a link between each two countries
     that share an agreement, the shipped ones and those `--agreement` names (files or ids)."""
-    brokers = provisioning.parse_brokers(broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or ())
+    brokers = provisioning.parse_brokers(
+        broker or DEVELOPMENT_BROKERS, plaintext_hosts=plaintext_host or (), nodes=broker_node or ()
+    )
     if len(brokers) == 2 and not agreement:
         return provisioning.plans_for(brokers, local)
     countries = {b.country.upper() for b in brokers}
@@ -113,6 +124,7 @@ def _admin(credentials: Path | None, plaintext_host: list[str] | None) -> Rabbit
 @topology_app.command("apply")
 def apply_command(
     broker: BrokerOption = None,
+    broker_node: NodeOption = None,
     local: LocalOption = None,
     secrets_file: SecretsOption = DEFAULT_SECRETS,
     admin_credentials: AdminCredentialsOption = None,
@@ -123,7 +135,7 @@ def apply_command(
     """Create or update everything; running it again changes nothing."""
     configure_logging(level=logging.WARNING)  # the changes are printed; stdout stays the report
     try:
-        plans = _plans(broker, local, plaintext_host, agreement)
+        plans = _plans(broker, local, plaintext_host, agreement, broker_node)
         passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
         with _admin(admin_credentials, plaintext_host) as admin:
             # The node's message size limit is probed before any shovel starts: a node that refuses
@@ -146,6 +158,7 @@ def apply_command(
 @topology_app.command("show")
 def show_command(
     broker: BrokerOption = None,
+    broker_node: NodeOption = None,
     local: LocalOption = None,
     status: Annotated[
         bool,
@@ -161,7 +174,7 @@ def show_command(
     """Print the planned topology (passwords masked), and optionally its live state; `--json` for scripts."""
     configure_logging(level=logging.WARNING)  # stdout is the report
     try:
-        plans = _plans(broker, local, plaintext_host, agreement)
+        plans = _plans(broker, local, plaintext_host, agreement, broker_node)
         report = [provisioning.describe(plan) for plan in plans]
         if status:
             with _admin(admin_credentials, plaintext_host) as admin:
@@ -210,6 +223,7 @@ def _subscriber(authority: str, user: str, counts: dict[str, Any]) -> str:
 @topology_app.command("remove")
 def remove_command(
     broker: BrokerOption = None,
+    broker_node: NodeOption = None,
     local: LocalOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
     admin_credentials: AdminCredentialsOption = None,
@@ -223,7 +237,7 @@ def remove_command(
     """
     configure_logging(level=logging.WARNING)
     try:
-        plans = _plans(broker, local, plaintext_host, agreement)
+        plans = _plans(broker, local, plaintext_host, agreement, broker_node)
         vhosts = [plan.vhost for plan in plans]
         if not yes and not typer.confirm(f"Delete vhosts {', '.join(vhosts)} and their users?"):
             raise typer.Exit(1)

@@ -72,6 +72,7 @@ class Reason(StrEnum):
     ADAPTER_ENCODING = "adapter.encoding"
     ADAPTER_UNSAFE_PATH = "adapter.unsafe_path"
     AUDIT_BUNDLE_OVERSIZED = "audit.bundle_oversized"
+    AUDIT_WRITER_LOST = "audit.writer_lost"
     CLI_USAGE = "cli.usage"
     INPUT_UNREADABLE = "input.unreadable"
     INTERNAL_ERROR = "internal.error"

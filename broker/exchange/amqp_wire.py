@@ -14,8 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq.exceptions as amqp_errors
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
+from yarl import URL
 
 from broker.core.errors import Reason, TransportError
 from broker.exchange.transport_api import (
@@ -137,3 +139,92 @@ def without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def refuses_get(exc: BaseException) -> bool:
+    """RabbitMQ refuses basic.get on a quorum queue with a single active consumer (RESOURCE_LOCKED)."""
+    return isinstance(exc, amqp_errors.ChannelLockedResource)
+
+
+async def take_by_consuming(
+    channel: AbstractChannel, queue: str, *, limit: int, wait_s: float
+) -> list[AbstractIncomingMessage]:
+    """Up to `limit` of the messages waiting in `queue`, unacknowledged, through a short consumer:
+    how an operator's tool reads a queue that refuses basic.get (`inbound` and `submit` have a single
+    active consumer). Waits at most `wait_s`; while a gateway is the active consumer, gets nothing."""
+    amqp_queue = await channel.declare_queue(queue, passive=True)
+    wanted = min(limit, int(amqp_queue.declaration_result.message_count or 0))
+    taken: list[AbstractIncomingMessage] = []
+    if wanted == 0:
+        return taken
+    enough = asyncio.Event()
+
+    async def take(raw: AbstractIncomingMessage) -> None:
+        taken.append(raw)
+        if len(taken) >= wanted:
+            enough.set()
+
+    await channel.set_qos(prefetch_count=wanted)
+    tag = await amqp_queue.consume(take, no_ack=False)
+    try:
+        async with asyncio.timeout(wait_s):
+            await enough.wait()
+    except TimeoutError:
+        pass  # what came is what there is
+    await amqp_queue.cancel(tag)
+    return taken[:wanted]
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection that tries the next node of the cluster on every (re)connection.
+
+    aio-pika reconnects to the URL it was given; a cluster node that is gone would be retried until
+    it returns. Here `url` names the next node each time it is read while no transport is up: aio-pika
+    reads it exactly once per connection attempt (`Connection.connect`). `str()` names the node in use.
+    """
+
+    def __init__(self, url: Any, *, failover: tuple[str, ...] = (), **kwargs: Any) -> None:
+        self._nodes = [URL(url), *(URL(other) for other in failover)]
+        self._attempt = 0
+        self._in_use = self._nodes[0]
+        super().__init__(url, **kwargs)
+        self._attempt = 0  # reading the URL's query while initialising was no attempt
+
+    @property
+    def url(self) -> URL:
+        if self.transport is not None:
+            return self._in_use
+        self._in_use = self._nodes[self._attempt % len(self._nodes)]
+        self._attempt += 1
+        return self._in_use
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        # Set by aio-pika at init and on a secret update: keep every node's credentials alike.
+        self._nodes = [node.with_user(value.user or "").with_password(value.password) for node in self._nodes]
+        self._in_use = self._in_use.with_user(value.user or "").with_password(value.password)
+
+    def __str__(self) -> str:
+        return str(self._in_use.with_password("******") if self._in_use.password else self._in_use)
+
+
+async def connect_any(urls: list[str], *, name: str, timeout_s: float) -> AbstractRobustConnection:
+    """The first node of `urls` that answers; the connection then tries the others in turn on
+    every reconnection (`FailoverConnection`). One URL: aio-pika's own robust connection."""
+    properties: FieldTable = {"connection_name": name}
+    if len(urls) == 1:
+        return await aio_pika.connect_robust(urls[0], client_properties=properties, timeout=timeout_s)
+    failure: Exception | None = None
+    for first in range(len(urls)):
+        order = urls[first:] + urls[:first]
+        connection = FailoverConnection(order[0], failover=tuple(order[1:]), client_properties=properties)
+        try:
+            await connection.connect(timeout=timeout_s)
+        except Exception as exc:  # this node is down: the next one
+            failure = exc
+            await connection.close()
+            continue
+        return connection
+    if failure is None:
+        raise ValueError("no broker URL to connect to")
+    raise failure

@@ -48,12 +48,20 @@ class DevExchange:
 
 
 def dev_brokers(
-    agreement: Agreement, *, vhost_prefix: str, rabbit_host: str, countries: Sequence[str] = ()
+    agreement: Agreement,
+    *,
+    vhost_prefix: str,
+    rabbit_host: str,
+    countries: Sequence[str] = (),
+    rabbit_nodes: tuple[str, ...] = (),
 ) -> dict[str, CountryBroker]:
-    """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node."""
+    """Each country's broker of a development exchange: vhost `<prefix><cc>` on one node, or on the
+    cluster of `rabbit_host` and `rabbit_nodes` (its other nodes, host:port)."""
     return {
         country: CountryBroker(
-            country=country.lower(), url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}"
+            country=country.lower(),
+            url=f"amqp://{rabbit_host}/{vhost_prefix}{country.lower()}",
+            nodes=rabbit_nodes,
         )
         for country in (countries or agreement.countries)
     }
@@ -120,6 +128,7 @@ async def provision_dev_exchange(
     *,
     vhost_prefix: str = "",
     rabbit_host: str = "127.0.0.1:5672",
+    rabbit_nodes: tuple[str, ...] = (),
     admin: RabbitAdmin | None = None,
     now: datetime | None = None,
     agreements: Sequence[str] = (),
@@ -142,7 +151,13 @@ async def provision_dev_exchange(
     issued: set[str] = set()
     for each in loaded:
         create_dev_pki(keystore, each, now=now or datetime.now(UTC), done=issued)
-    brokers = dev_brokers(agreement, vhost_prefix=vhost_prefix, rabbit_host=rabbit_host, countries=countries)
+    brokers = dev_brokers(
+        agreement,
+        vhost_prefix=vhost_prefix,
+        rabbit_host=rabbit_host,
+        countries=countries,
+        rabbit_nodes=rabbit_nodes,
+    )
     plans = tuple(
         plans_for(list(brokers.values()), None, agreement=agreement, agreements=loaded if agreements else ())
     )
@@ -164,6 +179,7 @@ async def provision_dev_exchange(
             amqp_url=broker.uri_for(user=broker.gateway_user, password=passwords[broker.gateway_user]),
             keys_dir=workdir / "keys",
             state_dir=workdir,
+            **({"amqp_failover_hosts": rabbit_nodes} if rabbit_nodes else {}),
             **setting_overrides,
         )
         write_settings_file(workdir / country.lower() / "gateway.toml", settings)

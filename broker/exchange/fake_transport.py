@@ -24,7 +24,7 @@ _log = structlog.get_logger(__name__)
 @dataclass
 class _Queue:
     name: str
-    arguments: dict[str, str | int]
+    arguments: dict[str, str | int | bool]
     messages: deque[IncomingMessage] = field(default_factory=deque)
     consumers: list[FakeConsumer] = field(default_factory=list)
     next_consumer: int = 0
@@ -173,8 +173,11 @@ class FakeTransport:
     async def _deliver_one(self, target: _Queue) -> None:
         if not target.consumers or not target.messages:
             return
-        consumer = target.consumers[target.next_consumer % len(target.consumers)]
-        target.next_consumer += 1
+        if target.arguments.get("x-single-active-consumer") is True:
+            consumer = target.consumers[0]  # the first one registered, as RabbitMQ does
+        else:
+            consumer = target.consumers[target.next_consumer % len(target.consumers)]
+            target.next_consumer += 1
         message = target.messages.popleft()
         disposition = await consumer.handle(message)
         if disposition is Disposition.REJECT:

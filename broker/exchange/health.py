@@ -42,6 +42,8 @@ class Check(NamedTuple):
 @dataclass(frozen=True)
 class Readiness:
     checks: dict[str, Check]
+    # "active" or "standby" when the gateway runs under its writer lock (`gateway.standby`).
+    role: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -50,6 +52,7 @@ class Readiness:
     def report(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
+            **({} if self.role is None else {"role": self.role}),
             "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in self.checks.items()},
         }
 

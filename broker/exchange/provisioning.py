@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from broker.core.agreement import Agreement, load_agreement
 from broker.core.agreement_set import AgreementSet
 from broker.core.errors import ConfigError, Reason, TransportError
+from broker.core.tls_policy import check_amqp_url
 from broker.exchange.ministries import submitting_authorities, subscriptions
 from broker.exchange.plan import BrokerPlan, broker_plan
 from broker.exchange.rabbit_admin import RabbitAdmin
@@ -38,9 +39,22 @@ SIZE_PROBE_KEY = "size-probe"
 SIZE_PROBE_TIMEOUT_S = 60.0
 
 
-def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ()) -> list[CountryBroker]:
-    """`cc=amqp[s]://host:port/vhost` values; hosts in `plaintext_hosts` may go without TLS."""
+def parse_brokers(
+    values: Sequence[str], *, plaintext_hosts: Sequence[str] = (), nodes: Sequence[str] = ()
+) -> list[CountryBroker]:
+    """`cc=amqp[s]://host:port/vhost` values; hosts in `plaintext_hosts` may go without TLS.
+
+    `nodes`: `cc=host:port` values, the other nodes of a country's cluster (`--broker-node`).
+    """
     allowed = {host.lower() for host in plaintext_hosts}
+    cluster: dict[str, list[str]] = {}
+    for value in nodes:
+        country, separator, node = value.partition("=")
+        if not separator:
+            raise ConfigError(
+                Reason.CONFIG_INVALID, f"--broker-node {value!r} must look like tj=rabbit-2.tj.example:5671"
+            )
+        cluster.setdefault(country.strip().lower(), []).append(node.strip())
     brokers = []
     for value in values:
         country, separator, url = value.partition("=")
@@ -48,9 +62,24 @@ def parse_brokers(values: Sequence[str], *, plaintext_hosts: Sequence[str] = ())
             raise ConfigError(
                 Reason.CONFIG_INVALID, f"--broker {value!r} must look like tj=amqp://host:port/tj"
             )
-        host = (urlsplit(url.strip()).hostname or "").lower()
+        parts = urlsplit(url.strip())
+        others = tuple(cluster.pop(country.strip().lower(), ()))
+        for node in others:  # each node's host passes the TLS rule on its own
+            check_amqp_url(
+                urlunsplit((parts.scheme, node, parts.path, parts.query, "")), plaintext_hosts=allowed
+            )
         brokers.append(
-            CountryBroker(country=country.strip().lower(), url=url.strip(), allow_plaintext=host in allowed)
+            CountryBroker(
+                country=country.strip().lower(),
+                url=url.strip(),
+                allow_plaintext=(parts.hostname or "").lower() in allowed,
+                nodes=others,
+            )
+        )
+    if cluster:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"--broker-node names a country with no --broker: {', '.join(sorted(cluster))}",
         )
     countries = [broker.country for broker in brokers]
     if len(brokers) < 2 or len(set(countries)) != len(countries):

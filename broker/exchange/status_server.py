@@ -14,13 +14,15 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from typing import Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.core.errors import ConfigError, Reason
 from broker.exchange.gateway import Gateway
-from broker.exchange.health import PeerLink, Readiness
+from broker.exchange.gateway.standby import ActiveRole, Role
+from broker.exchange.health import Check, PeerLink, Readiness
 from broker.exchange.metrics import GatewayMetrics
 from broker.state.settings import ExchangeSettings
 
@@ -121,16 +123,56 @@ async def _respond(
     await writer.drain()
 
 
+class StatusSource(Protocol):
+    """What the status port reads: a `Gateway`, or a `GatewayStatus` that may still be a standby."""
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+
+    @property
+    def peers(self) -> tuple[str, ...]: ...
+
+    async def readiness(self, link: PeerLink | None = None) -> Readiness: ...
+
+
+class GatewayStatus:
+    """A gateway process's status from its start: a standby's until the gateway runs, then the
+    gateway's own checks with the writer lock added (`broker gateway` serves its port from this)."""
+
+    def __init__(self, settings: ExchangeSettings, *, role: ActiveRole, metrics: GatewayMetrics) -> None:
+        self._role = role
+        self._metrics = metrics
+        self._peers = settings.agreement_set().peers
+        self.gateway: Gateway | None = None
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self._metrics
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        return self._peers
+
+    async def readiness(self, link: PeerLink | None = None) -> Readiness:
+        if self._role.role is Role.STANDBY:
+            return self._role.readiness()
+        if self.gateway is None:  # the lock is ours; the gateway is being assembled
+            return self._role.with_lock(Readiness({"gateway": Check(False, "starting")}))
+        return self._role.with_lock(await self.gateway.readiness(link))
+
+
 @asynccontextmanager
-async def serving_status(gateway: Gateway, settings: ExchangeSettings) -> AsyncIterator[StatusServer | None]:
+async def serving_status(
+    source: StatusSource, settings: ExchangeSettings
+) -> AsyncIterator[StatusServer | None]:
     """The gateway's status port while the block runs, when `metrics_port` is set (else None)."""
     if settings.metrics_port is None:
         yield None
         return
-    link = PeerLink.from_settings(settings, gateway.peers)  # every peer's shovel
+    link = PeerLink.from_settings(settings, source.peers)  # every peer's shovel
     server = StatusServer(
-        metrics=gateway.metrics,
-        readiness=lambda: gateway.readiness(link),
+        metrics=source.metrics,
+        readiness=lambda: source.readiness(link),
         address=settings.metrics_address,
         port=settings.metrics_port,
     )

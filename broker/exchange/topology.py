@@ -57,12 +57,17 @@ MESSAGE_SIZE_HEADROOM = 64 * 1024
 _SIZE_REFUSAL = re.compile(r"larger than configured max size (\d+)")
 
 _COUNTRY = re.compile(r"^[a-z]{2}$")
+_NODE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 _VHOST = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _AUTHORITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BINDING_WORD = re.compile(r"^([A-Za-z0-9_]+|\*|#|-)$")
 _ROUTING_WORD = re.compile(r"^([A-Za-z0-9_]+|-)$")
 
-ArgumentValue = str | int
+ArgumentValue = str | int | bool
+# Queues a gateway consumes: one consumer at a time gets their messages (RabbitMQ's single active
+# consumer), so even two gateways that both consumed would never handle messages side by side; the
+# writer lock (`broker.exchange.gateway.standby`) keeps a standby from consuming at all.
+SINGLE_ACTIVE_CONSUMER: tuple[tuple[str, ArgumentValue], ...] = (("x-single-active-consumer", True),)
 
 
 class ExchangeKind(StrEnum):
@@ -142,6 +147,9 @@ class CountryBroker:
     country: str
     url: str
     allow_plaintext: bool = False
+    # The other nodes of the country's RabbitMQ cluster, `host:port` each (same vhost, scheme and TLS
+    # query as `url`): shovels list them all, so a link survives the loss of any one node.
+    nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _COUNTRY.fullmatch(self.country):
@@ -161,10 +169,22 @@ class CountryBroker:
                 f"vhost {self.vhost!r} in {self.url!r} must be lowercase letters, digits, '-'",
             )
         self._query()  # refuses a URL whose connections would not verify the server
+        for node in self.nodes:
+            if not _NODE.fullmatch(node):
+                raise ConfigError(Reason.CONFIG_INVALID, f"cluster node {node!r} must be host:port")
+            self._query(node)
 
-    def _query(self) -> str:
-        host = urlsplit(self.url).hostname or ""
-        return shovel_query(self.url, plaintext_hosts=(host,) if self.allow_plaintext else ())
+    def _query(self, node: str | None = None) -> str:
+        url = self.url if node is None else self._on_node(self.url, node)
+        host = urlsplit(url).hostname or ""
+        return shovel_query(url, plaintext_hosts=(host,) if self.allow_plaintext else ())
+
+    @staticmethod
+    def _on_node(url: str, node: str) -> str:
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        netloc = f"{credentials}@{node}" if credentials else node
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     @property
     def vhost(self) -> str:
@@ -198,6 +218,13 @@ class CountryBroker:
         netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"
         return urlunsplit((parts.scheme, netloc, "/" + quote(self.vhost, safe=""), self._query(), ""))
 
+    def uris_for(self, *, user: str, password: str) -> str | list[str]:
+        """`uri_for` on every node: one URI for a single node, a list (a shovel's form) for a cluster."""
+        first = self.uri_for(user=user, password=password)
+        if not self.nodes:
+            return first
+        return [first, *(self._on_node(first, node) for node in self.nodes)]
+
 
 @dataclass(frozen=True)
 class ShovelSpec:
@@ -223,12 +250,12 @@ class ShovelSpec:
         return {
             "src-protocol": "amqp091",
             # Its own user, which may only consume `outbound.<peer>`: never the gateway's.
-            "src-uri": self.source.uri_for(
+            "src-uri": self.source.uris_for(
                 user=self.source.shovel_user, password=_password(passwords, self.source.shovel_user)
             ),
             "src-queue": outbound_queue(self.destination.country),
             "dest-protocol": "amqp091",
-            "dest-uri": self.destination.uri_for(
+            "dest-uri": self.destination.uris_for(
                 user=self.source.link_user, password=_password(passwords, self.source.link_user)
             ),
             "dest-exchange": INBOUND,
@@ -302,7 +329,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
         ExchangeDeclaration(SUBMIT, ExchangeKind.DIRECT),
     )
     queues = (
-        QueueDeclaration(INBOUND, _quorum_arguments(dead_letter=True)),
+        QueueDeclaration(INBOUND, (*_quorum_arguments(dead_letter=True), *SINGLE_ACTIVE_CONSUMER)),
         QueueDeclaration(QUARANTINE, _quorum_arguments(dead_letter=False)),
         # Not dead-lettered: a submission the gateway cannot take is answered (refused), and one no
         # gateway takes expires unsent (the client sets its TTL), so nothing lands in quarantine.
@@ -313,6 +340,7 @@ def vhost_declarations(local_country: str, peer_countries: Sequence[str]) -> Dec
                 *_quorum_arguments(dead_letter=False),
                 ("x-max-length-bytes", SUBMIT_MAX_BYTES),
                 ("x-overflow", "reject-publish"),
+                *SINGLE_ACTIVE_CONSUMER,
             ),
         ),
         *(

@@ -18,8 +18,11 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from broker.core.errors import Reason, TransportError
 from broker.exchange.amqp_wire import (
     confirmed_publish,
+    connect_any,
     connect_error,
     incoming_message,
+    refuses_get,
+    take_by_consuming,
     transport_error,
     without_credentials,
 )
@@ -49,15 +52,19 @@ class RabbitTransport:
         self._publish_channel_lock = asyncio.Lock()
 
     @classmethod
-    async def connect(cls, *, url: str, name: str, operation_timeout: float = 10.0) -> RabbitTransport:
-        """Connect (reconnecting later on its own) with `name` shown in the broker's connection list."""
+    async def connect(
+        cls, *, url: str, name: str, operation_timeout: float = 10.0, failover: Sequence[str] = ()
+    ) -> RabbitTransport:
+        """Connect (reconnecting later on its own) with `name` shown in the broker's connection list.
+
+        `failover`: the same URL on the cluster's other nodes; each reconnection tries the next node.
+        """
         where = without_credentials(url)
         try:
-            connection = await aio_pika.connect_robust(
-                url, client_properties={"connection_name": name}, timeout=operation_timeout
-            )
+            connection = await connect_any([url, *failover], name=name, timeout_s=operation_timeout)
         except Exception as exc:
             raise connect_error(exc, where) from exc
+        where = without_credentials(str(connection))  # the node that answered
         transport = cls(connection=connection, name=name, operation_timeout=operation_timeout)
         try:
             await transport._publishing_channel()
@@ -131,28 +138,36 @@ class RabbitTransport:
         return consumer
 
     async def get(self, queue: str, *, remove: bool = True) -> IncomingMessage | None:
-        async with self._short_channel(f"getting a message from {queue!r}") as channel:
-            amqp_queue = await channel.get_queue(queue, ensure=False)
-            raw = await amqp_queue.get(no_ack=False, fail=False)
-            if raw is None:
-                return None
-            if remove:
-                await raw.ack()
-            else:
-                await raw.nack(requeue=True)
-            return incoming_message(raw)
+        taken = await self._take(queue, limit=1, settle=Disposition.ACK if remove else Disposition.REQUEUE)
+        return taken[0] if taken else None
 
     async def peek(self, queue: str, *, limit: int = 100) -> list[IncomingMessage]:
         """Take up to `limit` messages unacknowledged; closing the channel puts them all back."""
-        messages: list[IncomingMessage] = []
-        async with self._short_channel(f"listing {queue!r}") as channel:
+        return await self._take(queue, limit=limit, settle=None)
+
+    async def _take(self, queue: str, *, limit: int, settle: Disposition | None) -> list[IncomingMessage]:
+        """Up to `limit` messages by basic.get, or by a short consumer where the queue refuses that
+        (single active consumer); each acked or requeued as `settle` says, or left to the channel's
+        close (which puts them back)."""
+        action = f"taking up to {limit} message(s) from {queue!r}"
+        taken: list[AbstractIncomingMessage] = []
+        async with self._short_channel(action) as channel:
             amqp_queue = await channel.get_queue(queue, ensure=False)
-            while len(messages) < limit:
-                raw = await amqp_queue.get(no_ack=False, fail=False)
-                if raw is None:
-                    break
-                messages.append(incoming_message(raw))
-        return messages
+            try:
+                while len(taken) < limit:
+                    raw = await amqp_queue.get(no_ack=False, fail=False)
+                    if raw is None:
+                        break
+                    taken.append(raw)
+            except Exception as exc:
+                if not refuses_get(exc):
+                    raise
+            else:
+                return await _settled(taken, settle)
+        # The broker closed that channel refusing basic.get: read through a consumer instead.
+        async with self._short_channel(action) as channel:
+            wait_s = self._operation_timeout / 2
+            return await _settled(await take_by_consuming(channel, queue, limit=limit, wait_s=wait_s), settle)
 
     async def move(
         self, *, source_queue: str, message_id: str, exchange: str, routing_key: str, limit: int = 1000
@@ -255,6 +270,15 @@ class RabbitTransport:
             raise
         except Exception as exc:
             raise transport_error(exc, action) from exc
+
+
+async def _settled(taken: list[AbstractIncomingMessage], settle: Disposition | None) -> list[IncomingMessage]:
+    for raw in taken:
+        if settle is Disposition.ACK:
+            await raw.ack()
+        elif settle is Disposition.REQUEUE:
+            await raw.nack(requeue=True)
+    return [incoming_message(raw) for raw in taken]
 
 
 class RabbitRequests:

@@ -111,6 +111,12 @@ class ExchangeSettings(BaseSettings):
         description="Re-sends back off: each waits twice as long as the one before, from the type's "
         "receipt deadline up to this (a deadline longer than this is kept as it is).",
     )
+    standby_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A standby gateway tries the audit log's writer lock this often, and the active "
+        "one checks it still holds it: the longest wait before a standby takes over.",
+    )
     checkpoint_every_entries: int = Field(
         default=1000, ge=1, description="Sign an audit checkpoint after this many entries..."
     )
@@ -153,6 +159,13 @@ class ExchangeSettings(BaseSettings):
     )
     log_format: Literal["console", "json"] = Field(
         default="console", description='Log lines for a person ("console") or a collector ("json").'
+    )
+    # Comma-separated in EXCHANGE_AMQP_FAILOVER_HOSTS (NoDecode: not JSON).
+    amqp_failover_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The other nodes of this country's RabbitMQ cluster, host:port each: the gateway "
+        "reconnects to the next one when its node goes away (same user, vhost and TLS as amqp_url).",
+        json_schema_extra={"example": "rabbit-2.tj.example:5671,rabbit-3.tj.example:5671"},
     )
     # Comma-separated in EXCHANGE_PLAINTEXT_HOSTS (NoDecode: not JSON).
     plaintext_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -203,7 +216,7 @@ class ExchangeSettings(BaseSettings):
     def _has_default(cls, value: dict[str, float]) -> dict[str, float]:
         return {**DEFAULT_RECEIPT_DEADLINES_S, **value}
 
-    @field_validator("plaintext_hosts", mode="before")
+    @field_validator("plaintext_hosts", "amqp_failover_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
@@ -214,6 +227,8 @@ class ExchangeSettings(BaseSettings):
     def _connections_verify_the_server(self) -> Self:
         # A ConfigError (not a ValueError) passes through pydantic with its own reason code.
         check_amqp_url(self.amqp_url, plaintext_hosts=self.plaintext_hosts)
+        for url in self.failover_urls(self.amqp_url):
+            check_amqp_url(url, plaintext_hosts=self.plaintext_hosts)
         check_http_url(self.management_api_url, plaintext_hosts=self.plaintext_hosts)
         if self.audit_dsn is not None:
             check_postgres_dsn(self.audit_dsn, plaintext_hosts=self.plaintext_hosts, environ=os.environ)
@@ -258,6 +273,15 @@ class ExchangeSettings(BaseSettings):
         deadline = self.receipt_deadline(message_type)
         cap = max(deadline, timedelta(seconds=self.resend_backoff_max_s))
         return min(deadline * (1 << min(max(copies - 1, 0), 32)), cap)
+
+    def failover_urls(self, url: str) -> list[str]:
+        """`url` (amqp_url or broker_url's answer) on each of `amqp_failover_hosts`."""
+        parts = urlsplit(url)
+        credentials = parts.netloc.rpartition("@")[0]
+        return [
+            urlunsplit((parts.scheme, f"{credentials}@{host}" if credentials else host, *parts[2:]))
+            for host in self.amqp_failover_hosts
+        ]
 
     def broker_url(self, user: str | None = None) -> str:
         """amqp_url as a connection uses it: with the password of its user (or of `user`, replacing

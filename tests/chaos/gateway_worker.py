@@ -24,6 +24,7 @@ from broker.cli.logs import configure_logging
 from broker.core.catalogue.samples import sample_payloads
 from broker.core.errors import LocalError
 from broker.exchange.gateway import Gateway
+from broker.exchange.gateway.standby import ActiveRole
 from broker.state.settings import ExchangeSettings
 
 log = structlog.get_logger("chaos.gateway_worker")
@@ -46,7 +47,12 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    async with Gateway.from_settings(settings) as gateway:
+    # A second worker of the country (the cluster run) waits here as the standby.
+    role = ActiveRole.from_settings(settings)
+    if not await role.wait_until_active(stop):
+        await role.release()
+        return
+    async with Gateway.from_settings(settings, role=role) as gateway:
         already = len(await gateway.outbox.records(limit=10_000_000))
         slots = asyncio.Semaphore(args.concurrency)
         sends: set[asyncio.Task[None]] = set()

@@ -142,10 +142,14 @@ class ChaosNode:
         return f"127.0.0.1:{self.amqp_port}"
 
     @classmethod
-    def start(cls, base: Path) -> ChaosNode:
+    def start(cls, base: Path, *, admin: tuple[str, str] | None = None) -> ChaosNode:
+        """`admin`: the administrator's name and password (a cluster's nodes share one)."""
         name = f"chaos-{secrets.token_hex(3)}@localhost"
         amqp_port, tls_port, dist_port, management_port = free_port(), free_port(), free_port(), free_port()
-        admin_user, admin_password = f"chaos-admin-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+        admin_user, admin_password = admin or (
+            f"chaos-admin-{secrets.token_hex(4)}",
+            secrets.token_urlsafe(18),
+        )
         for sub in ("mnesia", "log", "tls"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         tls = make_tls_files(base / "tls")

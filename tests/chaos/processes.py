@@ -36,6 +36,10 @@ class Worker:
         self.starts += 1
 
     @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
     def exited(self) -> bool:
         return self._process is None or self._process.returncode is not None
 

@@ -48,7 +48,11 @@ async def serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    transport = await RabbitTransport.connect(url=settings.amqp_url, name=f"{args.authority}-subscriber")
+    transport = await RabbitTransport.connect(
+        url=settings.amqp_url,
+        name=f"{args.authority}-subscriber",
+        failover=settings.failover_urls(settings.amqp_url),  # the other nodes of a cluster run
+    )
     subscription = Subscription(
         transport=transport, agreement=agreement, trust=trust, authority_id=args.authority, types=[args.type]
     )

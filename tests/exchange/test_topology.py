@@ -47,6 +47,7 @@ from broker.exchange.topology import (
     ExchangeDeclaration,
     ExchangeKind,
     QueueDeclaration,
+    ShovelSpec,
     delivery_routing_key,
     subscriber_declarations,
     vhost_declarations,
@@ -71,6 +72,8 @@ INBOUND_ARGUMENTS = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",
     "x-delivery-limit": 5,
+    # One consumer at a time: a second gateway never handles inbound messages side by side.
+    "x-single-active-consumer": True,
 }
 
 # Bounded, and refusing rather than dropping when full (docs/decisions.md, "Quarantine is bounded").
@@ -81,6 +84,29 @@ QUARANTINE_POLICY_DEFINITION = {"max-length-bytes": QUARANTINE_MAX_BYTES, "overf
 
 
 class TestPlan:
+    def test_a_cluster_s_shovel_lists_every_node_of_both_sides(self) -> None:
+        tj = CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj", nodes=("127.0.0.1:5673",))
+        ru = CountryBroker(
+            country="ru", url="amqp://127.0.0.1:5682/ru", nodes=("127.0.0.1:5683", "127.0.0.1:5684")
+        )
+        definition = ShovelSpec(source=tj, destination=ru).definition(
+            {tj.shovel_user: "s", tj.link_user: "l"}
+        )
+        assert [urlsplit(uri).port for uri in definition["src-uri"]] == [5672, 5673]
+        assert [urlsplit(uri).port for uri in definition["dest-uri"]] == [5682, 5683, 5684]
+        assert {urlsplit(uri).path for uri in definition["dest-uri"]} == {"/ru"}
+        assert {urlsplit(uri).username for uri in definition["dest-uri"]} == {tj.link_user}
+        assert {urlsplit(uri).username for uri in definition["src-uri"]} == {tj.shovel_user}
+        # A single node keeps the plain string form.
+        single = ShovelSpec(source=TJ, destination=RU).definition({TJ.shovel_user: "s", TJ.link_user: "l"})
+        assert isinstance(single["dest-uri"], str)
+
+    @pytest.mark.parametrize("node", ["rabbit-2", "rabbit-2:port", "amqp://rabbit-2:5672", "a b:5672"])
+    def test_a_cluster_node_that_is_not_host_port_is_refused(self, node: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            CountryBroker(country="tj", url="amqp://127.0.0.1:5672/tj", nodes=(node,))
+        assert caught.value.reason is Reason.CONFIG_INVALID
+
     def test_vhost_has_the_five_exchanges_and_quorum_queues(self) -> None:
         declarations = vhost_declarations("tj", ["ru"])
 
@@ -100,6 +126,7 @@ class TestPlan:
                 "x-queue-type": "quorum",
                 "x-max-length-bytes": SUBMIT_MAX_BYTES,
                 "x-overflow": "reject-publish",
+                "x-single-active-consumer": True,
             },
         }
         assert {(b.exchange, b.queue, b.routing_key) for b in declarations.bindings} == {
@@ -370,6 +397,34 @@ class TestCli:
     def test_a_link_needs_two_countries(self, values: list[str]) -> None:
         with pytest.raises(ConfigError):
             parse_brokers(values)
+
+    def test_broker_nodes_make_every_shovel_list_the_cluster(self) -> None:
+        brokers = parse_brokers(
+            ["tj=amqps://rabbit-1.tj.example:5671/tj?cacertfile=/ca.pem", "ru=amqp://127.0.0.1:5672/ru"],
+            nodes=["tj=rabbit-2.tj.example:5671", "tj=rabbit-3.tj.example:5671", "ru=127.0.0.1:5673"],
+        )
+        [tj_plan] = plans_for(brokers, ["tj"])
+        definition = tj_plan.shovels[0].definition(dict.fromkeys(needed_users([tj_plan]), "x"))
+        assert [urlsplit(uri).hostname for uri in definition["src-uri"]] == [
+            "rabbit-1.tj.example",
+            "rabbit-2.tj.example",
+            "rabbit-3.tj.example",
+        ]
+        assert [urlsplit(uri).port for uri in definition["dest-uri"]] == [5672, 5673]
+
+    @pytest.mark.parametrize(
+        ("nodes", "reason"),
+        [
+            (["tj=rabbit-2.example:5672"], Reason.CONFIG_INSECURE_TLS),  # plaintext to another host
+            (["uz=127.0.0.1:5673"], Reason.CONFIG_INVALID),  # no such broker
+            (["tj 127.0.0.1:5673"], Reason.CONFIG_INVALID),
+            (["tj=127.0.0.1"], Reason.CONFIG_INVALID),  # no port
+        ],
+    )
+    def test_a_broker_node_that_cannot_be_used_is_refused(self, nodes: list[str], reason: Reason) -> None:
+        with pytest.raises(ConfigError) as caught:
+            parse_brokers(["tj=amqp://127.0.0.1:5672/tj", "ru=amqp://127.0.0.1:5672/ru"], nodes=nodes)
+        assert caught.value.reason is reason
 
     def test_passwords_are_generated_once_and_kept_private(self, tmp_path: Path) -> None:
         path = tmp_path / "var" / "secrets.json"

@@ -88,6 +88,10 @@ INSECURE = {
     "PostgreSQL: second host of a list": {
         "audit_dsn": f"postgresql://u:{SECRET}@127.0.0.1:5432,db.example:5432/audit"
     },
+    "plaintext cluster node on another host": {
+        "amqp_url": f"amqp://u:{SECRET}@127.0.0.1:5672/tj",
+        "amqp_failover_hosts": "rabbit-2.example:5672",
+    },
     "management API in clear to another host": {
         "amqp_url": f"amqps://u:{SECRET}@rabbit.example/tj?cafile=/ca.pem",
         "management_url": "http://rabbit.example:15672",
@@ -111,6 +115,10 @@ SECURE = {
     },
     "IPv6 loopback": {"amqp_url": "amqp://u:p@[::1]:5672/tj"},
     "verified AMQPS": {"amqp_url": "amqps://u:p@rabbit.example:5671/tj?cafile=/etc/ca.pem"},
+    "verified AMQPS on a cluster": {
+        "amqp_url": "amqps://u:p@rabbit-1.example:5671/tj?cafile=/etc/ca.pem",
+        "amqp_failover_hosts": "rabbit-2.example:5671,rabbit-3.example:5671",
+    },
     "verify-full PostgreSQL": {
         "audit_dsn": "postgresql://u:p@db.example/audit?sslmode=verify-full&sslrootcert=/etc/ca.pem"
     },
@@ -173,3 +181,17 @@ def test_pgsslmode_from_the_environment_counts(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PGSSLMODE", "require")
     error = _refused(country="TJ", amqp_url="amqp://127.0.0.1/tj", audit_dsn=dsn)
     assert error.reason is Reason.CONFIG_INSECURE_TLS
+
+
+def test_a_cluster_s_other_nodes_carry_the_user_vhost_and_tls_of_the_first() -> None:
+    settings = ExchangeSettings.load(
+        None,
+        country="TJ",
+        amqp_url="amqps://gw@rabbit-1.example:5671/tj?cacertfile=/etc/ca.pem",
+        amqp_failover_hosts="rabbit-2.example:5671, rabbit-3.example:5671",
+    )
+    assert settings.amqp_failover_hosts == ("rabbit-2.example:5671", "rabbit-3.example:5671")
+    assert settings.failover_urls("amqps://gw:pw@rabbit-1.example:5671/tj?cacertfile=/etc/ca.pem") == [
+        "amqps://gw:pw@rabbit-2.example:5671/tj?cacertfile=/etc/ca.pem",
+        "amqps://gw:pw@rabbit-3.example:5671/tj?cacertfile=/etc/ca.pem",
+    ]

@@ -1,8 +1,9 @@
 """PostgreSQL audit store (asyncpg), for deployments past one machine.
 
 Same semantics as the SQLite store: one transaction per group-committed batch, and a
-transaction-scoped advisory lock per log, so several gateway processes can append to one log and
-indexes stay gap-free. Triggers refuse UPDATE, DELETE and TRUNCATE; the one exception is compaction
+transaction-scoped advisory lock per log, so several processes can append to one log and indexes
+stay gap-free. A gateway also holds the log's writer lock (`writer_lock`) and each of its writes
+checks it (`require_writer_lock`). Triggers refuse UPDATE, DELETE and TRUNCATE; the one exception is compaction
 (broker/audit/archive.py).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,7 @@ CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {schema}.{table
     )
 
 
-def _lock_key(purpose: str, schema: str) -> int:
+def lock_key(purpose: str, schema: str) -> int:
     """A stable signed 64-bit advisory lock key, the same in every process."""
     digest = hashlib.sha256(f"broker.audit:{purpose}:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
@@ -182,9 +183,10 @@ class PostgresAuditStore(StoreBase):
         super().__init__()
         self._pool = pool
         self._sql = _Statements.for_schema(schema)
-        self._append_lock = _lock_key("append", schema)
+        self._append_lock = lock_key("append", schema)
         # The right border as this process last wrote it; re-read if another process appended.
         self._border = CompactRange()
+        self._fence: Callable[[], tuple[str, tuple[Any, ...]]] | None = None
 
     @classmethod
     async def open(
@@ -206,7 +208,7 @@ class PostgresAuditStore(StoreBase):
         try:
             async with _driver_errors(), pool.acquire() as connection, connection.transaction():
                 # Serialise set-up so two processes starting together do not race on CREATE.
-                await connection.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("schema", schema))
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", lock_key("schema", schema))
                 await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                 await connection.execute(_ddl(schema))
         except BaseException:
@@ -214,9 +216,21 @@ class PostgresAuditStore(StoreBase):
             raise
         return cls(pool=pool, schema=schema)
 
+    def require_writer_lock(self, fence: Callable[[], tuple[str, tuple[Any, ...]]]) -> None:
+        """From now on each write first runs `fence()`'s query in its transaction and writes only if
+        it is true: a gateway that lost its writer lock (`writer_lock`) cannot append."""
+        self._fence = fence
+
     async def _write_batch(self, batch: WriteBatch) -> list[AuditEntry]:
         async with _driver_errors(), self._pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", self._append_lock)
+            if self._fence is not None:
+                query, arguments = self._fence()
+                if not await connection.fetchval(query, *arguments):
+                    raise AuditError(
+                        Reason.AUDIT_WRITER_LOST,
+                        "this gateway no longer holds the audit log's writer lock; nothing was written",
+                    )
             existing: dict[UUID, list[AuditEntry]] = {}
             if batch.probed:
                 for row in await connection.fetch(self._sql.select_by_messages, list(batch.probed)):

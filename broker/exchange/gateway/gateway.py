@@ -37,6 +37,7 @@ from broker.state.settings import ExchangeSettings
 if TYPE_CHECKING:
     from broker.exchange.gateway.assembly import GatewayRun
     from broker.exchange.gateway.keys import KeyWatcher
+    from broker.exchange.gateway.standby import ActiveRole
 
 
 class Gateway:
@@ -77,12 +78,17 @@ class Gateway:
 
     @classmethod
     def from_settings(
-        cls, settings: ExchangeSettings, *, metrics: GatewayMetrics | None = None
+        cls,
+        settings: ExchangeSettings,
+        *,
+        metrics: GatewayMetrics | None = None,
+        role: ActiveRole | None = None,
     ) -> GatewayRun:
-        """`async with Gateway.from_settings(settings) as gw:` assembles, starts, and finally closes."""
+        """`async with Gateway.from_settings(settings) as gw:` takes the writer lock (waiting as a
+        standby while another gateway of the country holds it), assembles, starts, and finally closes."""
         from broker.exchange.gateway.assembly import GatewayRun  # noqa: PLC0415 - assembly imports us
 
-        return GatewayRun(settings=settings, metrics=metrics)
+        return GatewayRun(settings=settings, metrics=metrics, role=role)
 
     @property
     def trust(self) -> TrustStore:
