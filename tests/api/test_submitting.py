@@ -71,7 +71,7 @@ async def test_a_death_notice_over_http_is_receipted_followed_and_proven(
     assert str(message_id) in out.decode()  # the batched receipt lists the message
 
 
-async def _proof(api: HttpApi, message_id: UUID) -> bytes | None:
+async def _proof(api: HttpApi, message_id: UUID | str) -> bytes | None:
     response = await api.get(f"/v1/messages/{message_id}/proof", as_="RU-MVD")
     if response.status_code == 404 and response.json()["reason"] == "audit.not_covered":
         return None

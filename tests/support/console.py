@@ -57,3 +57,13 @@ async def signed_in(context: BrowserContext, api: HttpApi, authority: str) -> Pa
     await page.click("#sign-in")
     await page.wait_for_selector("#who")
     return page
+
+
+async def receipted(api: HttpApi, body: dict[str, Any]) -> str:
+    """Submit `body` as RU-MVD through the API and wait for Tajikistan's receipt; its message id."""
+    response = await api.post("/v1/messages", as_="RU-MVD", json=body)
+    assert response.status_code == 202, response.text
+    message_id = str(response.json()["message_id"])
+    done = await api.get(f"/v1/messages/{message_id}", as_="RU-MVD", params={"wait": 30})
+    assert done.json()["state"] == "receipted", done.text
+    return message_id

@@ -13,9 +13,9 @@ from structlog.testing import capture_logs
 
 from broker.exchange.gateway import Gateway
 from broker.exchange.topology import INBOUND, QUARANTINE
-from tests.api.console.test_consulate_console import death, receipted
+from tests.api.console.test_consulate_console import death
 from tests.api.console.test_operator_console import forged
-from tests.support.console import AUDITOR, CONSULATE, OPERATOR, StartConsole
+from tests.support.console import AUDITOR, CONSULATE, OPERATOR, StartConsole, receipted
 from tests.support.exchange import ExchangeHarness
 from tests.support.http_api import HttpApi, sealed_by
 

@@ -15,7 +15,7 @@ from broker.exchange.gateway import Gateway
 from tests.api.test_submitting import _proof, death_notice
 from tests.cli.test_error_path import BROKER
 from tests.support.browser import new_context
-from tests.support.console import AUDITOR, StartConsole, signed_in
+from tests.support.console import AUDITOR, StartConsole, receipted, signed_in
 from tests.support.exchange import ExchangeHarness
 
 pytestmark = pytest.mark.rabbitmq
@@ -29,12 +29,7 @@ async def test_auditor_verifies_a_range_and_downloads_a_proof_check_proof_accept
     tmp_path: Path,
 ) -> None:
     api = await console_site("RU")
-    sent = await api.post("/v1/messages", as_="RU-MVD", json=death_notice())
-    assert sent.status_code == 202, sent.text
-    message_id = sent.json()["message_id"]
-    assert (await api.get(f"/v1/messages/{message_id}", as_="RU-MVD", params={"wait": 30})).json()[
-        "state"
-    ] == "receipted"
+    message_id = await receipted(api, death_notice())
     # The receipt is in a signed checkpoint once the API can prove it: then the console can too.
     await exchange.wait_until(
         lambda: _proof(api, message_id), what="a checkpoint covering the receipt", timeout_s=20

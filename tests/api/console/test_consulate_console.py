@@ -16,9 +16,8 @@ from playwright.async_api import Browser, expect
 from broker.core.catalogue import payload_to_json, sample_payloads
 from broker.exchange.gateway import Gateway
 from tests.support.browser import new_context
-from tests.support.console import CONSULATE, StartConsole, signed_in
+from tests.support.console import CONSULATE, StartConsole, receipted, signed_in
 from tests.support.exchange import ExchangeHarness
-from tests.support.http_api import HttpApi
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -38,15 +37,6 @@ def death(citizenship: str = "TJ") -> dict[str, Any]:
     payload["worker"]["citizenship"] = citizenship
     payload["compensation_office"]["located_in"] = citizenship
     return {"type": "worker.death", "to": "TJ-MOL", "payload": payload}
-
-
-async def receipted(api: HttpApi, body: dict[str, Any]) -> str:
-    response = await api.post("/v1/messages", as_="RU-MVD", json=body)
-    assert response.status_code == 202, response.text
-    message_id = str(response.json()["message_id"])
-    done = await api.get(f"/v1/messages/{message_id}", as_="RU-MVD", params={"wait": 30})
-    assert done.json()["state"] == "receipted", done.text
-    return message_id
 
 
 async def test_consulate_sees_exactly_its_nationals_alerts_and_marks_one_handled(

@@ -14,7 +14,7 @@ from broker.exchange.gateway import Gateway
 from broker.exchange.topology import INBOUND
 from tests.api.test_submitting import death_notice
 from tests.support.browser import new_context
-from tests.support.console import OPERATOR, StartConsole, signed_in
+from tests.support.console import OPERATOR, StartConsole, receipted, signed_in
 from tests.support.exchange import ExchangeHarness
 from tests.support.http_api import sealed_by
 
@@ -42,12 +42,7 @@ async def test_operator_opens_the_overview_finds_a_rejected_message_reads_its_re
     tmp_path: Path,
 ) -> None:
     api = await console_site("RU")
-    sent = await api.post("/v1/messages", as_="RU-MVD", json=death_notice())
-    assert sent.status_code == 202, sent.text
-    sent_id = sent.json()["message_id"]
-    assert (await api.get(f"/v1/messages/{sent_id}", as_="RU-MVD", params={"wait": 30})).json()[
-        "state"
-    ] == "receipted"
+    sent_id = await receipted(api, death_notice())
     sealed = sealed_by(exchange, "employer.permit", sender="TJ-MOL", recipient="RU-MINTRUD")
     bad_id = str(sealed.envelope.id)
     await exchange.broker["RU"].publish(
