@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-CountryOption = Annotated[str, typer.Option("--country", "-c", help="TJ or RU", callback=lambda v: v.upper())]
+CountryOption = Annotated[
+    str, typer.Option("--country", "-c", help="TJ, RU or UZ", callback=lambda v: v.upper())
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of readable text")]
 ConfigOption = Annotated[
     Path | None,

@@ -18,7 +18,7 @@ from cryptography import x509
 from broker.cli.common import ConfigOption, JsonOption, exit_with, load_settings, read_input
 from broker.cli.kit import kit
 from broker.cli.output import print_table
-from broker.core.agreement import load_agreement
+from broker.core.agreement import load_agreement, load_shipped_agreement, shipped_agreement_ids
 from broker.core.agreement_set import Agreements
 from broker.core.errors import ConfigError, ExchangeError, Reason
 from broker.core.pki import authority_country, certificate_thumbprint
@@ -79,6 +79,20 @@ def _resolve(root: Path | None, country: str | None, config: Path | None) -> tup
     if country is not None and settings_file is not None and (config is not None or settings_file.is_file()):
         settings = load_settings(country, config)
         return settings.keys_dir, settings.agreement_set()
+    if country is not None:
+        known = {
+            c
+            for agreement_id in shipped_agreement_ids()
+            for c in load_shipped_agreement(agreement_id).countries
+        }
+        if country not in known:  # a mistyped code would otherwise write into ./keys unnoticed
+            exit_with(
+                ConfigError(
+                    Reason.CONFIG_INVALID,
+                    f"{country} is no party to a shipped agreement ({', '.join(sorted(known))}) and has no "
+                    f"var/{country.lower()}/gateway.toml: check the code, or give --root or --config",
+                )
+            )
     return _FALLBACK_ROOT, load_agreement()
 
 

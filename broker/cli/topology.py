@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from broker.cli.logs import configure_logging
 from broker.cli.output import print_json
 from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement, shipped_agreement_ids
 from broker.core.agreement_set import is_agreement_path
-from broker.core.errors import ExchangeError
+from broker.core.errors import ExchangeError, LocalError, Reason
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
 from broker.exchange.plan import BrokerPlan
@@ -239,7 +240,13 @@ def remove_command(
     try:
         plans = _plans(broker, local, plaintext_host, agreement, broker_node)
         vhosts = [plan.vhost for plan in plans]
+        if not yes and not sys.stdin.isatty():
+            # typer.confirm would read end-of-file and report "interrupted" (exit 130).
+            raise LocalError(
+                Reason.CLI_USAGE, f"not removing vhosts {', '.join(vhosts)} without --yes: no terminal to ask"
+            )
         if not yes and not typer.confirm(f"Delete vhosts {', '.join(vhosts)} and their users?"):
+            typer.echo("nothing removed")
             raise typer.Exit(1)
         with _admin(admin_credentials, plaintext_host) as admin:
             removed = provisioning.remove_plans(plans, admin=admin)

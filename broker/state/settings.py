@@ -35,7 +35,7 @@ class ExchangeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="forbid", frozen=True)
 
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="The country this gateway serves (TJ or RU).")
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="The country this gateway serves (TJ, RU or UZ).")
     amqp_url: str = Field(
         description="This country's RabbitMQ: amqp[s]://user@host:port/vhost. The user is the gateway "
         "user `broker topology apply` made for the vhost (<vhost>-gateway); its password comes from "

@@ -126,6 +126,18 @@ def test_a_trust_bundle_that_cannot_be_read(tmp_path: Path) -> None:
     assert "nosuch.pem" in one_error_line(result, "input.unreadable")
 
 
+@pytest.mark.parametrize("verb", [("import", "bundle.pem"), ("list",), ("export", "--out", "out.pem")])
+def test_a_mistyped_country_writes_nothing_into_the_default_key_store(
+    tmp_path: Path, verb: tuple[str, ...]
+) -> None:
+    (tmp_path / "bundle.pem").write_text("not read: the country is refused first", encoding="utf-8")
+    result = broker("keys", verb[0], "--country", "XX", *verb[1:], cwd=tmp_path)
+    assert result.returncode == 1
+    assert "XX" in one_error_line(result, "config.invalid")
+    assert not (tmp_path / "keys").exists()
+    assert not (tmp_path / "out.pem").exists()
+
+
 def test_an_alert_file_that_cannot_be_written(tmp_path: Path, settings_file: Path) -> None:
     settings_file.write_text(
         settings_file.read_text(encoding="utf-8").replace('"RU"', '"TJ"'), encoding="utf-8"

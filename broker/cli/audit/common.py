@@ -7,6 +7,7 @@ printed); 2 the command could not run (a missing file, an unreachable database, 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from broker.audit.stores.archive_files import (
     ArchiveDirectory,
 )
 from broker.audit.stores.source import LogSource, open_source
-from broker.cli.output import err_console
+from broker.cli.output import console_for, err_console
 from broker.core.agreement import load_agreement
 from broker.core.errors import ConfigError, ExchangeError, LocalError, Reason
 from broker.core.trust import TrustStore
@@ -108,7 +109,11 @@ async def opened_source(locator: str, schema: str = "audit") -> AsyncIterator[Lo
 def load_trust(keys: Path | None, bundles: list[Path] | None) -> TrustStore:
     """Anchors from a keys directory, or from trust bundle files grouped by their CA's country."""
     if keys is not None:
-        return KeyStore(root=keys).trust_store(load_agreement().countries)
+        store = KeyStore(root=keys)
+        # Every country whose CA the directory holds (own or imported): a log with a second peer
+        # (TJ with RU and UZ) names certificates of all of them, not only the default agreement's.
+        held = sorted({record.country for record in store.inventory() if record.kind in ("ca", "peer-ca")})
+        return store.trust_store(held or load_agreement().countries)
     if not bundles:
         raise ConfigError(
             Reason.CONFIG_INVALID, "give the trust anchors with --keys DIR or --trust-bundle FILE"
@@ -156,7 +161,9 @@ def progress_bar(*, enabled: bool) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        # The console of standard error itself: rich's Live enters it as a context manager, which
+        # the err_console stand-in (resolved per call) is not.
+        console=console_for(sys.stderr),
         disable=not enabled,
         transient=True,
     )
