@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from broker.core.agreement import Agreement
 from broker.core.pki import Signer, create_ca, issue_authority_certificate
 from broker.core.trust import TrustStore
 from broker.state.keystore import KeyStore
+from tests.cli.test_error_path import BROKER
 from tests.support.audit_logs import (
     RABBIT_URL,
     BaseLogs,
@@ -93,6 +95,16 @@ class TestVerify:
             assert "OK" in result.output
             assert "0 of 0 external" not in result.output  # the peer did witness our checkpoints
             assert " 0 of our checkpoints countersigned" not in result.output  # and handed those back
+
+    def test_verify_with_its_progress_bar_runs_in_a_pipe(self, logs: Logs) -> None:
+        """The progress bar is on by default; in a pipe it crashed (`_CurrentStream` is no console)."""
+        result = subprocess.run(
+            [str(BROKER), "audit", "verify", *logs.store_args("TJ"), "--keys", str(logs.keys_dir)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "OK" in result.stdout
+        assert "Traceback" not in result.stderr
 
     @pytest.mark.parametrize("column", ["envelope", "kind", "time", "peer", "leaf_hash"])
     def test_one_changed_byte_in_any_column_is_named(self, logs: Logs, column: str) -> None:

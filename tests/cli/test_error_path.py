@@ -21,8 +21,9 @@ BROKER = Path(sys.executable).with_name("broker")
 
 def broker(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BROKER), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+        [str(BROKER), *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], code: str) -> str:
@@ -136,6 +137,14 @@ def test_a_mistyped_country_writes_nothing_into_the_default_key_store(
     assert "XX" in one_error_line(result, "config.invalid")
     assert not (tmp_path / "keys").exists()
     assert not (tmp_path / "out.pem").exists()
+
+
+def test_topology_remove_without_yes_and_without_a_terminal_removes_nothing(tmp_path: Path) -> None:
+    # A vhost prefix no one uses: if the refusal failed, nothing real would be deleted either.
+    result = broker("topology", "remove", "--broker", "tj=amqp://127.0.0.1:5672/nosuch-tj",
+                    "--broker", "ru=amqp://127.0.0.1:5672/nosuch-ru", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2
+    assert "--yes" in one_error_line(result, "cli.usage")
 
 
 def test_an_alert_file_that_cannot_be_written(tmp_path: Path, settings_file: Path) -> None:
