@@ -21,11 +21,12 @@ from broker.cli.logs import configure_logging
 from broker.cli.output import print_json
 from broker.core.agreement import Agreement, load_agreement, load_shipped_agreement, shipped_agreement_ids
 from broker.core.agreement_set import is_agreement_path
-from broker.core.errors import ExchangeError, LocalError, Reason
+from broker.core.errors import ConfigError, ExchangeError, LocalError, Reason
 from broker.exchange import provisioning
 from broker.exchange.management_api import ENV_CA_FILE, ENV_PASSWORD, ENV_URL, ENV_USER, ManagementEndpoint
 from broker.exchange.plan import BrokerPlan
 from broker.exchange.rabbit_admin import RabbitAdmin
+from broker.state.rabbitmq_passwords import environment_password
 from broker.state.settings import DEFAULT_MAX_MESSAGE_BYTES
 
 topology_app = typer.Typer(help="RabbitMQ vhosts, users, queues and shovel links between the two countries.")
@@ -137,8 +138,10 @@ def apply_command(
     configure_logging(level=logging.WARNING)  # the changes are printed; stdout stays the report
     try:
         plans = _plans(broker, local, plaintext_host, agreement, broker_node)
-        passwords = provisioning.load_passwords(secrets_file, provisioning.needed_users(plans))
+        users = provisioning.needed_users(plans)
         with _admin(admin_credentials, plaintext_host) as admin:
+            _refuse_to_replace_live_passwords(secrets_file, users, admin)
+            passwords = provisioning.load_passwords(secrets_file, users)
             # The node's message size limit is probed before any shovel starts: a node that refuses
             # what the gateways accept stops the apply there.
             applied = asyncio.run(
@@ -154,6 +157,21 @@ def apply_command(
         typer.echo(change)
     count = len(applied.changes)
     typer.echo(f"topology of {', '.join(plan.vhost for plan in plans)} applied ({count} changes)")
+
+
+def _refuse_to_replace_live_passwords(secrets_file: Path, users: list[str], admin: RabbitAdmin) -> None:
+    """A user the broker already has, with no password in the file or the environment, would get a
+    new generated one: a mistyped --secrets path would lock every running gateway and ministry out."""
+    known = provisioning.read_passwords(secrets_file)
+    unknown = {user for user in users if not known.get(user) and not environment_password(user)}
+    live = sorted(unknown & set(admin.users()))
+    if live:
+        raise ConfigError(
+            Reason.CONFIG_INVALID,
+            f"{secrets_file} holds no password for {', '.join(live[:3])}{' ...' if len(live) > 3 else ''}, "
+            "which the broker already has: a new one would lock out whoever uses it. Give the secrets file "
+            "`topology apply` wrote, or remove those users first (`broker topology remove`)",
+        )
 
 
 @topology_app.command("show")

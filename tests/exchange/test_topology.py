@@ -519,6 +519,24 @@ class TestAppliedTopology:
         assert "(0 changes)" in result.output
         assert "the broker's max_message_size is" in result.output  # the shared node: RabbitMQ's default
 
+    def test_cli_apply_with_a_mistyped_secrets_path_changes_no_live_password(
+        self, rabbit_link: RabbitLink, tmp_path: Path
+    ) -> None:
+        mistyped = tmp_path / "secrest.json"
+        arguments = ["apply", "--secrets", str(mistyped)]
+        arguments += ["--broker", f"tj={rabbit_link.tj.url}", "--broker", f"ru={rabbit_link.ru.url}"]
+
+        result = in_thread(CliRunner().invoke, topology_app, arguments)
+
+        assert result.exit_code == 1
+        assert f"error [config.invalid] {mistyped} holds no password for" in result.output
+        assert not mistyped.exists()  # nothing generated, nothing set on the broker
+        again = in_thread(
+            asyncio.run,
+            apply_topology(plans=rabbit_link.plans, passwords=rabbit_link.passwords, admin=rabbit_link.admin),
+        )
+        assert again == []  # every user still has the password the link's gateways use
+
     def test_cli_apply_refuses_a_node_that_would_refuse_what_gateways_accept(
         self, rabbit_link: RabbitLink, tmp_path: Path
     ) -> None:
