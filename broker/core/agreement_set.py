@@ -57,6 +57,7 @@ class AgreementSet:
                         f"{authority.id} belongs to {known.country} in one agreement and to "
                         f"{authority.country} in {agreement.id}",
                     )
+        self._by_id = authorities
         self.authorities = tuple(authorities.values())
         self.ids = frozenset(authorities)
         # Every agreement's rules (a type may appear once per agreement): who sends at all, not policy.
@@ -106,9 +107,9 @@ class AgreementSet:
 
     # -- the questions one agreement answers -------------------------------------------------------
     def authority(self, authority_id: str) -> Authority:
-        for candidate in self.authorities:
-            if candidate.id == authority_id:
-                return candidate
+        found = self._by_id.get(authority_id)  # asked for every message: a look-up, not a scan
+        if found is not None:
+            return found
         raise PolicyError(
             Reason.POLICY_RECIPIENT_UNKNOWN,
             f"authority {authority_id!r} is not party to any agreement of {self.country} ({self.id})",
